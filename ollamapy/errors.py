@@ -1,0 +1,72 @@
+"""One error tree. Each error carries its HTTP status; the server maps them to {"error": ...} in
+exactly one place (server/middleware.py), so handlers just raise."""
+
+from __future__ import annotations
+
+
+class OllamaError(Exception):
+    """Base of every error a client may see. `message` is the text sent as {"error": message}."""
+
+    status: int = 500
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class BadRequest(OllamaError):
+    status = 400
+
+
+class Unauthorized(OllamaError):
+    status = 401
+
+
+class Forbidden(OllamaError):
+    status = 403
+
+
+class NotFound(OllamaError):
+    status = 404
+
+
+class MethodNotAllowed(OllamaError):
+    status = 405
+
+
+class PayloadTooLarge(OllamaError):
+    status = 413
+
+
+class ClientClosed(OllamaError):
+    """The client went away while its request waited (Ollama answers 499)."""
+
+    status = 499
+
+    def __init__(self, message: str = "request canceled") -> None:
+        super().__init__(message)
+
+
+class ServerBusy(OllamaError):
+    status = 503
+
+    def __init__(
+        self, message: str = "server busy, please try again.  maximum pending requests exceeded"
+    ) -> None:
+        super().__init__(message)
+
+
+class ConfigError(Exception):
+    """A bad OLLAMA_* setting: reported at start as one clear line, never a traceback."""
+
+
+class RunnerError(OllamaError):
+    """llama-server failed to start, load, or answer."""
+
+    status = 500
+
+
+class RunnerNotFound(Exception):
+    """No llama-server binary could be located."""

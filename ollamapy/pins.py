@@ -1,0 +1,49 @@
+"""The pinned third-party inputs (llama.cpp source, default model), read from pins.toml."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+PINS_FILE = Path(__file__).with_name("pins.toml")
+
+
+@dataclass(frozen=True)
+class LlamaCppPin:
+    sdist_package: str
+    sdist_version: str
+    sdist_file: str
+    sdist_sha256: str
+    commit: str
+    build_number: int
+
+    @property
+    def short_commit(self) -> str:
+        return self.commit[:7]
+
+
+@dataclass(frozen=True)
+class ModelPin:
+    name: str
+    wheel_package: str
+    wheel_version: str
+    wheel_file: str
+    wheel_sha256: str
+    gguf_member: str
+    gguf_sha256: str
+
+
+@cache
+def _raw() -> dict:
+    with PINS_FILE.open("rb") as f:
+        return tomllib.load(f)
+
+
+def llama_cpp() -> LlamaCppPin:
+    return LlamaCppPin(**_raw()["llama_cpp"])
+
+
+def default_model() -> ModelPin:
+    return ModelPin(**_raw()["default_model"])

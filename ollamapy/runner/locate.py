@@ -1,0 +1,85 @@
+"""Find built llama-server runners: OLLAMAPY_RUNNERS, the repo's runners/, the installed package
+data dir, then `llama-server` on PATH — the first place that has any wins for each variant."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ollamapy.errors import RunnerNotFound
+from ollamapy.paths import repo_root
+
+# Preference when several variants are present and usable on this host.
+VARIANT_ORDER = ("cuda", "rocm", "metal", "vulkan", "cpu")
+
+
+@dataclass(frozen=True)
+class Runner:
+    variant: str
+    binary: Path
+    commit: str
+    source: str  # which search location found it
+    manifest: dict
+
+
+def search_dirs(environ: dict[str, str] | None = None) -> list[tuple[str, Path]]:
+    env = os.environ if environ is None else environ
+    dirs: list[tuple[str, Path]] = []
+    if env.get("OLLAMAPY_RUNNERS"):
+        dirs.append(("OLLAMAPY_RUNNERS", Path(env["OLLAMAPY_RUNNERS"]).expanduser()))
+    root = repo_root()
+    if root is not None:
+        dirs.append(("repo", root / "runners"))
+    dirs.append(("package", Path(__file__).resolve().parent.parent / "runners"))
+    return dirs
+
+
+def _read_manifest(d: Path) -> dict | None:
+    try:
+        data = json.loads((d / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def find_runners(environ: dict[str, str] | None = None) -> list[Runner]:
+    found: dict[str, Runner] = {}
+    for source, base in search_dirs(environ):
+        if not base.is_dir():
+            continue
+        for d in sorted(base.iterdir()):
+            binary = d / "bin" / "llama-server"
+            manifest = _read_manifest(d)
+            if manifest is None or not os.access(binary, os.X_OK):
+                continue
+            variant = str(manifest.get("variant", d.name))
+            if variant not in found:
+                found[variant] = Runner(variant, binary, str(manifest.get("llama_cpp_commit", "")),
+                                        source, manifest)
+    env = os.environ if environ is None else environ
+    on_path = shutil.which("llama-server", path=env.get("PATH"))
+    if on_path and "system" not in found:
+        found["system"] = Runner("system", Path(on_path), "", "PATH", {})
+    order = {v: i for i, v in enumerate((*VARIANT_ORDER, "system"))}
+    return sorted(found.values(), key=lambda r: order.get(r.variant, len(order)))
+
+
+def pick_runner(variant: str = "", environ: dict[str, str] | None = None) -> Runner:
+    """The runner to use: `variant` if given (OLLAMA_LLM_LIBRARY), else the most capable one."""
+    runners = find_runners(environ)
+    if not runners:
+        raise RunnerNotFound(
+            "no llama-server runner found: run `make runner` (or set OLLAMAPY_RUNNERS, "
+            "or put llama-server on PATH)"
+        )
+    if variant:
+        for r in runners:
+            if r.variant == variant:
+                return r
+        raise RunnerNotFound(
+            f"runner variant {variant!r} not found (have: {', '.join(r.variant for r in runners)})"
+        )
+    return runners[0]

@@ -1,0 +1,186 @@
+"""One llama-server child: spawn, wait for /health, capture its log, stop, and never leak it.
+
+The child gets PR_SET_PDEATHSIG(SIGKILL) (Linux) and its own process group, so it dies with the
+server even when the server is SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import aiohttp
+
+from ollamapy.errors import RunnerError
+
+log = logging.getLogger("ollamapy.runner")
+
+STDERR_TAIL_LINES = 200
+STOP_GRACE_S = 5.0
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+def child_env(environ: Mapping[str, str], config_home: Path) -> dict[str, str]:
+    """The child's environment: no LLAMA_ARG_*/LLAMA_API_KEY overrides, our own config dir.
+
+    Every setting reaches llama-server as an explicit flag, so a user's shell cannot change it.
+    """
+    env = {k: v for k, v in environ.items()
+           if not k.startswith("LLAMA_ARG_") and k not in ("LLAMA_API_KEY", "LLAMA_CACHE")}
+    env["XDG_CONFIG_HOME"] = str(config_home)
+    return env
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def is_bind_failure(stderr_tail: str) -> bool:
+    return "couldn't bind HTTP server socket" in stderr_tail
+
+
+class RunnerProcess:
+    """A started llama-server. Create with `await RunnerProcess.start(...)`."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, argv: Sequence[str], port: int,
+                 name: str, on_line: Callable[[str], None] | None = None) -> None:
+        self.proc = proc
+        self.argv = list(argv)
+        self.port = port
+        self.name = name
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self.lines_seen = 0
+        self._on_line = on_line
+        self._reader = asyncio.create_task(self._pump(), name=f"runner-log-{name}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    @classmethod
+    async def start(cls, binary: Path, args: Sequence[str], *, port: int, env: Mapping[str, str],
+                    name: str, on_line: Callable[[str], None] | None = None) -> RunnerProcess:
+        argv = [str(binary), *args, "--host", "127.0.0.1", "--port", str(port)]
+        log.info("starting llama-server", extra={"kv": {"cmd": " ".join(argv)}})
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=dict(env),
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
+        )
+        return cls(proc, argv, port, name, on_line)
+
+    async def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        prefix = f"runner[{self.name}:{self.proc.pid}]"
+        while True:
+            try:
+                raw = await self.proc.stdout.readline()
+            except (ValueError, asyncio.LimitOverrunError):  # an over-long line: skip it
+                continue
+            if not raw:
+                break
+            line = raw.decode("utf-8", "replace").rstrip()
+            self.tail.append(line)
+            self.lines_seen += 1
+            log.debug("%s %s", prefix, line)
+            if self._on_line is not None:
+                self._on_line(line)
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        return "\n".join(list(self.tail)[-lines:])
+
+    def last_error(self) -> str:
+        """The most telling line of the log for an error message (e.g. `error loading model`)."""
+        for line in reversed(self.tail):
+            low = line.lower()
+            if any(w in low for w in ("error", "failed", "exiting", "invalid", "unable")):
+                return line.split(" ", 3)[-1].strip() if line[:1].isdigit() else line.strip()
+        return self.tail[-1].strip() if self.tail else ""
+
+    async def wait_ready(self, session: aiohttp.ClientSession, *, stall_timeout: float,
+                         progress: Callable[[], float] | None = None, poll: float = 0.02) -> None:
+        """Poll /health until 200. 503 (loading) is normal; fail when the process exits, or when
+        nothing has progressed for `stall_timeout` seconds (Ollama's stall rule)."""
+        last_progress_at = time.monotonic()
+        # Without a progress callback, each new log line counts as load progress.
+        progress = progress or (lambda: float(self.lines_seen))
+        last_progress = progress()
+        url = f"{self.base_url}/health"
+        while True:
+            if self.proc.returncode is not None:
+                await self._drain()
+                raise RunnerError(self.exit_message())
+            try:
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    if r.status == 200:
+                        return
+            except (TimeoutError, aiohttp.ClientError):
+                pass
+            now = time.monotonic()
+            p = progress()
+            if p != last_progress:
+                last_progress, last_progress_at = p, now
+            if stall_timeout > 0 and now - last_progress_at > stall_timeout:
+                await self.stop()
+                raise RunnerError(
+                    f"timed out waiting for llama runner to start - progress {last_progress:.2f}"
+                )
+            await asyncio.sleep(poll)
+
+    def exit_message(self) -> str:
+        code = self.proc.returncode
+        if code is not None and code >= 0:
+            status = f"exit status {code}"
+        else:
+            status = f"signal {-(code or 0)}"
+        detail = self.last_error()
+        return f"llama runner process has terminated: {status}" + (f": {detail}" if detail else "")
+
+    async def _drain(self) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._reader), 1.0)
+
+    async def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds; always reaps the child."""
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                await self.proc.wait()
+        await self._drain()
+        if not self._reader.done():
+            self._reader.cancel()

@@ -1,0 +1,63 @@
+"""Where errors become responses: the one mapping from the error tree to HTTP."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from ollamapy.errors import OllamaError
+
+log = logging.getLogger("ollamapy.server")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps({"error": message}).encode(),
+        content_type="application/json",
+        charset="utf-8",
+    )
+
+
+def is_openai(request: web.Request) -> bool:
+    return request.path.startswith("/v1/")
+
+
+def openai_error_response(status: int, message: str) -> web.Response:
+    # Ollama's openai.NewError: 400 invalid_request_error, 404 not_found_error, else api_error.
+    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return web.Response(status=status, body=json.dumps(body).encode(),
+                        content_type="application/json", charset="utf-8")
+
+
+def render_error(request: web.Request, status: int, message: str) -> web.Response:
+    if is_openai(request):
+        return openai_error_response(status, message)
+    return error_response(status, message)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except OllamaError as e:
+        resp = request.get("stream_response")
+        if resp is not None and resp.prepared:
+            # Headers are out: the error becomes the stream's last line (see relay helpers).
+            raise
+        return render_error(request, e.status, e.message)
+    except web.HTTPNotFound:
+        return web.Response(status=404, text="404 page not found", content_type="text/plain")
+    except web.HTTPMethodNotAllowed:
+        return web.Response(status=405, text="405 method not allowed", content_type="text/plain")
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return render_error(request, 500, "internal server error")

@@ -1,0 +1,114 @@
+"""Shared fixtures: the built cpu runner, the SmolLM2 test model, a running ollamapy server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ollamapy import default_model
+from ollamapy.runner.locate import find_runners
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _need(what: str, how: str) -> None:
+    # Under CI a missing prerequisite is a failure, never a skip: `make test` installs it.
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing; `{how}` should have provided it")
+    pytest.skip(f"{what} is missing; run `{how}`")
+
+
+@pytest.fixture(scope="session")
+def runner_binary() -> Path:
+    for r in find_runners():
+        if r.variant == "cpu":
+            return r.binary
+    _need("the cpu llama-server runner", "make runner-test")
+    raise AssertionError
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    p = default_model.model_path()
+    if not p.exists():
+        _need("the SmolLM2 test model", "make model")
+    return p
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerProc:
+    proc: subprocess.Popen
+    url: str
+    host: str
+    models_dir: Path
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(tmp_path: Path, env_extra: dict[str, str] | None = None,
+                 host: str | None = None) -> ServerProc:
+    port = free_port()
+    models = tmp_path / "models"
+    env = dict(os.environ)
+    env.update({
+        "OLLAMA_HOST": host or f"127.0.0.1:{port}",
+        "OLLAMA_MODELS": str(models),
+        "HOME": str(tmp_path / "home"),
+        "OLLAMAPY_CACHE": str(default_model.cache_dir()),
+    })
+    env.update(env_extra or {})
+    (tmp_path / "home").mkdir(exist_ok=True)
+    log_path = tmp_path / "server.log"
+    logf = log_path.open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "ollamapy.cli.main", "serve"], env=env,
+                            stdout=logf, stderr=subprocess.STDOUT)
+    hp = env["OLLAMA_HOST"]
+    url = f"http://{hp}" if "://" not in hp else hp
+    url = url.replace("0.0.0.0", "127.0.0.1")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}:\n{log_path.read_text()}")
+        try:
+            if httpx.get(url + "/", timeout=1).status_code == 200:
+                return ServerProc(proc, url, hp, models, log_path)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"server did not answer:\n{log_path.read_text()}")
+
+
+def stop_server(s: ServerProc) -> int:
+    if s.proc.poll() is None:
+        s.proc.terminate()
+        try:
+            s.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            s.proc.kill()
+            s.proc.wait()
+    return s.proc.returncode
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProc]:
+    s = start_server(tmp_path)
+    yield s
+    stop_server(s)
