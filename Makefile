@@ -30,9 +30,10 @@ runner-test: vendor
 	$(PYTHON) runners/build.py --variant $(TEST_VARIANT)
 
 model: venv
-	$(BIN)/python -m ollamapy.default_model
+	$(BIN)/python -m ollamapy.default_model --register
 
 serve: venv runner model
+	$(BIN)/python -m ollamapy.default_model --register
 	$(BIN)/ollamapy serve
 
 lint: venv
@@ -49,3 +50,31 @@ bench: venv runner-test model
 
 clean:
 	rm -rf $(VENV) vendor/llama.cpp runners/cpu runners/cuda runners/metal runners/rocm runners/vulkan
+
+# Run ollamapy as a systemd service: `make venv runner`, then `sudo make install-service`.
+# Installs packaging/ollamapy.service with this checkout's venv in ExecStart, keeps an existing
+# /etc/ollamapy/ollamapy.env, creates the `ollamapy` system user (home and store under
+# /var/lib/ollamapy), then enables and starts the unit. DESTDIR=/some/root only stages the files
+# (packaging, tests): no user, no systemctl.
+UNIT_DIR ?= /etc/systemd/system
+DESTDIR ?=
+
+install-service:
+	@test -x $(BIN)/ollamapy || { echo "no $(BIN)/ollamapy: run 'make venv runner' first"; exit 1; }
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" != 0 ]; then \
+		echo "install-service needs root: sudo make install-service"; exit 1; fi
+	install -d $(DESTDIR)$(UNIT_DIR) $(DESTDIR)/etc/ollamapy
+	sed -e 's|/opt/ollamapy/.venv|$(abspath $(VENV))|g' packaging/ollamapy.service \
+		> $(DESTDIR)$(UNIT_DIR)/ollamapy.service
+	chmod 0644 $(DESTDIR)$(UNIT_DIR)/ollamapy.service
+	test -e $(DESTDIR)/etc/ollamapy/ollamapy.env || \
+		install -m 0640 packaging/ollamapy.env $(DESTDIR)/etc/ollamapy/ollamapy.env
+	@if [ -n "$(DESTDIR)" ]; then echo "staged under $(DESTDIR)"; exit 0; fi; \
+	id -u ollamapy >/dev/null 2>&1 || useradd --system --user-group \
+		--home-dir /var/lib/ollamapy --shell /usr/sbin/nologin ollamapy; \
+	chgrp ollamapy /etc/ollamapy/ollamapy.env; \
+	for g in render video; do getent group $$g >/dev/null && usermod -aG $$g ollamapy; done; \
+	if [ -d /run/systemd/system ]; then \
+		systemctl daemon-reload && systemctl enable --now ollamapy.service && \
+		systemctl --no-pager status ollamapy.service; \
+	else echo "systemd is not running here: unit installed, start it on a systemd host"; fi

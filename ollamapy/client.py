@@ -1,19 +1,23 @@
 """The HTTP client the CLI uses to talk to `ollamapy serve` (httpx, OLLAMA_HOST, API key).
 
-Kept import-light: the CLI must start fast, so nothing from the server stack is imported here.
+Kept import-light: the CLI must start fast, so nothing from the server stack is imported here and
+httpx itself (~35 ms) is only imported when a Client is actually built, not for `--help`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
+import sys
 from collections.abc import Iterator
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ollamapy import __version__
 from ollamapy.config import client_host
+
+if TYPE_CHECKING:
+    import httpx
 
 CONNECT_ERROR = "could not connect to ollamapy server, run 'ollamapy serve' to start it"
 
@@ -27,16 +31,42 @@ class ClientError(Exception):
         self.status = status
 
 
+def user_agent() -> str:
+    """Like Ollama's `ollama/<ver> (<arch> <os>) Go/<ver>`."""
+    py = ".".join(map(str, sys.version_info[:3]))
+    return f"ollamapy/{__version__} ({platform.machine()} {sys.platform}) Python/{py}"
+
+
+def error_message(status: int, body: bytes, reason: str = "") -> str:
+    """The text of an error response: `error` of a JSON body (native or OpenAI shape), else the
+    raw text, else the reason phrase."""
+    msg: Any = None
+    try:
+        obj = json.loads(body)
+        msg = obj.get("error") if isinstance(obj, dict) else None
+        if isinstance(msg, dict):  # OpenAI envelope
+            msg = msg.get("message")
+    except ValueError:
+        pass
+    text = body.decode("utf-8", "replace").strip()
+    return str(msg or text or reason or f"HTTP {status}")
+
+
 class Client:
     def __init__(self, host: str | None = None, api_key: str | None = None,
                  timeout: float | None = None) -> None:
+        import httpx
+
         env = os.environ
-        self.base_url = client_host(host if host is not None else env.get("OLLAMA_HOST")).url
-        key = api_key if api_key is not None else env.get("OLLAMA_API_KEY", "")
-        headers = {"User-Agent": f"ollamapy/{__version__}", "Accept": "application/json"}
+        hp = client_host(host if host is not None else env.get("OLLAMA_HOST"))
+        self.base_url = hp.url
+        key = api_key if api_key is not None else env.get("OLLAMA_API_KEY", "").strip()
+        headers = {"User-Agent": user_agent(), "Accept": "application/json"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
+        # As Go's ProxyFromEnvironment: HTTP(S)_PROXY never applies to a loopback server.
         self._http = httpx.Client(base_url=self.base_url, headers=headers,
+                                  trust_env=not hp.is_loopback,
                                   timeout=httpx.Timeout(timeout, connect=5.0))
 
     def close(self) -> None:
@@ -52,29 +82,34 @@ class Client:
     def _raise_for(r: httpx.Response) -> None:
         if r.status_code < 400:
             return
-        try:
-            body = r.json()
-            msg = body.get("error") if isinstance(body, dict) else None
-            if isinstance(msg, dict):  # OpenAI envelope
-                msg = msg.get("message")
-        except ValueError:
-            msg = None
-        raise ClientError(str(msg or r.text.strip() or r.reason_phrase), r.status_code)
+        raise ClientError(error_message(r.status_code, r.content, r.reason_phrase), r.status_code)
+
+    @staticmethod
+    def _transport_error(e: Exception) -> ClientError:
+        import httpx
+
+        if isinstance(e, httpx.ConnectError | httpx.ConnectTimeout):
+            return ClientError(CONNECT_ERROR)
+        if isinstance(e, httpx.RemoteProtocolError | httpx.ReadError):
+            return ClientError("the server closed the connection unexpectedly")
+        return ClientError(str(e) or type(e).__name__)
 
     def heartbeat(self) -> None:
+        import httpx
+
         try:
             r = self._http.head("/")
-        except httpx.HTTPError:
-            raise ClientError(CONNECT_ERROR) from None
+        except httpx.HTTPError as e:
+            raise self._transport_error(e) from None
         self._raise_for(r)
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
+        import httpx
+
         try:
             r = self._http.request(method, path, json=body)
-        except httpx.ConnectError:
-            raise ClientError(CONNECT_ERROR) from None
         except httpx.HTTPError as e:
-            raise ClientError(str(e) or type(e).__name__) from None
+            raise self._transport_error(e) from None
         self._raise_for(r)
         if not r.content:
             return None
@@ -84,7 +119,10 @@ class Client:
             return r.text
 
     def stream(self, method: str, path: str, body: Any = None) -> Iterator[dict[str, Any]]:
-        """NDJSON objects as they arrive; an `error` line raises ClientError."""
+        """NDJSON objects as they arrive; an `error` line raises ClientError. Closing the
+        generator (or Ctrl+C while iterating) closes the connection, which cancels the work."""
+        import httpx
+
         try:
             with self._http.stream(method, path, json=body) as r:
                 if r.status_code >= 400:
@@ -93,11 +131,13 @@ class Client:
                 for line in r.iter_lines():
                     if not line.strip():
                         continue
-                    obj = json.loads(line)
+                    try:
+                        obj = json.loads(line)
+                    except ValueError:
+                        raise ClientError(f"unexpected response from server: {line[:200]}"
+                                          ) from None
                     if isinstance(obj, dict) and obj.get("error"):
-                        raise ClientError(str(obj["error"]))
+                        raise ClientError(error_message(200, line.encode()))
                     yield obj
-        except httpx.ConnectError:
-            raise ClientError(CONNECT_ERROR) from None
         except httpx.HTTPError as e:
-            raise ClientError(str(e) or type(e).__name__) from None
+            raise self._transport_error(e) from None

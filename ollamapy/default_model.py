@@ -79,5 +79,32 @@ def ensure() -> Path:
     return dest
 
 
+DEFAULT_NAME = pins.default_model().name
+
+
+def register(models_dir: Path | None = None, name: str = DEFAULT_NAME) -> str:
+    """Register the default model into the store (offline, idempotent) -> its display name."""
+    from ollamapy.config import load_settings
+    from ollamapy.store.register import register_gguf
+
+    root = models_dir if models_dir is not None else load_settings().models_dir
+    path = ensure()
+    return register_gguf(root, path, name, digest="sha256:" + pins.default_model().gguf_sha256)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m ollamapy.default_model")
+    ap.add_argument("--register", action="store_true",
+                    help=f"also register it as {DEFAULT_NAME} in $OLLAMA_MODELS")
+    args = ap.parse_args(argv)
+    path = ensure()
+    if args.register:
+        print(f"registered {register()}")
+    else:
+        print(path)
+
+
 if __name__ == "__main__":
-    print(ensure())
+    main()

@@ -34,7 +34,7 @@ def fetch_sdist(pin: dict) -> Path:
         spec = f'{pin["sdist_package"]}=={pin["sdist_version"]}'
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--no-binary", ":all:", "--no-build-isolation", "-d", tmp, spec],
+             "--no-binary", ":all:", "-d", tmp, spec],
             check=True,
         )
         got = Path(tmp) / pin["sdist_file"]

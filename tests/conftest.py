@@ -112,3 +112,29 @@ def server(tmp_path: Path) -> Iterator[ServerProc]:
     s = start_server(tmp_path)
     yield s
     stop_server(s)
+
+
+DEFAULT_MODEL = "smollm2:135m"
+
+
+def register_default_model(models_dir: Path, name: str = DEFAULT_MODEL) -> str:
+    """Register the SmolLM2 GGUF as `name` in a store (through the store's create code; the blob
+    is hard-linked from the cache when possible). Usable before starting a server with custom env.
+    Returns the model's display name."""
+    from ollamapy import pins
+    from ollamapy.store.register import register_gguf
+
+    src = default_model.model_path()
+    if not src.exists():
+        _need("the SmolLM2 test model", "make model")
+    return register_gguf(models_dir, src, name,
+                         digest="sha256:" + pins.default_model().gguf_sha256)
+
+
+@pytest.fixture
+def model_server(tmp_path: Path) -> Iterator[ServerProc]:
+    """A running `ollamapy serve` whose store already holds smollm2:135m."""
+    register_default_model(tmp_path / "models")
+    s = start_server(tmp_path)
+    yield s
+    stop_server(s)

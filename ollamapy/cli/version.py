@@ -1,27 +1,45 @@
-"""`ollamapy -v`: server and client versions, as `ollama -v` prints them, plus llama.cpp's."""
+"""`ollamapy -v`: server and client versions as `ollama -v` prints them, plus llama.cpp's commit
+(the runner build pinned in pins.toml) because that is what decides model support."""
 
 from __future__ import annotations
 
 import click
-import httpx
 
-from ollamapy import __version__, pins
-from ollamapy.cli.env import client_env
-from ollamapy.config import client_host
+from ollamapy import __version__
+
+
+def version_lines(server: str | None, client: str, llama_commit: str,
+                  error: str | None = None) -> list[str]:
+    """Ollama's versionHandler: the server's version, then a warning when the client differs or
+    no server answered. `error` is a server-side refusal (e.g. 401 from an API-key server)."""
+    lines: list[str] = []
+    if server is None:
+        lines.append("Warning: could not connect to a running ollamapy instance"
+                     + (f": {error}" if error else ""))
+    else:
+        lines.append(f"ollamapy version is {server} (llama.cpp {llama_commit})")
+    if server != client:
+        extra = "" if server is not None else f" (llama.cpp {llama_commit})"
+        lines.append(f"Warning: client version is {client}{extra}")
+    return lines
 
 
 def show_version() -> None:
+    from ollamapy import pins
+    from ollamapy.client import Client, ClientError
+
     commit = pins.llama_cpp().short_commit
-    env = client_env()
+    server: str | None = None
+    error: str | None = None
     try:
-        r = httpx.get(f"{client_host(env.get('OLLAMA_HOST')).url}/api/version", timeout=2.0)
-        server = r.json().get("version", "")
-    except (httpx.HTTPError, ValueError):
-        server = None
-    if server is None:
-        click.echo("Warning: could not connect to a running ollamapy instance")
-        click.echo(f"Warning: client version is {__version__} (llama.cpp {commit})")
-        return
-    click.echo(f"ollamapy version is {server} (llama.cpp {commit})")
-    if server != __version__:
-        click.echo(f"Warning: client version is {__version__}")
+        with Client(timeout=5.0) as client:
+            body = client.request("GET", "/api/version")
+        if isinstance(body, dict) and isinstance(body.get("version"), str):
+            server = body["version"]
+        else:
+            error = "unexpected answer to /api/version"
+    except ClientError as e:
+        if e.status is not None:
+            error = e.message
+    for line in version_lines(server, __version__, commit, error):
+        click.echo(line)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,9 +68,23 @@ def find_runners(environ: dict[str, str] | None = None) -> list[Runner]:
     return sorted(found.values(), key=lambda r: order.get(r.variant, len(order)))
 
 
-def pick_runner(variant: str = "", environ: dict[str, str] | None = None) -> Runner:
-    """The runner to use: `variant` if given (OLLAMA_LLM_LIBRARY), else the most capable one."""
-    runners = find_runners(environ)
+# GPU libraries (as ollamapy.gpu names them) a variant needs at least one device of.
+VARIANT_NEEDS: dict[str, tuple[str, ...]] = {
+    "cuda": ("cuda",), "rocm": ("rocm",), "metal": ("metal",), "vulkan": ("cuda", "rocm"),
+}
+
+
+def usable(r: Runner, libraries: Sequence[str]) -> bool:
+    """Can this variant use the hardware? GPU variants need a device of their kind."""
+    needs = VARIANT_NEEDS.get(r.variant)
+    return needs is None or any(lib in libraries for lib in needs)
+
+
+def pick_runner(variant: str = "", environ: Mapping[str, str] | None = None,
+                libraries: Sequence[str] | None = None) -> Runner:
+    """The runner to use: `variant` if given (OLLAMA_LLM_LIBRARY), else the most capable one
+    the hardware can use (`libraries` = GPU kinds discovered; None = don't check)."""
+    runners = find_runners(dict(environ) if environ is not None else None)
     if not runners:
         raise RunnerNotFound(
             "no llama-server runner found: run `make runner` (or set OLLAMAPY_RUNNERS, "
@@ -82,4 +97,8 @@ def pick_runner(variant: str = "", environ: dict[str, str] | None = None) -> Run
         raise RunnerNotFound(
             f"runner variant {variant!r} not found (have: {', '.join(r.variant for r in runners)})"
         )
+    if libraries is not None:
+        for r in runners:
+            if usable(r, libraries):
+                return r
     return runners[0]

@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -60,6 +61,32 @@ def is_bind_failure(stderr_tail: str) -> bool:
     return "couldn't bind HTTP server socket" in stderr_tail
 
 
+_BUFFER = re.compile(r"\b([A-Za-z0-9_]+)\s+(model|KV|compute|output|RS|recurrent) buffer size"
+                     r"\s*=\s*([0-9.]+) (MiB|KiB|GiB|B)\b")
+_UNIT = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+
+
+def parse_buffer_line(line: str) -> tuple[str, str, int] | None:
+    """`CUDA0 model buffer size = 4403.49 MiB` -> ("CUDA0", "model", bytes); else None."""
+    m = _BUFFER.search(line)
+    if not m:
+        return None
+    return m.group(1), m.group(2), int(float(m.group(3)) * _UNIT[m.group(4)])
+
+
+def is_host_buffer(device: str) -> bool:
+    """CPU*, *_Host and BLAS buffers live in system RAM; everything else is on a GPU."""
+    d = device.upper()
+    return d.startswith("CPU") or d.endswith("_HOST") or d == "BLAS"
+
+
+def buffer_sizes(buffers: Mapping[tuple[str, str], int]) -> tuple[int, int]:
+    """(total, vram) bytes from parsed buffer lines (Ollama's /api/ps size and size_vram)."""
+    total = sum(buffers.values())
+    vram = sum(v for (dev, _), v in buffers.items() if not is_host_buffer(dev))
+    return total, vram
+
+
 class RunnerProcess:
     """A started llama-server. Create with `await RunnerProcess.start(...)`."""
 
@@ -72,6 +99,7 @@ class RunnerProcess:
         self.base_url = f"http://127.0.0.1:{port}"
         self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.lines_seen = 0
+        self.buffers: dict[tuple[str, str], int] = {}
         self._on_line = on_line
         self._reader = asyncio.create_task(self._pump(), name=f"runner-log-{name}")
 
@@ -112,6 +140,9 @@ class RunnerProcess:
             line = raw.decode("utf-8", "replace").rstrip()
             self.tail.append(line)
             self.lines_seen += 1
+            buf = parse_buffer_line(line)
+            if buf is not None and "memory breakdown" not in line:
+                self.buffers[(buf[0], buf[1])] = buf[2]  # the last report wins
             log.debug("%s %s", prefix, line)
             if self._on_line is not None:
                 self._on_line(line)
@@ -184,3 +215,30 @@ class RunnerProcess:
         await self._drain()
         if not self._reader.done():
             self._reader.cancel()
+
+
+BIND_ATTEMPTS = 4
+
+
+async def launch(binary: Path, args: Sequence[str], *, env: Mapping[str, str], name: str,
+                 session: aiohttp.ClientSession, stall_timeout: float,
+                 port_factory: Callable[[], int] = free_port,
+                 attempts: int = BIND_ATTEMPTS) -> RunnerProcess:
+    """Start llama-server and wait until /health is 200, retrying on another port when the
+    chosen one was taken between picking it and the child binding it (exit 1, bind error).
+    Cancellation (client gone, server shutting down) kills the child before re-raising."""
+    for attempt in range(1, attempts + 1):
+        proc = await RunnerProcess.start(binary, args, port=port_factory(), env=env, name=name)
+        try:
+            await proc.wait_ready(session, stall_timeout=stall_timeout)
+            return proc
+        except RunnerError:
+            await proc.stop(grace=1.0)
+            if attempt < attempts and is_bind_failure(proc.stderr_tail(50)):
+                log.warning("runner port %d was taken, retrying on another", proc.port)
+                continue
+            raise
+        except BaseException:
+            await asyncio.shield(proc.stop(grace=0.5))
+            raise
+    raise AssertionError("unreachable")

@@ -11,7 +11,7 @@ import logging
 from aiohttp import web
 
 from ollamapy.config import Settings, load_settings
-from ollamapy.server import middleware
+from ollamapy.server import middleware, security
 from ollamapy.server.keys import SETTINGS_KEY
 from ollamapy.server.routes import base
 
@@ -20,7 +20,9 @@ log = logging.getLogger("ollamapy.server")
 
 def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or load_settings()
-    app = web.Application(middlewares=[middleware.errors], client_max_size=1024**3)
+    app = web.Application(middlewares=[*security.middlewares(settings), middleware.errors],
+                          client_max_size=1024**3)
+    security.setup(app, settings)  # CORS headers on every response, exposure warning at start
     app[SETTINGS_KEY] = settings
     base.setup(app)
     for setup in _optional_route_modules():

@@ -1,0 +1,132 @@
+"""Wire types of the model-management API (create, blobs, tags, show, copy, delete, /v1/models).
+
+Field names and shapes follow Ollama's `api/types.go`; unknown request fields are ignored, like
+Go's decoder does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Req(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Message(_Req):
+    role: str = ""
+    content: str = ""
+
+
+class CreateRequest(_Req):
+    model: str | None = None
+    name: str | None = None                  # legacy spelling of `model`
+    from_: str | None = Field(default=None, alias="from")
+    files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    template: str | None = None
+    system: str | None = None
+    parameters: dict[str, Any] | None = None
+    license: str | list[str] | None = None
+    messages: list[Message] | None = None
+    stream: bool | None = None
+    quantize: str | None = None
+    quantization: str | None = None
+
+    def target(self) -> str:
+        return self.model or self.name or ""
+
+    def licenses(self) -> list[str] | None:
+        if self.license is None:
+            return None
+        return [self.license] if isinstance(self.license, str) else list(self.license)
+
+
+class ProgressResponse(BaseModel):
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+
+class ModelDetails(BaseModel):
+    parent_model: str = ""
+    format: str = ""
+    family: str = ""
+    families: list[str] | None = None
+    parameter_size: str = ""
+    quantization_level: str = ""
+
+
+class ListModel(BaseModel):
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str
+    details: ModelDetails
+    capabilities: list[str] | None = None
+
+
+class ListResponse(BaseModel):
+    models: list[ListModel]
+
+
+class ShowRequest(_Req):
+    model: str | None = None
+    name: str | None = None
+    verbose: bool = False
+    system: str | None = None
+    template: str | None = None
+    options: dict[str, Any] | None = None
+
+    def target(self) -> str:
+        return self.model or self.name or ""
+
+
+class Tensor(BaseModel):
+    name: str
+    type: str
+    shape: list[int]
+
+
+class ShowResponse(BaseModel):
+    license: str | None = None
+    modelfile: str
+    parameters: str | None = None
+    template: str | None = None
+    system: str | None = None
+    details: ModelDetails
+    messages: list[Message] | None = None
+    model_info: dict[str, Any]
+    projector_info: dict[str, Any] | None = None
+    tensors: list[Tensor] | None = None
+    capabilities: list[str]
+    modified_at: str
+
+
+class CopyRequest(_Req):
+    source: str = ""
+    destination: str = ""
+
+
+class DeleteRequest(_Req):
+    model: str | None = None
+    name: str | None = None
+
+    def target(self) -> str:
+        return self.model or self.name or ""
+
+
+class OpenAIModel(BaseModel):
+    id: str
+    object: str = "model"
+    created: int
+    owned_by: str
+
+
+class OpenAIModelList(BaseModel):
+    object: str = "list"
+    data: list[OpenAIModel]

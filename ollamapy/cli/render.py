@@ -1,0 +1,326 @@
+"""Terminal output for `ollamapy run`: word wrap, thinking display, the --verbose stats block,
+a spinner and the pull progress view. The decisions are pure (text in, text out) so they can be
+tested without a terminal; only Spinner and the *_to helpers touch a stream.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+ESC = "\x1b"
+COLOR_GREY = ESC + "[38;5;245m"
+COLOR_BOLD = ESC + "[1m"
+COLOR_DEFAULT = ESC + "[0m"
+SPINNER_FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+# ------------------------------------------------------------------------------- durations
+
+def _frac(value: int, digits: int) -> str:
+    whole, rest = divmod(value, 10**digits)
+    tail = f"{rest:0{digits}d}".rstrip("0")
+    return f"{whole}.{tail}" if tail else str(whole)
+
+
+def go_duration(ns: int) -> str:
+    """Go's time.Duration.String(): `1.234567891s`, `2m3.004s`, `150.123ms`, `850µs`, `0s`."""
+    sign = "-" if ns < 0 else ""
+    u = abs(int(ns))
+    if u == 0:
+        return "0s"
+    if u < 1_000:
+        return f"{sign}{u}ns"
+    if u < 1_000_000:
+        return f"{sign}{_frac(u, 3)}µs"
+    if u < 1_000_000_000:
+        return f"{sign}{_frac(u, 6)}ms"
+    secs, nanos = divmod(u, 1_000_000_000)
+    h, rest = divmod(secs, 3600)
+    m, s = divmod(rest, 60)
+    out = sign
+    if h:
+        out += f"{h}h"
+    if h or m:
+        out += f"{m}m"
+    return out + _frac(s * 1_000_000_000 + nanos, 9) + "s"
+
+
+def stats_block(metrics: Mapping[str, Any]) -> str:
+    """Ollama's Metrics.Summary (printed to stderr after --verbose answers); zero lines omitted."""
+    lines: list[str] = []
+    total = int(metrics.get("total_duration") or 0)
+    load = int(metrics.get("load_duration") or 0)
+    pcount = int(metrics.get("prompt_eval_count") or 0)
+    pdur = int(metrics.get("prompt_eval_duration") or 0)
+    ecount = int(metrics.get("eval_count") or 0)
+    edur = int(metrics.get("eval_duration") or 0)
+    if total > 0:
+        lines.append(f"total duration:       {go_duration(total)}")
+    if load > 0:
+        lines.append(f"load duration:        {go_duration(load)}")
+    if pcount > 0:
+        lines.append(f"prompt eval count:    {pcount} token(s)")
+    if pdur > 0:
+        lines.append(f"prompt eval duration: {go_duration(pdur)}")
+        lines.append(f"prompt eval rate:     {pcount / (pdur / 1e9):.2f} tokens/s")
+    if ecount > 0:
+        lines.append(f"eval count:           {ecount} token(s)")
+    if edur > 0:
+        lines.append(f"eval duration:        {go_duration(edur)}")
+        lines.append(f"eval rate:            {ecount / (edur / 1e9):.2f} tokens/s")
+    return "".join(line + "\n" for line in lines)
+
+
+# ------------------------------------------------------------------------------- word wrap
+
+def char_width(ch: str) -> int:
+    """Display cells of one character (go-runewidth's rule of thumb: wide/fullwidth = 2)."""
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def text_width(s: str) -> int:
+    return sum(char_width(c) for c in s)
+
+
+@dataclass
+class WordWrap:
+    """Ollama's displayResponse: stream text, and when a line would pass width-5 cells, move the
+    word being typed to the next line (cursor back over it, clear to end of line, newline).
+
+    `width` < 10 (or 0: not a terminal) or `enabled=False` passes text through unchanged.
+    """
+
+    width: int
+    enabled: bool = True
+    line_length: int = 0
+    word: str = ""
+
+    def feed(self, content: str) -> str:
+        if not self.enabled or self.width < 10:
+            return content
+        out: list[str] = []
+        limit = self.width - 5
+        for ch in content:
+            w = char_width(ch)
+            if ch in "\n\r":
+                out.append(ch)
+                self.line_length, self.word = 0, ""
+                continue
+            if self.line_length + max(w, 1) > limit:
+                if ch in " \t":  # break at the space itself: nothing to carry over
+                    out.append(ESC + "[K\n")
+                    self.line_length, self.word = 0, ""
+                    continue
+                word_w = text_width(self.word)
+                if word_w > self.width - 10 or word_w == 0:
+                    # No room to move the word (too long, or none): hard break here.
+                    out.append("\n" + ch)
+                    self.line_length = w
+                    self.word = "" if w >= 2 else ch
+                    continue
+                out.append(f"{ESC}[{word_w}D{ESC}[K\n{self.word}{ch}")
+                self.line_length = word_w + w
+                self.word = "" if w >= 2 else self.word + ch
+                continue
+            out.append(ch)
+            self.line_length += w
+            if w >= 2 or ch in " \t":
+                self.word = ""
+            else:
+                self.word += ch
+        return "".join(out)
+
+    def reset(self) -> None:
+        self.line_length, self.word = 0, ""
+
+
+def terminal_width(stream: TextIO | None = None) -> int:
+    """Columns of the terminal behind `stream` (stdout), or 0 when it is not a terminal."""
+    stream = stream or sys.stdout
+    try:
+        if not stream.isatty():
+            return 0
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+# --------------------------------------------------------------------------------- thinking
+
+def thinking_open(plain: bool) -> str:
+    text = "Thinking...\n"
+    return text if plain else COLOR_GREY + COLOR_BOLD + text + COLOR_DEFAULT + COLOR_GREY
+
+
+def thinking_close(plain: bool) -> str:
+    text = "...done thinking.\n\n"
+    return text if plain else COLOR_GREY + COLOR_BOLD + text + COLOR_DEFAULT
+
+
+@dataclass
+class AnswerView:
+    """Turns streamed (thinking, content) pieces into terminal text the way Ollama's chat/generate
+    callbacks do: `Thinking...` header, thinking text, `...done thinking.` once content starts."""
+
+    wrap: WordWrap
+    plain: bool = False
+    hide_thinking: bool = False
+    thinking_open: bool = False
+    thinking_closed: bool = False
+    thinking_text: list[str] = field(default_factory=list)
+
+    def feed(self, thinking: str = "", content: str = "", tool_calls: bool = False) -> str:
+        out: list[str] = []
+        if thinking and not self.hide_thinking:
+            if not self.thinking_open:
+                out.append(thinking_open(self.plain))
+                self.thinking_open, self.thinking_closed = True, False
+            self.thinking_text.append(thinking)
+            out.append(self.wrap.feed(thinking))
+        if self.thinking_open and not self.thinking_closed and (content or tool_calls):
+            if not "".join(self.thinking_text).endswith("\n"):
+                out.append("\n")
+            out.append(thinking_close(self.plain))
+            self.thinking_open, self.thinking_closed = False, True
+            self.wrap.reset()
+        if content:
+            out.append(self.wrap.feed(content))
+        return "".join(out)
+
+
+# ------------------------------------------------------------------------------- /show text
+
+def parameters_text(model_params: str, user_options: Mapping[str, Any]) -> str:
+    """`/show parameters`: the model's parameters, then the ones set in this session."""
+    lines = ["Model defined parameters:"]
+    if not model_params:
+        lines.append("  No additional parameters were specified for this model.")
+    else:
+        lines += [f"  {line}" for line in model_params.split("\n")]
+    lines.append("")
+    if user_options:
+        lines.append("User defined parameters:")
+        for k, v in user_options.items():
+            lines.append(f"  {k:<30} {go_value(v)}")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def go_value(v: Any) -> str:
+    """Go's %v for option values: lists as [a b], floats without a trailing .0, bools lower."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, list | tuple):
+        return "[" + " ".join(go_value(x) for x in v) + "]"
+    return str(v)
+
+
+# ------------------------------------------------------------------------ spinner, progress
+
+class Spinner:
+    """A braille spinner on stderr while nothing else is printed (only on a terminal)."""
+
+    def __init__(self, message: str = "", stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.message = message
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._drawn = False
+
+    def start(self) -> Spinner:
+        if self.stream.isatty():
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.wait(0.1 if i else 0.0):
+            with self._lock:
+                if self._stop.is_set():
+                    break
+                text = f"{self.message} " if self.message else ""
+                self.stream.write(f"\r{ESC}[K{text}{SPINNER_FRAMES[i % len(SPINNER_FRAMES)]}")
+                self.stream.flush()
+                self._drawn = True
+            i += 1
+
+    def stop(self) -> None:
+        """Stop and erase the spinner line; safe to call more than once."""
+        if self._stop.is_set():
+            return
+        with self._lock:
+            self._stop.set()
+            if self._drawn:
+                self.stream.write(f"\r{ESC}[K")
+                self.stream.flush()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+
+
+def progress_bar(completed: int, total: int, cells: int = 25) -> str:
+    frac = 0.0 if total <= 0 else min(1.0, completed / total)
+    full = int(frac * cells)
+    return "▕" + "█" * full + " " * (cells - full) + "▏"
+
+
+@dataclass
+class PullView:
+    """Pull progress as Ollama draws it: one spinner line per status, one bar per digest.
+
+    On a terminal the block is redrawn in place; otherwise each finished line is printed once.
+    """
+
+    stream: TextIO
+    human_bytes: Any  # ollamapy.cli.format.human_bytes (passed in to keep this module light)
+    tty: bool = False
+    lines: dict[str, str] = field(default_factory=dict)
+    done: set[str] = field(default_factory=set)
+    _drawn: int = 0
+    _last_status: str = ""
+
+    def update(self, msg: Mapping[str, Any]) -> None:
+        status = str(msg.get("status", ""))
+        digest = msg.get("digest")
+        if digest:
+            total = int(msg.get("total") or 0)
+            completed = int(msg.get("completed") or 0)
+            key = str(digest)
+            short = key.removeprefix("sha256:").removeprefix("sha256-")[:12]
+            pct = 0 if total <= 0 else int(100 * completed / total)
+            size = (self.human_bytes(total) if completed >= total
+                    else f"{self.human_bytes(completed)}/{self.human_bytes(total)}")
+            line = f"pulling {short}: {pct:3d}% {progress_bar(completed, total)} {size}"
+            self.lines[key] = line
+            if completed >= total > 0 and key not in self.done:
+                self.done.add(key)
+                if not self.tty:
+                    self.stream.write(line + "\n")
+        elif status and status != self._last_status:
+            self._last_status = status
+            self.lines[status] = status
+            if not self.tty:
+                self.stream.write(status + "\n")
+        self._draw()
+
+    def _draw(self) -> None:
+        if not self.tty:
+            self.stream.flush()
+            return
+        out = f"\r{ESC}[{self._drawn}A" if self._drawn else ""
+        for line in self.lines.values():
+            out += f"\r{ESC}[K{line}\n"
+        self._drawn = len(self.lines)
+        self.stream.write(out)
+        self.stream.flush()

@@ -1,0 +1,274 @@
+"""Messages -> the prompt string sent to llama-server `/completion`, fitted to num_ctx.
+
+Two renderers: the model's Go TEMPLATE layer (every model pulled from Ollama's registry, rendered
+by our Go-template interpreter exactly as Ollama does), or -- for GGUF-only models such as SmolLM2
+-- the GGUF's own Jinja template through llama-server's `/apply-template`. Truncation follows
+Ollama: drop the oldest messages, always keep system messages and the last message; a single
+prompt still too long is cut in the middle (keeping num_keep tokens) unless `shift` is off.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ollamapy.api.inference import Message, Tool
+from ollamapy.errors import BadRequest
+from ollamapy.runner.client import CONTEXT_ERROR
+from ollamapy.template.gotemplate import JsonList, Template, TemplateError, wrap_json
+from ollamapy.template.gotemplate import parse as parse_template
+
+IMAGE_TOKENS = 768  # what Ollama budgets per image when the model has a projector
+_THINK_STRIP_FAMILIES = ("qwen3", "deepseek-r1")
+_THINK_RE = re.compile(r"<think>.*?</think>", re.S)
+
+Tokenize = Callable[[str, bool], Awaitable[list[int]]]
+ApplyTemplate = Callable[[list[dict[str, Any]], list[dict[str, Any]] | None, bool | None],
+                         Awaitable[str]]
+
+
+@dataclass
+class Renderer:
+    """How to render for one model: a parsed Go template, or None for the GGUF Jinja path."""
+
+    template: Template | None
+    tokenize: Tokenize
+    apply_template: ApplyTemplate
+    has_projector: bool = False
+
+
+@dataclass
+class Prompt:
+    text: str                         # rendered prompt text
+    images: list[str] = field(default_factory=list)
+    tokens: list[int] | None = None   # set when the prompt had to be cut (send ids, not text)
+
+
+def compile_template(source: str) -> Template:
+    try:
+        return parse_template(source)
+    except TemplateError as e:
+        raise BadRequest(f"template error: {e}") from None
+
+
+# ------------------------------------------------------------------ Go-template data
+
+
+def go_tool(t: Tool) -> dict[str, Any]:
+    """Tool in Ollama's Go struct field order (what {{ .Tools }} prints as JSON)."""
+    params = dict(t.function.parameters)
+    p: dict[str, Any] = {"type": params.get("type", "")}
+    for key in ("$defs", "items", "required"):
+        if params.get(key):
+            p[key] = params[key]
+    p["properties"] = params.get("properties") or {}
+    fn: dict[str, Any] = {"name": t.function.name}
+    if t.function.description:
+        fn["description"] = t.function.description
+    fn["parameters"] = p
+    out: dict[str, Any] = {"type": t.type}
+    if t.items is not None:
+        out["items"] = t.items
+    out["function"] = fn
+    return out
+
+
+def go_message(m: Message) -> dict[str, Any]:
+    d: dict[str, Any] = {"Role": m.role, "Content": m.content, "Thinking": m.thinking or "",
+                         "Images": list(m.images or []), "ToolName": m.tool_name or "",
+                         "ToolCallID": m.tool_call_id or ""}
+    calls = []
+    for i, c in enumerate(m.tool_calls or []):
+        fn = {"index": c.function.index if c.function.index is not None else i,
+              "name": c.function.name, "arguments": c.function.arguments}
+        calls.append(wrap_json({"id": c.id or "", "function": fn}))
+    d["ToolCalls"] = calls
+    return d
+
+
+def collate(msgs: Sequence[Message]) -> tuple[str, list[dict[str, Any]]]:
+    """System text (all system messages joined) and messages with consecutive same-role
+    messages merged by a blank line (tool messages stay separate)."""
+    system: list[str] = []
+    out: list[dict[str, Any]] = []
+    for m in msgs:
+        if m.role == "system":
+            system.append(m.content)
+        if out and out[-1]["Role"] == m.role and m.role != "tool":
+            out[-1]["Content"] += "\n\n" + m.content
+        else:
+            out.append(go_message(m))
+    return "\n\n".join(system), out
+
+
+def render_go(tmpl: Template, msgs: Sequence[Message], tools: Sequence[Tool] | None,
+              think: bool | str | None) -> str:
+    """Ollama's template.Execute: messages mode, or legacy per-turn mode cut at .Response."""
+    think_on = bool(think)
+    level = think if isinstance(think, str) else ""
+    system, messages = collate(msgs)
+    common = {"Think": think_on, "ThinkLevel": level, "IsThinkSet": think is not None}
+    try:
+        if "messages" in tmpl.vars or "document" in tmpl.vars:
+            return tmpl.render({"System": system, "Messages": messages,
+                                "Tools": JsonList(wrap_json([go_tool(t) for t in tools or []])),
+                                "Response": "", **common})
+        out: list[str] = []
+        sys_text = prompt = response = ""
+
+        def execute() -> None:
+            nonlocal sys_text, prompt, response
+            out.append(tmpl.render({"System": sys_text, "Prompt": prompt,
+                                    "Response": response, **common}))
+            sys_text = prompt = response = ""
+
+        for m in messages:
+            role = m["Role"]
+            if role == "system":
+                if prompt or response:
+                    execute()
+                sys_text = m["Content"]
+            elif role == "user":
+                if response:
+                    execute()
+                prompt = m["Content"]
+            elif role == "assistant":
+                response = m["Content"]
+        out.append(tmpl.render({"System": sys_text, "Prompt": prompt, "Response": response,
+                                **common}, tmpl.until_response()))
+        return "".join(out)
+    except TemplateError as e:
+        raise BadRequest(f"template error: {e}") from None
+
+
+def render_fim(tmpl: Template, prompt: str, suffix: str, think: bool | str | None) -> str:
+    try:
+        return tmpl.render({"Prompt": prompt, "Suffix": suffix, "Response": "",
+                            "Think": bool(think), "IsThinkSet": think is not None})
+    except TemplateError as e:
+        raise BadRequest(f"template error: {e}") from None
+
+
+# ------------------------------------------------------------------ Jinja (llama-server)
+
+
+def openai_message(m: Message) -> dict[str, Any]:
+    d: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        d["tool_calls"] = [{"type": "function", "id": c.id or f"call_{i}",
+                            "function": {"name": c.function.name,
+                                         "arguments": c.function.arguments}}
+                           for i, c in enumerate(m.tool_calls)]
+    if m.thinking:
+        d["reasoning_content"] = m.thinking
+    if m.role == "tool":
+        if m.tool_name:
+            d["name"] = m.tool_name
+        if m.tool_call_id:
+            d["tool_call_id"] = m.tool_call_id
+    return d
+
+
+def openai_tool(t: Tool) -> dict[str, Any]:
+    fn: dict[str, Any] = {"name": t.function.name, "parameters": t.function.parameters}
+    if t.function.description:
+        fn["description"] = t.function.description
+    return {"type": "function", "function": fn}
+
+
+# ------------------------------------------------------------------ fitting
+
+
+def tag_images(msgs: Sequence[Message]) -> tuple[list[Message], list[str]]:
+    """[img-N] markers into the content (replacing "[img]" if present), images in order."""
+    images: list[str] = []
+    out: list[Message] = []
+    for m in msgs:
+        if not m.images:
+            out.append(m)
+            continue
+        content = m.content
+        prefix = ""
+        for img in m.images:
+            tag = f"[img-{len(images)}]"
+            if "[img]" in content:
+                content = content.replace("[img]", tag, 1)
+            else:
+                prefix += tag
+            images.append(img)
+        out.append(m.model_copy(update={"content": prefix + content}))
+    return out, images
+
+
+def strip_old_thinking(msgs: list[Message], family: str) -> list[Message]:
+    """qwen3 / deepseek-r1: drop <think> blocks of assistant turns before the last user turn."""
+    if not any(f in family for f in _THINK_STRIP_FAMILIES):
+        return msgs
+    last_user = max((i for i, m in enumerate(msgs) if m.role == "user"), default=-1)
+    return [m.model_copy(update={"content": _THINK_RE.sub("", m.content)})
+            if i < last_user and m.role == "assistant" else m for i, m in enumerate(msgs)]
+
+
+async def _render(r: Renderer, msgs: list[Message], tools: Sequence[Tool] | None,
+                  think: bool | str | None) -> str:
+    if r.template is not None:
+        return render_go(r.template, msgs, tools, think)
+    return await r.apply_template([openai_message(m) for m in msgs],
+                                  [openai_tool(t) for t in tools] if tools else None,
+                                  None if think is None else bool(think))
+
+
+def _cheap_fits(text: str, images: int, num_ctx: int) -> bool:
+    # A token covers at least one byte, so byte length (+ BOS/EOS) bounds the token count.
+    return len(text.encode()) + 2 + images <= num_ctx
+
+
+async def fit_messages(r: Renderer, msgs: list[Message], tools: Sequence[Tool] | None,
+                       think: bool | str | None, num_ctx: int, truncate: bool) -> Prompt:
+    """Render the most recent messages that fit in num_ctx (Ollama's chatPrompt)."""
+    if not msgs:
+        raise BadRequest("no messages to render")
+
+    def img_cost(sub: list[Message]) -> int:
+        return IMAGE_TOKENS * sum(len(m.images or []) for m in sub) if r.has_projector else 0
+
+    async def candidate(i: int) -> tuple[str, int]:
+        systems = [m for m in msgs[:i] if m.role == "system"]
+        sub = systems + msgs[i:]
+        tagged, _ = tag_images(sub)
+        return await _render(r, tagged, tools, think), img_cost(msgs[i:])
+
+    text, imgs = await candidate(0)
+    start = 0
+    if truncate and not _cheap_fits(text, imgs, num_ctx) and len(msgs) > 1:
+        n_tokens = len(await r.tokenize(text, False)) + imgs
+        if n_tokens > num_ctx:
+            # walk from the newest message backwards while the suffix still fits
+            start = len(msgs) - 1
+            for i in range(len(msgs) - 2, 0, -1):
+                t, c = await candidate(i)
+                if len(await r.tokenize(t, False)) + c > num_ctx:
+                    break
+                start = i
+            text, imgs = await candidate(start)
+    systems = [m for m in msgs[:start] if m.role == "system"]
+    _, images = tag_images(systems + msgs[start:])
+    return Prompt(text=text, images=images)
+
+
+async def shift_fit(r: Renderer, p: Prompt, num_ctx: int, num_keep: int, truncate: bool,
+                    shift: bool) -> Prompt:
+    """A prompt still >= num_ctx tokens: cut its middle (keeping num_keep) or refuse."""
+    if p.images or _cheap_fits(p.text, 0, num_ctx - 1):
+        return p
+    tokens = await r.tokenize(p.text, True)
+    if len(tokens) < num_ctx or not truncate:
+        return p
+    if not shift:
+        raise BadRequest(CONTEXT_ERROR)
+    keep = max(0, min(num_keep, num_ctx // 2)) + 1  # +1: the BOS the tokenizer added
+    target = num_ctx - max((num_ctx - keep) // 2, 1)
+    cut = tokens[:keep] + tokens[len(tokens) - (target - keep):]
+    return Prompt(text=p.text, images=p.images, tokens=cut)

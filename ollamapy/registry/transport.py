@@ -1,0 +1,165 @@
+"""One conversation with one registry: auth retries and the redirect policy.
+
+Mirrors Ollama's makeRequestWithRetry: a 401 carrying a Bearer challenge gets one signed token
+request (realm on the registry's own origin only) and one retry; 404 -> "file does not exist";
+other >= 400 -> `<code>: <body>`. Redirects are followed by hand so the token is attached only to
+requests that go to the registry's own origin, never to a CDN or any other host.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from ollamapy import __version__
+from ollamapy.errors import OllamaError
+from ollamapy.registry import auth
+from ollamapy.registry.names import Target, origin, resolve
+
+log = logging.getLogger("ollamapy.registry")
+
+REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 10
+MAX_ERROR_BODY = 64 * 1024
+USER_AGENT = (f"ollama/{__version__} ({platform.machine().lower()} {sys.platform}) "
+              f"Python/{platform.python_version()} ollamapy/{__version__}")
+
+
+class RegistryError(OllamaError):
+    """The registry answered with an error status (`status_code` is the registry's)."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class RegistryNotFound(RegistryError):
+    def __init__(self) -> None:
+        super().__init__("file does not exist", 404)
+
+
+class Unauthorized(RegistryError):
+    def __init__(self) -> None:
+        super().__init__("unauthorized: access denied", 401)
+
+
+Signer = Callable[[bytes], str]
+Body = Callable[[], Any] | None  # a factory, so a body can be sent again after a 401
+
+
+async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
+    data = await resp.content.read(cap + 1)
+    if len(data) > cap:
+        resp.close()
+        raise OllamaError(f"response from {resp.url.host} too large")
+    return data
+
+
+async def error_text(resp: aiohttp.ClientResponse) -> str:
+    try:
+        body = await resp.content.read(MAX_ERROR_BODY)
+    except (aiohttp.ClientError, TimeoutError):
+        body = b""
+    finally:
+        resp.release()
+    return f"{resp.status}: {body.decode(errors='replace').strip()}"
+
+
+class RegistrySession:
+    def __init__(self, http: aiohttp.ClientSession, target: Target, signer: Signer | None,
+                 insecure: bool = False) -> None:
+        self.http = http
+        self.target = target
+        self.signer = signer
+        self.insecure = insecure
+        self.token: str | None = None
+        self._origin = origin(target.base)
+
+    def is_registry(self, url: str) -> bool:
+        return origin(url) == self._origin
+
+    def headers_for(self, url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        h = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        h.update(extra or {})
+        if self.token and self.is_registry(url):
+            h["Authorization"] = f"Bearer {self.token}"
+        else:
+            h.pop("Authorization", None)
+        return h
+
+    async def send(self, method: str, url: str, *, headers: dict[str, str] | None = None,
+                   body: Body = None, follow: str = "all",
+                   client_timeout: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientResponse:
+        """One request, redirects followed by hand. follow: "all" (any host, no credentials to
+        foreign origins), "same" (stop at the first redirect to another origin and return it),
+        or "none"."""
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = await self.http.request(
+                method, URL(url, encoded=True), headers=self.headers_for(url, headers),
+                data=body() if body is not None else None, allow_redirects=False,
+                timeout=client_timeout or aiohttp.ClientTimeout(total=None, sock_connect=30,
+                                                          sock_read=60))
+            location = resp.headers.get("Location")
+            if resp.status not in REDIRECTS or not location or follow == "none":
+                return resp
+            nxt = resolve(url, location)
+            if follow == "same" and not self.is_registry(nxt):
+                return resp
+            resp.release()
+            if resp.status == 303 or (resp.status in (301, 302) and method not in ("GET", "HEAD")):
+                method, body = "GET", None
+            url = nxt
+        raise OllamaError("maximum redirects exceeded (10)")
+
+    async def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
+                      body: Body = None, follow: str = "all",
+                      client_timeout: aiohttp.ClientTimeout | None = None,
+                      ) -> aiohttp.ClientResponse:
+        """send() plus Ollama's error mapping and one token round on 401. The caller releases the
+        returned (< 400) response."""
+        for _ in range(2):
+            resp = await self.send(method, url, headers=headers, body=body, follow=follow,
+                                   client_timeout=client_timeout)
+            if resp.status == 401:
+                challenge = auth.parse_challenge(resp.headers.get("WWW-Authenticate"))
+                resp.release()
+                if challenge is None:
+                    raise Unauthorized()
+                self.token = await self.fetch_token(challenge)
+                continue
+            if resp.status == 404:
+                resp.release()
+                raise RegistryNotFound()
+            if resp.status >= 400:
+                raise RegistryError(await error_text(resp), resp.status)
+            return resp
+        raise Unauthorized()
+
+    async def fetch_token(self, challenge: auth.Challenge) -> str:
+        auth.check_realm(challenge.realm, self.target.base)
+        if self.signer is None:
+            raise Unauthorized()
+        url = auth.token_url(challenge)
+        signature = self.signer(auth.signing_payload(url))
+        headers = {"User-Agent": USER_AGENT, "Authorization": signature}
+        async with self.http.get(URL(url, encoded=True), headers=headers, allow_redirects=False,
+                                 timeout=aiohttp.ClientTimeout(total=60)) as resp:
+            body = await read_capped(resp, MAX_ERROR_BODY)
+            if resp.status >= 400:
+                text = body.decode(errors="replace").strip()
+                raise RegistryError(f"{resp.status}: {text}" if text else str(resp.status),
+                                    resp.status)
+        try:
+            token = json.loads(body).get("token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise OllamaError("invalid token response from registry")
+        return token

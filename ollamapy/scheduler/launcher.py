@@ -1,0 +1,133 @@
+"""The real runner factory: build argv, spawn llama-server, wait for /health, read /props.
+
+The scheduler only sees the small `RunnerHandle` surface, so unit tests swap in a fake
+launcher and exercise every scheduling path without processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+
+from ollamapy.errors import RunnerError, RunnerNotFound
+from ollamapy.runner.flags import LaunchConfig, build_args
+from ollamapy.runner.locate import Runner
+from ollamapy.runner.process import RunnerProcess, buffer_sizes, child_env, launch
+
+log = logging.getLogger("ollamapy.scheduler")
+
+
+class RunnerHandle(Protocol):
+    """A started, healthy llama-server as the scheduler uses it."""
+
+    base_url: str
+    props: dict[str, Any]
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    @property
+    def num_ctx(self) -> int: ...
+
+    def sizes(self) -> tuple[int, int]: ...
+
+    async def wait(self) -> int: ...
+
+    async def stop(self, grace: float) -> None: ...
+
+    def exit_message(self) -> str: ...
+
+    def last_error(self) -> str: ...
+
+
+class Launcher(Protocol):
+    async def launch(self, cfg: LaunchConfig, name: str) -> RunnerHandle: ...
+
+
+class ProcessRunner:
+    """RunnerHandle over a RunnerProcess plus the /props it answered after start-up."""
+
+    def __init__(self, proc: RunnerProcess, props: dict[str, Any]) -> None:
+        self.proc = proc
+        self.props = props
+        self.base_url = proc.base_url
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    @property
+    def num_ctx(self) -> int:
+        settings = self.props.get("default_generation_settings") or {}
+        try:
+            return int(settings.get("n_ctx") or 0)
+        except (TypeError, ValueError):
+            return 0
+
+    def sizes(self) -> tuple[int, int]:
+        return buffer_sizes(self.proc.buffers)
+
+    async def wait(self) -> int:
+        return await self.proc.proc.wait()
+
+    async def stop(self, grace: float) -> None:
+        await self.proc.stop(grace)
+
+    def exit_message(self) -> str:
+        return self.proc.exit_message()
+
+    def last_error(self) -> str:
+        return self.proc.last_error()
+
+
+class ProcessLauncher:
+    def __init__(self, runner: Runner | None, config_home: Path, session: aiohttp.ClientSession,
+                 *, stall_timeout: float, environ: Mapping[str, str] | None = None,
+                 not_found: str = "") -> None:
+        self.runner = runner
+        self.config_home = config_home
+        self.session = session
+        self.stall_timeout = stall_timeout
+        self.environ = dict(os.environ if environ is None else environ)
+        self.not_found = not_found
+
+    async def launch(self, cfg: LaunchConfig, name: str) -> ProcessRunner:
+        if self.runner is None:
+            raise RunnerError(self.not_found or str(RunnerNotFound("no llama-server runner")))
+        args = build_args(cfg)
+        env = child_env(self.environ, self.config_home)
+        proc = await launch(self.runner.binary, args, env=env, name=name, session=self.session,
+                            stall_timeout=self.stall_timeout)
+        try:
+            props = await self._props(proc)
+        except BaseException:
+            await asyncio.shield(proc.stop(1.0))
+            raise
+        return ProcessRunner(proc, props)
+
+    async def _props(self, proc: RunnerProcess) -> dict[str, Any]:
+        """/props after /health: slots, effective per-slot context, template caps."""
+        try:
+            async with self.session.get(f"{proc.base_url}/props",
+                                        timeout=aiohttp.ClientTimeout(total=10)) as r:
+                if r.status == 200:
+                    data = await r.json()
+                    return data if isinstance(data, dict) else {}
+        except (TimeoutError, aiohttp.ClientError, ValueError) as e:
+            if proc.returncode is not None:
+                raise RunnerError(proc.exit_message()) from None
+            log.warning("could not read runner /props: %s", e)
+        return {}

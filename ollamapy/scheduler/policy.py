@@ -1,0 +1,160 @@
+"""Pure scheduling decisions: what a request needs from a runner, whether a loaded runner can
+serve it, which runner to evict, limits and defaults. No I/O here: the actor in `core.py`
+calls these and every one is unit-tested on plain values."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ollamapy.config import Settings
+from ollamapy.gpu import GiB, Inventory
+from ollamapy.keepalive import sort_key
+from ollamapy.memory import ModelFacts
+from ollamapy.options import LOAD_OPTIONS
+
+DEFAULT_BATCH = 512
+# Families Ollama always runs with one slot (recurrent/vision state that can't be shared).
+SINGLE_SLOT_FAMILIES = frozenset({
+    "mllama", "qwen3vl", "qwen3vlmoe", "qwen35", "qwen35moe", "qwen3next", "lfm2", "lfm2moe",
+    "nemotron_h", "nemotron_h_moe",
+})
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """Everything that, when it differs, needs a different llama-server process."""
+
+    model_path: Path
+    num_ctx: int  # per slot, after clamping to the training context
+    num_parallel: int = 1
+    num_batch: int = DEFAULT_BATCH
+    num_gpu: int = -1  # -1 = automatic
+    main_gpu: int | None = None
+    use_mmap: bool | None = None
+    num_thread: int = 0
+    embedding: bool = False
+    projectors: tuple[Path, ...] = ()
+    adapters: tuple[Path, ...] = ()
+
+
+def default_num_ctx(settings: Settings, inventory: Inventory) -> int:
+    """Ollama ≥0.15.5: OLLAMA_CONTEXT_LENGTH, else by total VRAM: ≥47 GiB 256k, ≥23 GiB 32k,
+    else (CPU-only and small GPUs) 4096."""
+    configured = int(settings["OLLAMA_CONTEXT_LENGTH"] or 0)
+    if configured > 0:
+        return configured
+    vram = inventory.total_vram(int(settings["OLLAMA_GPU_OVERHEAD"] or 0))
+    if vram >= 47 * GiB:
+        return 262144
+    if vram >= 23 * GiB:
+        return 32768
+    return 4096
+
+
+def max_loaded_models(settings: Settings, inventory: Inventory) -> int:
+    """OLLAMA_MAX_LOADED_MODELS; 0 = 3 per GPU (3 on a CPU-only host)."""
+    n = int(settings["OLLAMA_MAX_LOADED_MODELS"] or 0)
+    return n if n > 0 else 3 * max(1, len(inventory.gpus))
+
+
+def clamp_num_ctx(num_ctx: int, train_ctx: int, *, vision: bool = False) -> int:
+    """Floors (4; 2048 for vision) and the model's training context as ceiling."""
+    n = max(4, num_ctx)
+    if vision:
+        n = max(n, 2048)
+    if train_ctx > 0:
+        n = min(n, train_ctx)
+    return n
+
+
+def _opt_int(options: Mapping[str, Any], name: str) -> int | None:
+    v = options.get(name)
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def resolve_spec(model_path: Path, options: Mapping[str, Any], *, settings: Settings,
+                 inventory: Inventory, facts: ModelFacts | None, embedding: bool = False,
+                 projectors: Sequence[Path] = (), adapters: Sequence[Path] = (),
+                 params: Mapping[str, Any] | None = None) -> RunnerSpec:
+    """The runner a request needs: model params <- request options for the load options."""
+    merged: dict[str, Any] = {k: v for k, v in (params or {}).items() if k in LOAD_OPTIONS}
+    merged.update({k: v for k, v in options.items() if k in LOAD_OPTIONS and v is not None})
+    train = facts.context_length if facts else 0
+    num_ctx = _opt_int(merged, "num_ctx") or default_num_ctx(settings, inventory)
+    num_ctx = clamp_num_ctx(num_ctx, train, vision=bool(projectors))
+    emb_model = bool(facts and facts.embedding_model)
+    parallel = max(1, int(settings["OLLAMA_NUM_PARALLEL"] or 1))
+    if emb_model or (facts and facts.architecture in SINGLE_SLOT_FAMILIES):
+        parallel = 1
+    batch = _opt_int(merged, "num_batch")
+    num_gpu = _opt_int(merged, "num_gpu")
+    mmap = merged.get("use_mmap")
+    return RunnerSpec(
+        model_path=Path(model_path),
+        num_ctx=num_ctx,
+        num_parallel=parallel,
+        num_batch=batch if batch and batch > 0 else DEFAULT_BATCH,
+        num_gpu=num_gpu if num_gpu is not None and num_gpu >= 0 else -1,
+        main_gpu=_opt_int(merged, "main_gpu"),
+        use_mmap=mmap if isinstance(mmap, bool) else None,
+        num_thread=max(0, _opt_int(merged, "num_thread") or 0),
+        embedding=embedding or emb_model,
+        projectors=tuple(Path(p) for p in projectors),
+        adapters=tuple(Path(p) for p in adapters),
+    )
+
+
+def needs_reload(loaded: RunnerSpec, wanted: RunnerSpec) -> bool:
+    """Ollama's needsReload: any runner option differs (automatic num_gpu matches anything; a
+    runner started with --embeddings also serves completions)."""
+    if loaded.model_path != wanted.model_path:
+        return True
+    if loaded.projectors != wanted.projectors or loaded.adapters != wanted.adapters:
+        return True
+    if wanted.embedding and not loaded.embedding:
+        return True
+    if wanted.num_gpu >= 0 and wanted.num_gpu != loaded.num_gpu:
+        return True
+    return (loaded.num_ctx, loaded.num_parallel, loaded.num_batch, loaded.main_gpu,
+            loaded.use_mmap, loaded.num_thread) != (
+        wanted.num_ctx, wanted.num_parallel, wanted.num_batch, wanted.main_gpu,
+        wanted.use_mmap, wanted.num_thread)
+
+
+@dataclass(frozen=True)
+class RunnerView:
+    """What eviction needs to know about one loaded runner."""
+
+    key: str
+    keep_alive: float
+    refcount: int
+    model_path: str
+
+
+def pick_victim(runners: Sequence[RunnerView]) -> RunnerView | None:
+    """Ollama's findRunnerToUnload: shortest keep_alive first (forever last), then path; the
+    first idle one, else the first one (the caller waits for it to drain)."""
+    if not runners:
+        return None
+    ordered = sorted(runners, key=lambda r: (sort_key(r.keep_alive), r.model_path))
+    for r in ordered:
+        if r.refcount == 0:
+            return r
+    return ordered[0]
+
+
+def crash_backoff(recent_crashes: int) -> float:
+    """Seconds to wait before loading a model whose runner keeps dying: none for the first
+    crash, then 0.5 s doubling up to 30 s, so a crash loop never spins."""
+    if recent_crashes <= 1:
+        return 0.0
+    return min(30.0, 0.5 * math.pow(2, recent_crashes - 2))

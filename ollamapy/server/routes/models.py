@@ -1,0 +1,433 @@
+"""Model management routes: blobs, create, tags, show, copy, delete and OpenAI's /v1/models.
+
+Handlers only parse, validate and shape responses; filesystem work happens in `ollamapy.store`
+on worker threads so the event loop never blocks on disk I/O or hashing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from ollamapy.api.models import (
+    CopyRequest,
+    CreateRequest,
+    DeleteRequest,
+    ListModel,
+    ListResponse,
+    ModelDetails,
+    OpenAIModel,
+    OpenAIModelList,
+    ShowRequest,
+    ShowResponse,
+    Tensor,
+)
+from ollamapy.errors import BadRequest, NotFound, OllamaError
+from ollamapy.gguf import GGUFError, model_info
+from ollamapy.modelfile import parameter_lines, render_model
+from ollamapy.server.keys import SETTINGS_KEY, STORE_KEY
+from ollamapy.store import store as st
+from ollamapy.store.create import CreateSpec, create_model
+from ollamapy.store.digest import validate_digest
+from ollamapy.store.model import Model
+from ollamapy.store.names import ModelName
+
+log = logging.getLogger("ollamapy.server.models")
+
+T = TypeVar("T", bound=BaseModel)
+CHUNK = 1 << 20
+
+
+# ---------- helpers ----------
+def go_time(dt: datetime) -> str:
+    """RFC 3339 with trimmed fractional seconds, like Go's time.Time JSON."""
+    s = dt.isoformat(timespec="microseconds")
+    base, frac_tz = s[:19], s[19:]
+    if frac_tz.startswith("."):
+        frac, tz = frac_tz[1:7].rstrip("0"), frac_tz[7:]
+        s = base + (f".{frac}" if frac else "") + tz
+    return s[:-6] + "Z" if s.endswith("+00:00") else s
+
+
+_GO_TYPES = {"string_type": "string", "bool_type": "bool", "int_type": "int",
+             "float_type": "float64", "dict_type": "map[string]interface {}",
+             "list_type": "[]interface {}", "model_type": "struct"}
+
+
+def _json_kind(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int | float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, dict):
+        return "object"
+    return "null"
+
+
+async def read_body(request: web.Request, cls: type[T]) -> T:
+    """Decode a JSON body into `cls` with Ollama's error texts (400 on anything malformed)."""
+    raw = await request.read()
+    if not raw.strip():
+        raise BadRequest("missing request body")
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise BadRequest(f"invalid character in request body: {e}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"json: cannot unmarshal {_json_kind(data)} into Go value of type "
+                         f"api.{cls.__name__}")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        field = loc.split(".")[0] if loc else ""
+        got = _json_kind(err.get("input"))
+        want = _GO_TYPES.get(err.get("type", ""), "string")
+        raise BadRequest(f"json: cannot unmarshal {got} into Go struct field "
+                         f"{cls.__name__}.{field} of type {want}") from None
+
+
+def store_of(request: web.Request) -> st.ModelStore:
+    return request.app[STORE_KEY]
+
+
+def json_ok(model: BaseModel | dict[str, Any], status: int = 200) -> web.Response:
+    body = model if isinstance(model, dict) else model.model_dump(exclude_none=True)
+    return web.Response(status=status, body=json.dumps(body, ensure_ascii=False).encode(),
+                        content_type="application/json", charset="utf-8")
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.to_thread(fn, *args)
+
+
+def details_of(m: dict[str, Any], config: dict[str, Any]) -> ModelDetails:
+    parent = ""
+    for layer in m.get("layers", []):
+        if layer.get("mediaType") == st.MEDIA_MODEL:
+            parent = layer.get("from") or ""
+            break
+    fams = config.get("model_families")
+    return ModelDetails(parent_model=parent, format=config.get("model_format") or "",
+                        family=config.get("model_family") or "",
+                        families=fams if isinstance(fams, list) else None,
+                        parameter_size=config.get("model_type") or "",
+                        quantization_level=config.get("file_type") or "")
+
+
+def _config_of(store: st.ModelStore, m: dict[str, Any]) -> dict[str, Any]:
+    cfg = m.get("config") or {}
+    d = cfg.get("digest")
+    if not d or not store.has_blob(d):
+        return {}
+    try:
+        v = json.loads(store.read_blob_text(d, 1 << 20))
+    except (ValueError, OSError, OllamaError):
+        return {}
+    return v if isinstance(v, dict) else {}
+
+
+# ---------- blobs ----------
+async def head_blob(request: web.Request) -> web.Response:
+    digest = validate_digest(request.match_info["digest"])
+    exists = await in_thread(store_of(request).has_blob, digest)
+    if not exists:
+        raise NotFound(f'blob "{request.match_info["digest"]}" not found')
+    return web.Response(status=200)
+
+
+async def post_blob(request: web.Request) -> web.Response:
+    digest = validate_digest(request.match_info["digest"])
+    store = store_of(request)
+    if await in_thread(store.has_blob, digest):
+        return web.Response(status=200)
+    fd, tmp = await in_thread(store.new_temp)
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as f:
+            while chunk := await request.content.read(CHUNK):
+                h.update(chunk)
+                await in_thread(f.write, chunk)
+            await in_thread(os.fsync, f.fileno())
+        got = "sha256:" + h.hexdigest()
+        if got != digest:
+            raise BadRequest(f'digest mismatch, expected "{digest}", got "{got}"')
+        await in_thread(store.commit_blob, tmp, digest)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise OllamaError("no space left on device", status=507) from None
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return web.Response(status=201)
+
+
+# ---------- create ----------
+async def create(request: web.Request) -> web.StreamResponse:
+    req = await read_body(request, CreateRequest)
+    target = req.target()
+    name = ModelName.try_parse(target)
+    if name is None:
+        raise BadRequest("invalid model name")
+    if req.quantize or req.quantization:
+        raise BadRequest("quantization is not supported by ollamapy")
+    msgs = [m.model_dump() for m in req.messages] if req.messages else None
+    spec = CreateSpec(from_=req.from_, files=req.files or {}, adapters=req.adapters or {},
+                      template=req.template, system=req.system, parameters=req.parameters,
+                      license=req.licenses(), messages=msgs)
+    store = store_of(request)
+    noprune = bool(request.app[SETTINGS_KEY]["OLLAMA_NOPRUNE"])
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
+
+    def progress(p: dict[str, Any]) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, p)
+
+    def work() -> None:
+        try:
+            create_model(store, name, spec, progress, noprune=noprune)
+        except BaseException as e:  # delivered to the handler, which maps it
+            loop.call_soon_threadsafe(queue.put_nowait, e)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    task = asyncio.create_task(asyncio.to_thread(work))
+    stream = req.stream is not False
+    resp: web.StreamResponse | None = None
+    last: dict[str, Any] = {}
+    error: BaseException | None = None
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                error = item
+                continue
+            last = item
+            if stream:
+                if resp is None:
+                    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+                    await resp.prepare(request)
+                await resp.write(json.dumps(item).encode() + b"\n")
+    finally:
+        await asyncio.shield(task)  # the store write finishes even if the client left
+    if error is not None:
+        if not isinstance(error, OllamaError):
+            log.error("create failed model=%s error=%r", target, error)
+            error = OllamaError(str(error) or type(error).__name__)
+        if resp is None:
+            raise error
+        await resp.write(json.dumps({"error": error.message}).encode() + b"\n")
+    if resp is not None:
+        await resp.write_eof()
+        return resp
+    return json_ok(last or {"status": "success"})
+
+
+# ---------- tags ----------
+def _list(store: st.ModelStore) -> ListResponse:
+    out = []
+    for e in store.list_models():
+        config = _config_of(store, e.manifest)
+        short = e.name.display_shortest()
+        caps = config.get("capabilities") if isinstance(config.get("capabilities"), list) else None
+        out.append(ListModel(name=short, model=short, modified_at=go_time(e.modified_at),
+                             size=e.size, digest=e.digest,
+                             details=details_of(e.manifest, config), capabilities=caps))
+    return ListResponse(models=out)
+
+
+async def tags(request: web.Request) -> web.Response:
+    resp = await in_thread(_list, store_of(request))
+    body = resp.model_dump(exclude_none=True)
+    for m in body["models"]:
+        m["details"].setdefault("families", None)
+    return json_ok(body)
+
+
+# ---------- show ----------
+def _resolve(store: st.ModelStore, text: str) -> Model:
+    name = ModelName.try_parse(text)
+    if name is None:
+        raise NotFound(f"model '{text}' not found")
+    try:
+        return store.resolve(name)
+    except NotFound:
+        raise NotFound(f"model '{text}' not found") from None
+
+
+def show_model(store: st.ModelStore, req: ShowRequest) -> dict[str, Any]:
+    m = _resolve(store, req.target())
+    manifest = store.read_manifest(ModelName.parse(m.name))
+    params = dict(m.params)
+    if req.options:
+        params.update(req.options)
+    system = req.system if req.system else m.system
+    try:
+        g = st.load_gguf(m.model_path)
+        info = model_info(g, verbose=req.verbose)
+        tensors = [Tensor(name=t.name, type=t.type_name, shape=list(t.shape))
+                   for t in g.tensors] if req.verbose else None
+        jinja = g.chat_template
+    except (OSError, GGUFError) as e:
+        log.warning("show: cannot read GGUF path=%s error=%s", m.model_path, e)
+        info, tensors, jinja = {}, None, None
+    projector_info = None
+    if m.projector_paths:
+        try:
+            projector_info = model_info(st.load_gguf(m.projector_paths[0]), verbose=req.verbose)
+        except (OSError, GGUFError):
+            projector_info = None
+    details = details_of(manifest, m.config)
+    modelfile = render_model(
+        short_name=m.short_name, model_path=str(m.model_path),
+        adapters=[str(p) for p in m.adapter_paths],
+        projectors=[str(p) for p in m.projector_paths], template=m.template, system=system,
+        params=params, licenses=m.license, messages=m.messages)
+    resp = ShowResponse(
+        license="\n".join(m.license) or None, modelfile=modelfile,
+        parameters=parameter_lines(params) or None,
+        template=m.template if m.template is not None else jinja, system=system,
+        details=details,
+        messages=[{"role": x.get("role", ""), "content": x.get("content", "")}
+                  for x in m.messages] or None,
+        model_info=_finite(info), projector_info=_finite(projector_info) if projector_info
+        else None, tensors=tensors, capabilities=list(m.capabilities),
+        modified_at=go_time(m.modified_at))
+    body = resp.model_dump(exclude_none=True)
+    body["model_info"] = body.get("model_info") or {}
+    body["details"].setdefault("families", None)
+    return body
+
+
+def _finite(v: Any) -> Any:
+    """JSON has no NaN/Inf: replace them (hostile GGUF values) with null."""
+    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    return v
+
+
+async def show(request: web.Request) -> web.Response:
+    req = await read_body(request, ShowRequest)
+    if not req.target():
+        raise BadRequest("model is required")
+    return json_ok(await in_thread(show_model, store_of(request), req))
+
+
+# ---------- copy / delete ----------
+def _copy(store: st.ModelStore, req: CopyRequest) -> None:
+    src = ModelName.try_parse(req.source)
+    if src is None:
+        raise BadRequest(f'source "{req.source}" is invalid')
+    dst = ModelName.try_parse(req.destination)
+    if dst is None:
+        raise BadRequest(f'destination "{req.destination}" is invalid')
+    with store.lock:
+        try:
+            data = store.manifest_bytes(src)
+        except NotFound:
+            raise NotFound(f'model "{req.source}" not found') from None
+        store.write_manifest(dst, data)
+
+
+async def copy(request: web.Request) -> web.Response:
+    req = await read_body(request, CopyRequest)
+    await in_thread(_copy, store_of(request), req)
+    return web.Response(status=200)
+
+
+def _delete(store: st.ModelStore, text: str, noprune: bool) -> None:
+    name = ModelName.try_parse(text)
+    if name is None:
+        raise BadRequest(f'name "{text}" is invalid')
+    try:
+        store.delete(name, prune_layers=not noprune)
+    except NotFound:
+        raise NotFound(f"model '{text}' not found") from None
+
+
+async def delete(request: web.Request) -> web.Response:
+    req = await read_body(request, DeleteRequest)
+    if not req.target():
+        raise BadRequest("model is required")
+    noprune = bool(request.app[SETTINGS_KEY]["OLLAMA_NOPRUNE"])
+    await in_thread(_delete, store_of(request), req.target(), noprune)
+    return web.Response(status=200)
+
+
+# ---------- OpenAI ----------
+def _openai_list(store: st.ModelStore) -> OpenAIModelList:
+    return OpenAIModelList(data=[
+        OpenAIModel(id=e.name.display_shortest(), created=int(e.modified_at.timestamp()),
+                    owned_by=e.name.namespace)
+        for e in store.list_models()])
+
+
+async def v1_models(request: web.Request) -> web.Response:
+    return json_ok(await in_thread(_openai_list, store_of(request)))
+
+
+def _openai_model(store: st.ModelStore, text: str) -> OpenAIModel:
+    name = ModelName.try_parse(text)
+    try:
+        if name is None:
+            raise NotFound("")
+        e = store.entry(name)
+    except NotFound:
+        raise NotFound(f'model "{text}" not found') from None
+    return OpenAIModel(id=text, created=int(e.modified_at.timestamp()), owned_by=name.namespace)
+
+
+async def v1_model(request: web.Request) -> web.Response:
+    return json_ok(await in_thread(_openai_model, store_of(request),
+                                   request.match_info["model"]))
+
+
+# ---------- wiring ----------
+async def _startup(app: web.Application) -> None:
+    store = app[STORE_KEY]
+    await in_thread(store.temp_dir)
+    if app[SETTINGS_KEY]["OLLAMA_NOPRUNE"]:
+        return
+    try:
+        await in_thread(store.prune)
+    except OSError as e:
+        log.warning("prune failed error=%s", e)
+
+
+def setup(app: web.Application) -> None:
+    settings = app[SETTINGS_KEY]
+    app[STORE_KEY] = st.ModelStore(settings.models_dir)
+    app.on_startup.append(_startup)
+    r = app.router
+    r.add_route("HEAD", "/api/blobs/{digest}", head_blob)
+    r.add_post("/api/blobs/{digest}", post_blob)
+    r.add_post("/api/create", create)
+    r.add_get("/api/tags", tags)
+    r.add_post("/api/show", show)
+    r.add_post("/api/copy", copy)
+    r.add_delete("/api/delete", delete)
+    r.add_get("/v1/models", v1_models)
+    r.add_get("/v1/models/{model:.+}", v1_model)
+
+
+__all__ = ["go_time", "read_body", "setup"]

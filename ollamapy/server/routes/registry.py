@@ -1,0 +1,192 @@
+"""`POST /api/pull` and `POST /api/push`: NDJSON progress exactly like Ollama's.
+
+Streaming (the default): one ProgressResponse per line, flushed as it happens; an error before
+anything was written is a real HTTP 500 `{"error": ...}`, after that it is the last NDJSON line.
+`stream: false`: the last progress object (`{"status":"success"}`) or the error with status 500
+(Ollama's waitForStream). A client that goes away cancels its pull; the shared download stops
+when no pull wants it any more and keeps its progress for the next attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from ollamapy.api.registry import ProgressResponse, PullRequest, PushRequest, decode_request
+from ollamapy.errors import BadRequest, OllamaError
+from ollamapy.registry import auth
+from ollamapy.registry.service import Emit, RegistryService
+from ollamapy.server.keys import REGISTRY_KEY, SETTINGS_KEY, STORE_KEY
+from ollamapy.server.middleware import error_response
+from ollamapy.store.names import ModelName
+from ollamapy.store.store import ModelStore
+
+log = logging.getLogger("ollamapy.registry")
+
+DISCONNECT_POLL_S = 0.5
+
+
+class Outbox:
+    """Progress waiting to be written; consecutive updates of one digest collapse into the
+    newest, so a slow client never makes the queue grow."""
+
+    def __init__(self) -> None:
+        self.items: deque[dict[str, Any]] = deque()
+        self.ready = asyncio.Event()
+
+    def put(self, msg: dict[str, Any]) -> None:
+        last = self.items[-1] if self.items else None
+        if (last is not None and msg.get("digest") and last.get("digest") == msg["digest"]
+                and last.get("status") == msg.get("status")):
+            self.items[-1] = msg
+        else:
+            self.items.append(msg)
+        self.ready.set()
+
+
+def _line(msg: dict[str, Any]) -> bytes:
+    return json.dumps(ProgressResponse(**msg).wire()).encode() + b"\n"
+
+
+def _service(request: web.Request) -> RegistryService:
+    return request.app[REGISTRY_KEY]
+
+
+def _name(req: PullRequest, required_message: str) -> ModelName:
+    text = req.target()
+    if not text:
+        raise BadRequest(required_message)
+    return ModelName.parse(text)
+
+
+async def pull_handler(request: web.Request) -> web.StreamResponse:
+    req = decode_request(PullRequest, await request.read())
+    name = _name(req, "invalid model name")  # Ollama: ParseName("") is invalid
+    svc = _service(request)
+    return await _run(request, req.streaming(), lambda emit: svc.pull(name, req.insecure, emit))
+
+
+async def push_handler(request: web.Request) -> web.StreamResponse:
+    req = decode_request(PushRequest, await request.read())
+    name = _name(req, "model is required")
+    svc = _service(request)
+    return await _run(request, req.streaming(), lambda emit: svc.push(name, req.insecure, emit))
+
+
+async def _run(request: web.Request, stream: bool,
+               op: Callable[[Emit], Awaitable[None]]) -> web.StreamResponse:
+    outbox = Outbox()
+    task = asyncio.create_task(op(outbox.put))
+    resp: web.StreamResponse | None = None
+    last: dict[str, Any] | None = None
+    try:
+        while True:
+            if not outbox.items and not task.done():
+                waiter = asyncio.ensure_future(outbox.ready.wait())
+                try:
+                    await asyncio.wait({task, waiter}, timeout=DISCONNECT_POLL_S,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                if _gone(request):
+                    break
+            outbox.ready.clear()
+            while outbox.items:
+                last = outbox.items.popleft()
+                if stream:
+                    if resp is None:
+                        resp = web.StreamResponse(
+                            headers={"Content-Type": "application/x-ndjson"})
+                        await resp.prepare(request)
+                    await resp.write(_line(last))
+            if task.done() and not outbox.items:
+                break
+    except (ConnectionResetError, asyncio.CancelledError):
+        task.cancel()
+        raise
+    finally:
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+    if task.cancelled():  # the client went away
+        return resp or web.Response(status=499)
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, OllamaError):
+        log.error("registry operation failed", exc_info=exc)
+    message = None if exc is None else (
+        exc.message if isinstance(exc, OllamaError) else str(exc) or "internal server error")
+    if stream:
+        if message is None:
+            assert resp is not None
+            await resp.write_eof()
+            return resp
+        if resp is None:
+            return error_response(500, message)
+        with contextlib.suppress(ConnectionResetError):
+            await resp.write(json.dumps({"error": message}).encode() + b"\n")
+            await resp.write_eof()
+        return resp
+    if message is not None:
+        return error_response(500, message)
+    body = json.dumps(ProgressResponse(**(last or {"status": "success"})).wire()).encode()
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+
+def _gone(request: web.Request) -> bool:
+    t = request.transport
+    return t is None or t.is_closing()
+
+
+async def _ensure_key(app: web.Application) -> None:
+    """Like `ollama serve`: create ~/.ollama/id_ed25519 on first start."""
+    path = auth.default_key_path()
+    try:
+        pub = await asyncio.to_thread(auth.ensure_keypair, path)
+    except OSError as e:
+        log.warning("could not create the registry key %s: %s", path, e)
+        return
+    if pub is not None:
+        print(f"Couldn't find '{path}'. Generating new private key.", flush=True)
+        print(f"Your new public key is: \n\n{pub}\n", flush=True)
+
+
+def _store_getter(app: web.Application) -> Callable[[], ModelStore]:
+    fallback: list[ModelStore] = []
+
+    def store() -> ModelStore:
+        s = app.get(STORE_KEY)
+        if s is not None:
+            return s
+        if not fallback:  # no store routes installed: use the same directory directly
+            fallback.append(ModelStore(app[SETTINGS_KEY].models_dir))
+        return fallback[0]
+
+    return store
+
+
+async def _stop_downloads(app: web.Application) -> None:
+    """Shutdown: stop downloads now (progress is kept) so in-flight pulls end promptly."""
+    await app[REGISTRY_KEY].downloader.aclose()
+
+
+async def _close(app: web.Application) -> None:
+    await app[REGISTRY_KEY].aclose()
+
+
+def setup(app: web.Application) -> None:
+    settings = app[SETTINGS_KEY]
+    app[REGISTRY_KEY] = RegistryService(_store_getter(app),
+                                        noprune=bool(settings["OLLAMA_NOPRUNE"]))
+    app.router.add_post("/api/pull", pull_handler)
+    app.router.add_post("/api/push", push_handler)
+    app.on_startup.append(_ensure_key)
+    app.on_shutdown.append(_stop_downloads)
+    app.on_cleanup.append(_close)

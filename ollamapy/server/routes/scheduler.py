@@ -1,0 +1,74 @@
+"""`GET /api/ps`, and the scheduler's life: created at start-up, stopped at shutdown.
+
+The scheduler is stopped in `on_shutdown` (which aiohttp runs before it waits for in-flight
+handlers), so SIGTERM to the server stops every runner within seconds even while streams are
+open; the cleanup context stops it again (idempotent) for app runners that skip shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+from aiohttp import web
+
+from ollamapy.api.models import ModelDetails
+from ollamapy.api.ps import ProcessModel, ProcessResponse
+from ollamapy.scheduler import RunnerStatus, Scheduler
+from ollamapy.server.keys import SCHEDULER_KEY, SETTINGS_KEY
+
+
+def go_time(dt: datetime) -> str:
+    """RFC 3339 with the local offset and trimmed fraction, as Go marshals time.Time."""
+    s = dt.isoformat(timespec="microseconds")
+    base, rest = s[:19], s[19:]
+    if rest.startswith("."):
+        frac, tz = rest[1:7].rstrip("0"), rest[7:]
+        s = base + (f".{frac}" if frac else "") + tz
+    return s[:-6] + "Z" if s.endswith("+00:00") else s
+
+
+def details_of(config: dict) -> ModelDetails:
+    fams = config.get("model_families")
+    return ModelDetails(format=config.get("model_format") or "gguf",
+                        family=config.get("model_family") or "",
+                        families=fams if isinstance(fams, list) else None,
+                        parameter_size=config.get("model_type") or "",
+                        quantization_level=config.get("file_type") or "")
+
+
+def process_model(s: RunnerStatus) -> ProcessModel:
+    m = s.model
+    return ProcessModel(name=m.short_name, model=m.short_name, size=s.size, digest=m.digest,
+                        details=details_of(m.config), expires_at=go_time(s.expires_at),
+                        size_vram=s.size_vram, context_length=s.context_length)
+
+
+async def ps(request: web.Request) -> web.Response:
+    body = ProcessResponse(models=[process_model(s) for s in request.app[SCHEDULER_KEY].ps()])
+    data = body.model_dump()
+    for m in data["models"]:  # Ollama always writes `families`, null when unknown
+        m["details"].setdefault("families", None)
+    return web.Response(body=json.dumps(data).encode(), content_type="application/json",
+                        charset="utf-8")
+
+
+async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    scheduler = app[SCHEDULER_KEY]
+    await scheduler.start()
+    try:
+        yield
+    finally:
+        await scheduler.stop()
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    await app[SCHEDULER_KEY].stop()
+
+
+def setup(app: web.Application) -> None:
+    app[SCHEDULER_KEY] = Scheduler(app[SETTINGS_KEY])  # started in the cleanup context
+    app.cleanup_ctx.append(_scheduler_ctx)
+    app.on_shutdown.append(_on_shutdown)
+    app.router.add_get("/api/ps", ps)

@@ -1,0 +1,331 @@
+"""Browser and network safety: CORS, the DNS-rebinding Host check, and optional API keys.
+
+Order matters and mirrors Ollama (gin: cors, then allowedHosts): CORS answers preflights and
+rejects foreign Origins first, then the Host check (only when bound to loopback), then the API
+key check (an ollamapy addition, off unless keys are configured). The decisions are pure
+functions below; the middlewares are thin shells around them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from ollamapy.config import Settings
+from ollamapy.logs import kv
+from ollamapy.server.middleware import render_error
+
+log = logging.getLogger("ollamapy.server")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+ALLOW_METHODS = "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS"
+ALLOW_HEADERS = ",".join((
+    "Authorization", "Content-Type", "User-Agent", "Accept", "X-Requested-With", "Openai-Beta",
+    "X-Stainless-Arch", "X-Stainless-Async", "X-Stainless-Custom-Poll-Interval",
+    "X-Stainless-Helper-Method", "X-Stainless-Lang", "X-Stainless-Os",
+    "X-Stainless-Package-Version", "X-Stainless-Poll-Helper", "X-Stainless-Retry-Count",
+    "X-Stainless-Runtime", "X-Stainless-Runtime-Version", "X-Stainless-Timeout",
+))
+MAX_AGE = "43200"  # 12 h, gin-contrib/cors default
+# Schemes gin-contrib/cors accepts in an origin pattern besides http(s) (AllowBrowserExtensions
+# plus the custom app schemes Ollama lists).
+_EXTRA_SCHEMES = ("chrome-extension://", "safari-extension://", "moz-extension://",
+                  "ms-browser-extension://", "safari-web-extension://", "app://", "file://",
+                  "tauri://", "vscode-webview://", "vscode-file://")
+_LOCAL_TLDS = (".localhost", ".local", ".internal")
+CORS_ORIGIN_KEY = web.RequestKey("cors_allow_origin", str)
+
+
+# ---------------------------------------------------------------------------- CORS decisions
+
+def default_origins() -> tuple[str, ...]:
+    """Ollama's envconfig.AllowedOrigins defaults (before OLLAMA_ORIGINS entries)."""
+    out: list[str] = []
+    for host in ("localhost", "127.0.0.1", "0.0.0.0"):
+        out += [f"http://{host}", f"https://{host}", f"http://{host}:*", f"https://{host}:*"]
+    out += ["app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*"]
+    return tuple(out)
+
+
+def allowed_origins(extra: Iterable[str]) -> tuple[str, ...]:
+    """OLLAMA_ORIGINS entries come first, then the defaults (they add, never replace)."""
+    return (*(o.strip() for o in extra if o.strip()), *default_origins())
+
+
+def validate_origin_patterns(patterns: Iterable[str]) -> None:
+    """Reject entries gin-contrib/cors would refuse at start (Ollama panics; we exit cleanly)."""
+    for p in patterns:
+        if p == "*" or "*" in p:
+            if p.count("*") > 1:
+                raise ValueError(f"only one * is allowed in an origin: {p!r}")
+            continue
+        if not (p.startswith(("http://", "https://")) or p.startswith(_EXTRA_SCHEMES)):
+            raise ValueError(f"bad origin: origins must contain '*' or include http://,https:// "
+                             f"or a browser extension scheme: {p!r}")
+
+
+def origin_allowed(origin: str, patterns: Iterable[str]) -> bool:
+    """gin-contrib/cors matching: exact, `*` for all, or one `*` as prefix/suffix wildcard."""
+    for p in patterns:
+        if p == "*":
+            return True
+        if "*" in p:
+            prefix, _, suffix = p.partition("*")
+            if (len(origin) >= len(prefix) + len(suffix) and origin.startswith(prefix)
+                    and origin.endswith(suffix)):
+                return True
+        elif origin == p:
+            return True
+    return False
+
+
+def allow_all(patterns: Iterable[str]) -> bool:
+    return "*" in tuple(patterns)
+
+
+def same_origin(origin: str, host: str) -> bool:
+    """gin-contrib/cors treats Origin == scheme://Host as a same-origin, non-CORS request."""
+    return origin in (f"http://{host}", f"https://{host}")
+
+
+# ---------------------------------------------------------------------- Host-check decisions
+
+def split_host(host_header: str) -> str:
+    """The host part of a Host header: `[::1]:11434` -> `::1`, `example.com:80` -> `example.com`."""
+    h = host_header.strip()
+    if h.startswith("["):
+        end = h.find("]")
+        return h[1:end] if end != -1 else h[1:]
+    if h.count(":") == 1:
+        return h.split(":", 1)[0]
+    return h  # bare host, or a bare IPv6 literal (Go's SplitHostPort fails -> whole value)
+
+
+def local_interface_ips() -> frozenset[str]:
+    """Every address assigned to a local interface (Ollama's isLocalIP)."""
+    try:
+        import psutil
+
+        return frozenset(a.address.split("%", 1)[0] for addrs in psutil.net_if_addrs().values()
+                         for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6))
+    except Exception:  # psutil missing or an exotic platform: fall back to nothing extra
+        return frozenset()
+
+
+def host_allowed(host_header: str, *, hostname: str, local_ips: Callable[[], Iterable[str]]
+                 ) -> bool:
+    """Ollama's allowedHostsMiddleware decision for a server bound to loopback."""
+    host = split_host(host_header)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if ip is not None:
+        if ip.is_loopback or ip.is_private or ip.is_unspecified:
+            return True
+        if str(ip) in set(local_ips()):
+            return True
+    name = host.lower()
+    if name in ("", "localhost") or name == hostname.lower():
+        return True
+    return name.endswith(_LOCAL_TLDS)
+
+
+# ------------------------------------------------------------------------- API-key decisions
+
+def load_api_keys(settings: Settings) -> tuple[str, ...]:
+    """Keys from OLLAMA_API_KEYS plus OLLAMA_API_KEYS_FILE (one per line, `#` comments).
+
+    A configured but unreadable key file is a start-up error: silently serving without the keys
+    the operator asked for would expose the server.
+    """
+    keys = [k for k in settings["OLLAMA_API_KEYS"] if k]
+    path = settings["OLLAMA_API_KEYS_FILE"]
+    if path:
+        try:
+            text = Path(path).expanduser().read_text()
+        except OSError as e:
+            raise ValueError(f"cannot read OLLAMA_API_KEYS_FILE {path}: "
+                             f"{e.strerror or e}") from None
+        for line in text.splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                keys.append(line)
+    return tuple(dict.fromkeys(keys))
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def key_accepted(token: str | None, keys: Iterable[str]) -> bool:
+    """Constant-time comparison against every key (no early exit that leaks which one matched)."""
+    if token is None:
+        return False
+    given = token.encode()
+    ok = False
+    for k in keys:
+        ok |= hmac.compare_digest(given, k.encode())
+    return ok
+
+
+# ------------------------------------------------------------------------------- middlewares
+
+@dataclass(frozen=True)
+class Policy:
+    origins: tuple[str, ...]
+    check_host: bool
+    keys: tuple[str, ...]
+
+
+def policy(settings: Settings) -> Policy:
+    origins = allowed_origins(settings["OLLAMA_ORIGINS"])
+    validate_origin_patterns(origins)
+    return Policy(origins=origins, check_host=settings.host.is_loopback,
+                  keys=load_api_keys(settings))
+
+
+def _forbidden(message: str) -> web.Response:
+    return web.Response(status=403, body=json.dumps({"error": message}).encode(),
+                        content_type="application/json", charset="utf-8")
+
+
+def _add_vary(headers: CIMultiDict[str], *values: str) -> None:
+    have = [part.strip() for line in headers.getall("Vary", []) for part in line.split(",")]
+    for v in values:
+        if v not in have:
+            headers.add("Vary", v)
+            have.append(v)
+
+
+def cors_middleware(pol: Policy) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    every = allow_all(pol.origins)
+
+    @web.middleware
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if not origin or same_origin(origin, request.host):
+            return await handler(request)
+        if not every and not origin_allowed(origin, pol.origins):
+            return _forbidden("origin not allowed")
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            resp = web.Response(status=204)
+            resp.headers["Access-Control-Allow-Origin"] = "*" if every else origin
+            resp.headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
+            resp.headers["Access-Control-Allow-Headers"] = ALLOW_HEADERS
+            resp.headers["Access-Control-Max-Age"] = MAX_AGE
+            if not every:
+                _add_vary(resp.headers, "Origin", "Access-Control-Request-Method",
+                          "Access-Control-Request-Headers")
+            return resp
+        # Headers must be on the response before a streaming handler prepares it; the
+        # on_response_prepare hook (see setup) reads this.
+        request[CORS_ORIGIN_KEY] = "*" if every else origin
+        return await handler(request)
+
+    return cors
+
+
+async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    allow = request.get(CORS_ORIGIN_KEY)
+    if allow and "Access-Control-Allow-Origin" not in response.headers:
+        response.headers["Access-Control-Allow-Origin"] = allow
+        if allow != "*":
+            _add_vary(response.headers, "Origin")
+
+
+def host_middleware(pol: Policy) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    hostname = socket.gethostname()
+
+    @web.middleware
+    async def host_check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not pol.check_host:
+            return await handler(request)
+        raw = request.headers.get("Host", "")
+        if host_allowed(raw, hostname=hostname, local_ips=local_interface_ips):
+            try:
+                ip_literal = ipaddress.ip_address(split_host(raw)) is not None
+            except ValueError:
+                ip_literal = False
+            if request.method == "OPTIONS" and not ip_literal:
+                return web.Response(status=204)  # Ollama answers OPTIONS to local names early
+            return await handler(request)
+        return _forbidden("host not allowed")
+
+    return host_check
+
+
+def api_key_middleware(pol: Policy
+                       ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not pol.keys:
+            return await handler(request)
+        if key_accepted(bearer_token(request.headers.get("Authorization")), pol.keys):
+            return await handler(request)
+        # The rejected token is never logged; the peer and path are enough to diagnose.
+        log.info("rejected request without a valid API key",
+                    extra=kv(method=request.method, path=request.path, remote=request.remote))
+        resp = render_error(request, 401, "unauthorized")
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="ollamapy"'
+        return resp
+
+    return api_key
+
+
+def middlewares(settings: Settings) -> list:
+    """The security middlewares for create_app, outermost first. Bad config -> SystemExit."""
+    try:
+        pol = policy(settings)
+    except ValueError as e:
+        raise SystemExit(f"Error: {e}") from None
+    return [cors_middleware(pol), host_middleware(pol), api_key_middleware(pol)]
+
+
+def startup_warnings(settings: Settings) -> list[str]:
+    """What to say at start about exposure: non-loopback without keys is worth a loud line."""
+    hp = settings.host
+    try:
+        keys = load_api_keys(settings)
+    except ValueError:
+        keys = ()
+    if hp.is_loopback:
+        return []
+    where = hp.host or "all interfaces"
+    if keys:
+        return []
+    return [f"listening on {where}, which is reachable from other machines, and no API keys are "
+            "set: anyone who can reach this port can run and manage models. Set OLLAMA_API_KEYS "
+            "or OLLAMA_API_KEYS_FILE, or bind to 127.0.0.1"]
+
+
+def setup(app: web.Application, settings: Settings) -> None:
+    """Hook CORS headers into every response and log the exposure summary once at start."""
+    app.on_response_prepare.append(_on_prepare)
+
+    async def _announce(_app: web.Application) -> None:
+        for w in startup_warnings(settings):
+            log.warning(w)
+        try:
+            n = len(load_api_keys(settings))
+        except ValueError:
+            n = 0
+        if n:
+            log.info("API key authentication enabled", extra=kv(keys=n))
+
+    app.on_startup.append(_announce)

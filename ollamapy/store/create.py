@@ -1,0 +1,222 @@
+"""`POST /api/create` as a plain function: build layers, config and manifest, then write them.
+
+Runs synchronously (call it in a worker thread); progress goes to a callback as Ollama-shaped
+status dicts. Used by the HTTP route and by `python -m ollamapy.default_model --register`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from ollamapy import options as opts
+from ollamapy.errors import BadRequest, NotFound, OllamaError
+from ollamapy.gguf import GGUFError, human_number, read_gguf
+from ollamapy.store import store as st
+from ollamapy.store.digest import validate_digest
+from ollamapy.store.names import ModelName
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class CreateSpec:
+    """The current /api/create JSON form, already type-checked."""
+
+    from_: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    adapters: dict[str, str] = field(default_factory=dict)
+    template: str | None = None
+    system: str | None = None
+    parameters: dict[str, Any] | None = None
+    license: list[str] | None = None
+    messages: list[dict[str, Any]] | None = None
+
+
+def valid_rel_path(p: str) -> bool:
+    """Go's fs.ValidPath: relative, slash-separated, no '.', '..' or empty elements."""
+    if p == ".":
+        return True
+    if not p or p.startswith("/") or "\\" in p or "\x00" in p:
+        return False
+    return all(part not in ("", ".", "..") for part in p.split("/"))
+
+
+def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Create `parameters`: known options only (Ollama rejects unknown ones here), typed."""
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        if k not in opts.OPTIONS:
+            if k in opts.LEGACY:
+                continue
+            raise BadRequest(f"unknown parameter '{k}'")
+        if isinstance(v, str) and opts.OPTIONS[k].type != "string" and k != "stop":
+            try:
+                v = opts.parse_parameter(k, v)
+            except ValueError as e:
+                raise BadRequest(str(e)) from None
+        c = opts.coerce(k, v)
+        if c is not None:
+            out[k] = c
+    return out
+
+
+def _gguf_layer(store: st.ModelStore, digest: str, want_adapter: bool) -> tuple[dict, Any]:
+    d = validate_digest(digest)
+    path = store.blob_path(d)
+    if not path.is_file():
+        raise BadRequest(f'blob "{d}" not found')
+    try:
+        g = read_gguf(path)
+    except GGUFError as e:
+        if e.reason == "bad magic" or e.reason == "file too small":
+            raise BadRequest("supplied file was not in GGUF format") from None
+        raise BadRequest(str(e)) from None
+    kind = g.general_type
+    if want_adapter or kind == "adapter":
+        mt = st.MEDIA_ADAPTER
+    elif kind in ("projector", "mmproj") or g.architecture == "clip":
+        mt = st.MEDIA_PROJECTOR
+    else:
+        mt = st.MEDIA_MODEL
+    return {"mediaType": mt, "digest": d, "size": path.stat().st_size}, g
+
+
+def _text_layer(store: st.ModelStore, media: str, text: str, new: set[str]) -> dict[str, Any]:
+    data = text.encode()
+    d, created = store.write_blob(data)
+    if created:
+        new.add(d)
+    return {"mediaType": media, "digest": d, "size": len(data)}
+
+
+def _json_layer(store: st.ModelStore, media: str, obj: Any, new: set[str]) -> dict[str, Any]:
+    data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return _text_layer(store, media, data.decode(), new)
+
+
+def create_model(store: st.ModelStore, name: ModelName, spec: CreateSpec, progress: Progress,
+                 *, noprune: bool = False) -> None:
+    """Build and write the manifest for `name`; errors are OllamaError subclasses."""
+    for key in [*spec.files, *spec.adapters]:
+        if not valid_rel_path(key):
+            raise BadRequest("file path must be relative")
+    if len(spec.adapters) > 1:
+        raise BadRequest("only one adapter is currently supported")
+    params_req = check_params(spec.parameters or {})
+
+    layers: list[dict[str, Any]] = []
+    new: set[str] = set()
+    config: dict[str, Any] = {}
+    base_params: dict[str, Any] = {}
+    with store.lock:
+        if spec.files:
+            progress({"status": "parsing GGUF"})
+            model_g = None
+            for _fname, digest in spec.files.items():
+                if not digest:
+                    raise BadRequest("invalid digest format")
+                layer, g = _gguf_layer(store, digest, want_adapter=False)
+                layers.append(layer)
+                if layer["mediaType"] == st.MEDIA_MODEL and model_g is None:
+                    model_g = g
+            if model_g is None:
+                raise BadRequest("no model file found in 'files'")
+            arch = model_g.architecture
+            config = {"model_format": "gguf", "model_family": arch, "model_families": [arch],
+                      "model_type": human_number(model_g.parameter_count),
+                      "file_type": model_g.file_type}
+        elif spec.from_:
+            base_name = ModelName.try_parse(spec.from_)
+            if base_name is None:
+                raise BadRequest("invalid model name")
+            try:
+                base = store.resolve(base_name)
+                base_manifest = store.read_manifest(base_name)
+            except NotFound:
+                raise NotFound(f"model '{spec.from_}' not found") from None
+            for layer in base_manifest.get("layers", []):
+                layer = dict(layer)
+                if layer.get("mediaType") in (st.MEDIA_MODEL, st.MEDIA_PROJECTOR,
+                                              st.MEDIA_ADAPTER) and not layer.get("from"):
+                    layer["from"] = base.short_name
+                layers.append(layer)
+            config = {k: v for k, v in base.config.items()
+                      if k not in ("architecture", "os", "rootfs")}
+            base_params = dict(base.params)
+        else:
+            raise BadRequest("neither 'from' or 'files' was specified")
+
+        for _fname, digest in spec.adapters.items():
+            if not digest:
+                raise BadRequest("invalid digest format")
+            layer, _g = _gguf_layer(store, digest, want_adapter=True)
+            layers = [x for x in layers if x["mediaType"] != st.MEDIA_ADAPTER] + [layer]
+
+        def replace(media: tuple[str, ...], new: list[dict[str, Any]]) -> None:
+            nonlocal layers
+            layers = [x for x in layers if x.get("mediaType") not in media] + new
+
+        if spec.template is not None:
+            replace((st.MEDIA_TEMPLATE, st.MEDIA_PROMPT),
+                    [_text_layer(store, st.MEDIA_TEMPLATE, spec.template, new)] if spec.template
+                    else [])
+        if spec.system is not None:
+            replace((st.MEDIA_SYSTEM,),
+                    [_text_layer(store, st.MEDIA_SYSTEM, spec.system, new)] if spec.system else [])
+        if spec.license is not None:
+            replace((st.MEDIA_LICENSE,),
+                    [_text_layer(store, st.MEDIA_LICENSE, t, new) for t in spec.license if t])
+        if spec.parameters is not None or base_params:
+            merged = {**base_params, **params_req}
+            replace((st.MEDIA_PARAMS,),
+                    [_json_layer(store, st.MEDIA_PARAMS, merged, new)] if merged else [])
+        if spec.messages:
+            msgs = [{"role": m.get("role", ""), "content": m.get("content", "")}
+                    for m in spec.messages]
+            replace((st.MEDIA_MESSAGES,), [_json_layer(store, st.MEDIA_MESSAGES, msgs, new)])
+
+        for layer in layers:
+            if not store.has_blob(layer["digest"]):
+                raise OllamaError(f'layer "{layer["digest"]}" is missing from the store')
+            verb = "creating new" if layer["digest"] in new else "using existing"
+            progress({"status": f"{verb} layer {layer['digest']}"})
+
+        config.update({"architecture": _goarch(), "os": "linux",
+                       "rootfs": {"type": "layers",
+                                  "diff_ids": [x["digest"] for x in layers]}})
+        cfg_bytes = json.dumps(config, separators=(",", ":"), ensure_ascii=False).encode()
+        cfg_digest, created = store.write_blob(cfg_bytes)
+        progress({"status": f"{'creating new' if created else 'using existing'} layer "
+                            f"{cfg_digest}"})
+        manifest = {"schemaVersion": 2, "mediaType": st.MEDIA_MANIFEST,
+                    "config": {"mediaType": st.MEDIA_CONFIG, "digest": cfg_digest,
+                               "size": len(cfg_bytes)},
+                    "layers": layers}
+        progress({"status": "writing manifest"})
+        old: set[str] = set()
+        target = store.stored_name(name)
+        try:
+            old = store.layer_digests(store.read_manifest(target))
+        except NotFound:
+            pass
+        except OllamaError:
+            old = set()
+        store.write_manifest(target, st.manifest_json(manifest))
+        if old and not noprune:
+            store.remove_unreferenced(old)
+    progress({"status": "success"})
+
+
+def _goarch() -> str:
+    m = platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(m, m or "amd64")
+
+
+def file_key(path: str) -> str:
+    return PurePosixPath(os.path.basename(path)).name

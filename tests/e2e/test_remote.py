@@ -1,0 +1,180 @@
+"""Remote access and browser safety against a real `ollamapy serve` over real sockets:
+OLLAMA_HOST=0.0.0.0 answering on a non-loopback address, the Host check on loopback binds, CORS,
+API keys (raw HTTP, the ollamapy CLI, the openai client), and SIGTERM / crash-restart."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import free_port, start_server, stop_server
+
+pytestmark = pytest.mark.e2e
+CLI = [sys.executable, "-m", "ollamapy.cli.main"]
+
+
+def non_loopback_ipv4() -> str | None:
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family == socket.AF_INET and not ipaddress.ip_address(a.address).is_loopback:
+                return a.address
+    return None
+
+
+def cli(args: list[str], host: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    e = dict(os.environ, OLLAMA_HOST=host, HOME=str(tmp_path))
+    e.pop("OLLAMA_API_KEY", None)
+    e.update(env)
+    return subprocess.run([*CLI, *args], env=e, capture_output=True, text=True, timeout=30)
+
+
+def test_all_interfaces_answers_on_a_non_loopback_address(tmp_path: Path) -> None:
+    addr = non_loopback_ipv4()
+    if addr is None:
+        pytest.skip("this machine has only loopback interfaces; nothing remote to reach")
+    port = free_port()
+    s = start_server(tmp_path, host=f"0.0.0.0:{port}")
+    try:
+        r = httpx.get(f"http://{addr}:{port}/", timeout=5)
+        assert r.status_code == 200 and r.text == "Ollama is running"
+        # Bound to all interfaces: no Host check (reverse proxies, real hostnames).
+        r = httpx.get(f"http://{addr}:{port}/api/version",
+                      headers={"Host": "ollama.example.com"}, timeout=5)
+        assert r.status_code == 200
+        # ... but CORS still applies to browsers.
+        r = httpx.get(f"http://{addr}:{port}/api/version",
+                      headers={"Origin": "https://evil.example"}, timeout=5)
+        assert r.status_code == 403
+        # The CLI reaches it through OLLAMA_HOST (0.0.0.0 -> 127.0.0.1 for clients) and remotely.
+        assert cli(["-v"], f"0.0.0.0:{port}", tmp_path).stdout.startswith("ollamapy version is")
+        assert cli(["-v"], f"http://{addr}:{port}", tmp_path).returncode == 0
+    finally:
+        stop_server(s)
+    log = s.log()
+    assert f"Listening on 0.0.0.0:{port}" in log
+    assert "no API keys are set" in log and "level=WARNING" in log
+
+
+def test_ipv6_all_interfaces(tmp_path: Path) -> None:
+    if not socket.has_ipv6 or not any(
+            a.family == socket.AF_INET6 and a.address == "::1"
+            for addrs in psutil.net_if_addrs().values() for a in addrs):
+        pytest.skip("no IPv6 loopback on this machine")
+    port = free_port()
+    s = start_server(tmp_path, host=f"[::]:{port}")
+    try:
+        r = httpx.get(f"http://[::1]:{port}/api/version", timeout=5)
+        assert r.status_code == 200
+    finally:
+        stop_server(s)
+    assert "no API keys are set" in s.log()
+
+
+def test_loopback_bind_host_and_origin_checks(server) -> None:
+    url = server.url
+    r = httpx.get(url + "/api/tags", headers={"Host": "attacker.example.com"}, timeout=5)
+    assert r.status_code == 403 and r.json() == {"error": "host not allowed"}
+    r = httpx.get(url + "/api/tags", headers={"Host": "localhost"}, timeout=5)
+    assert r.status_code == 200
+    r = httpx.options(url + "/api/tags", headers={"Host": "mybox.local"}, timeout=5)
+    assert r.status_code == 204
+    # CORS: preflight from an allowed origin, refusal for a foreign one.
+    pre = httpx.options(url + "/api/chat", timeout=5, headers={
+        "Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,authorization"})
+    assert pre.status_code == 204
+    assert pre.headers["access-control-allow-origin"] == "http://localhost:5173"
+    assert "POST" in pre.headers["access-control-allow-methods"]
+    assert "Authorization" in pre.headers["access-control-allow-headers"]
+    assert "access-control-allow-credentials" not in pre.headers
+    r = httpx.get(url + "/api/tags", headers={"Origin": "http://localhost:5173"}, timeout=5)
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "http://localhost:5173"
+    r = httpx.post(url + "/api/chat", json={"model": "x"}, timeout=5,
+                   headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403 and r.json() == {"error": "origin not allowed"}
+    assert "no API keys are set" not in server.log()  # loopback: nothing to warn about
+
+
+def test_ollama_origins_added(tmp_path: Path) -> None:
+    s = start_server(tmp_path, {"OLLAMA_ORIGINS": "https://chat.example.com"})
+    try:
+        for origin, status in (("https://chat.example.com", 200), ("http://127.0.0.1:3000", 200),
+                               ("https://other.example.com", 403)):
+            r = httpx.get(s.url + "/api/version", headers={"Origin": origin}, timeout=5)
+            assert r.status_code == status, origin
+    finally:
+        stop_server(s)
+
+
+def test_api_keys_over_the_network(tmp_path: Path) -> None:
+    keyfile = tmp_path / "keys"
+    keyfile.write_text("# team keys\nkey-from-file-123\n")
+    port = free_port()
+    s = start_server(tmp_path, {"OLLAMA_API_KEYS": "env-key-456",
+                                "OLLAMA_API_KEYS_FILE": str(keyfile)}, host=f"0.0.0.0:{port}")
+    host = f"127.0.0.1:{port}"
+    try:
+        r = httpx.get(f"http://{host}/api/tags", timeout=5)
+        assert r.status_code == 401 and r.json() == {"error": "unauthorized"}
+        r = httpx.get(f"http://{host}/api/tags", timeout=5,
+                      headers={"Authorization": "Bearer key-from-file-124"})
+        assert r.status_code == 401
+        for key in ("key-from-file-123", "env-key-456"):
+            r = httpx.get(f"http://{host}/api/tags", timeout=5,
+                          headers={"Authorization": f"Bearer {key}"})
+            assert r.status_code == 200, key
+        r = httpx.get(f"http://{host}/v1/models", headers={"Authorization": "Bearer bad"},
+                      timeout=5)
+        assert r.status_code == 401 and r.json()["error"]["message"] == "unauthorized"
+        # A browser preflight carries no credentials and must still be answered.
+        r = httpx.options(f"http://{host}/api/chat", timeout=5, headers={
+            "Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"})
+        assert r.status_code == 204
+        # The CLI sends OLLAMA_API_KEY; without it the server's refusal is reported.
+        ok = cli(["list"], host, tmp_path, OLLAMA_API_KEY="env-key-456")
+        assert ok.returncode == 0 and ok.stdout.startswith("NAME"), ok.stderr
+        bad = cli(["list"], host, tmp_path)
+        assert bad.returncode == 1 and bad.stderr == "Error: unauthorized\n"
+        v = cli(["-v"], host, tmp_path)
+        assert "could not connect to a running ollamapy instance: unauthorized" in v.stdout
+        # OpenAI clients send their api_key as a Bearer token.
+        from openai import AuthenticationError, OpenAI
+
+        oa = OpenAI(base_url=f"http://{host}/v1", api_key="key-from-file-123", max_retries=0)
+        assert isinstance(oa.models.list().data, list)
+        with pytest.raises(AuthenticationError):
+            OpenAI(base_url=f"http://{host}/v1", api_key="nope", max_retries=0).models.list()
+    finally:
+        stop_server(s)
+    log = s.log()
+    assert "API key authentication enabled" in log and "no API keys are set" not in log
+    for secret in ("key-from-file-123", "env-key-456", "key-from-file-124"):
+        assert secret not in log
+
+
+def test_unreadable_key_file_stops_the_server(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match="OLLAMA_API_KEYS_FILE"):
+        start_server(tmp_path, {"OLLAMA_API_KEYS_FILE": str(tmp_path / "missing")})
+
+
+def test_sigterm_exits_zero_and_restart_after_crash(tmp_path: Path) -> None:
+    s = start_server(tmp_path)
+    assert stop_server(s) == 0  # SIGTERM: clean shutdown, exit 0
+    s = start_server(tmp_path)
+    s.proc.send_signal(signal.SIGKILL)  # a crash, as systemd would see it
+    s.proc.wait(10)
+    s = start_server(tmp_path)  # Restart=always: the same store, same port choice is fresh
+    try:
+        assert httpx.get(s.url + "/api/tags", timeout=5).status_code == 200
+    finally:
+        assert stop_server(s) == 0

@@ -1,0 +1,227 @@
+"""CORS, Host check and API keys: the pure decisions, then the middlewares in a real aiohttp app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from ollamapy.config import load_settings
+from ollamapy.server import security
+from ollamapy.server.app import create_app
+
+ORIGINS = security.allowed_origins([])
+
+
+# ----------------------------------------------------------------------------- pure decisions
+
+@pytest.mark.parametrize("origin", [
+    "http://localhost", "https://localhost", "http://localhost:3000", "https://127.0.0.1:8443",
+    "http://0.0.0.0:1", "app://obsidian.md", "file://", "tauri://localhost",
+    "vscode-webview://abc", "vscode-file://vscode-app",
+])
+def test_default_origins_allowed(origin: str) -> None:
+    assert security.origin_allowed(origin, ORIGINS)
+
+
+@pytest.mark.parametrize("origin", [
+    "http://evil.com", "https://localhost.evil.com", "http://127.0.0.2", "null",
+    "chrome-extension://abc", "http://localhostx", "https://192.168.1.5",
+])
+def test_foreign_origins_rejected(origin: str) -> None:
+    assert not security.origin_allowed(origin, ORIGINS)
+
+
+def test_ollama_origins_append_and_wildcards() -> None:
+    pats = security.allowed_origins(["https://app.example.com", "chrome-extension://*"])
+    assert security.origin_allowed("https://app.example.com", pats)
+    assert security.origin_allowed("chrome-extension://abcdef", pats)
+    assert security.origin_allowed("http://localhost:8080", pats)  # defaults stay
+    assert not security.origin_allowed("https://app.example.com.evil", pats)
+    assert security.allow_all(security.allowed_origins(["*"]))
+
+
+@pytest.mark.parametrize("bad", ["example.com", "http://a*b*c", "ftp://x"])
+def test_bad_origin_patterns_rejected(bad: str) -> None:
+    with pytest.raises(ValueError):
+        security.validate_origin_patterns([bad])
+
+
+def test_same_origin_is_not_cors() -> None:
+    assert security.same_origin("http://127.0.0.1:11434", "127.0.0.1:11434")
+    assert not security.same_origin("http://127.0.0.1:11435", "127.0.0.1:11434")
+
+
+@pytest.mark.parametrize(("header", "host"), [
+    ("[::1]:11434", "::1"), ("localhost:11434", "localhost"), ("example.com", "example.com"),
+    ("::1", "::1"), ("10.0.0.1:80", "10.0.0.1"),
+])
+def test_split_host(header: str, host: str) -> None:
+    assert security.split_host(header) == host
+
+
+@pytest.mark.parametrize(("header", "ok"), [
+    ("127.0.0.1:11434", True), ("localhost:11434", True), ("LOCALHOST", True), ("[::1]:1", True),
+    ("10.1.2.3", True), ("192.168.0.7:11434", True), ("0.0.0.0", True), ("", True),
+    ("myhost", True), ("MyHost.:1", False), ("printer.local", True), ("a.b.internal:99", True),
+    ("foo.localhost", True), ("203.0.113.9", True), ("8.8.8.8", False),
+    ("evil.com", False), ("localhost.evil.com", False), ("local", False),
+])
+def test_host_allowed(header: str, ok: bool) -> None:
+    # 203.0.113.9 stands in for an address of a local interface.
+    assert security.host_allowed(header, hostname="MyHost",
+                                 local_ips=lambda: ["203.0.113.9"]) is ok
+
+
+def test_bearer_and_constant_time_compare() -> None:
+    assert security.bearer_token("Bearer abc") == "abc"
+    assert security.bearer_token("bearer  abc ") == "abc"
+    assert security.bearer_token("Basic abc") is None
+    assert security.bearer_token("Bearer ") is None
+    assert security.bearer_token(None) is None
+    assert security.key_accepted("k2", ("k1", "k2"))
+    assert not security.key_accepted("k3", ("k1", "k2"))
+    assert not security.key_accepted("k", ("k1",))
+    assert not security.key_accepted(None, ("k1",))
+    assert not security.key_accepted("", ())
+
+
+def test_load_api_keys_env_and_file(tmp_path: Path) -> None:
+    f = tmp_path / "keys"
+    f.write_text("# ops\nfilekey\n\n  other  \nenvkey\n")
+    s = load_settings({"OLLAMA_API_KEYS": "envkey, second", "OLLAMA_API_KEYS_FILE": str(f)})
+    assert security.load_api_keys(s) == ("envkey", "second", "filekey", "other")
+    missing = load_settings({"OLLAMA_API_KEYS_FILE": str(tmp_path / "nope")})
+    with pytest.raises(ValueError, match="OLLAMA_API_KEYS_FILE"):
+        security.load_api_keys(missing)
+    with pytest.raises(SystemExit, match="OLLAMA_API_KEYS_FILE"):
+        security.middlewares(missing)
+
+
+def test_startup_warning_only_when_exposed_without_keys() -> None:
+    assert security.startup_warnings(load_settings({"OLLAMA_HOST": "127.0.0.1:1"})) == []
+    w = security.startup_warnings(load_settings({"OLLAMA_HOST": "0.0.0.0:1"}))
+    assert len(w) == 1 and "OLLAMA_API_KEYS" in w[0]
+    assert security.startup_warnings(load_settings({"OLLAMA_HOST": ":1"}))
+    assert security.startup_warnings(
+        load_settings({"OLLAMA_HOST": "0.0.0.0:1", "OLLAMA_API_KEYS": "k"})) == []
+
+
+# ------------------------------------------------------------------- middlewares in an app
+
+async def _stream(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await resp.prepare(request)
+    await resp.write(b'{"a":1}\n')
+    await resp.write_eof()
+    return resp
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator:
+    clients: list[TestClient] = []
+
+    async def make(env: dict[str, str]) -> TestClient:
+        app = create_app(load_settings(env))
+        app.router.add_post("/test/stream", _stream)
+        c = TestClient(TestServer(app, host="127.0.0.1"))
+        await c.start_server()
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        await c.close()
+
+
+async def test_preflight_allowed_origin(make_client) -> None:
+    c = await make_client({"OLLAMA_HOST": "127.0.0.1:11434"})
+    r = await c.options("/api/version", headers={
+        "Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+    assert r.status == 204
+    assert r.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    assert r.headers["Access-Control-Allow-Methods"] == security.ALLOW_METHODS
+    assert "X-Stainless-Os" in r.headers["Access-Control-Allow-Headers"]
+    assert r.headers["Access-Control-Max-Age"] == "43200"
+    assert "Access-Control-Allow-Credentials" not in r.headers
+    vary = ",".join(r.headers.getall("Vary"))
+    assert "Origin" in vary and "Access-Control-Request-Method" in vary
+
+
+async def test_foreign_origin_forbidden(make_client) -> None:
+    c = await make_client({})
+    r = await c.get("/api/version", headers={"Origin": "http://evil.com"})
+    assert r.status == 403
+    assert (await r.json())["error"] == "origin not allowed"
+    r = await c.options("/api/chat", headers={
+        "Origin": "http://evil.com", "Access-Control-Request-Method": "POST"})
+    assert r.status == 403
+
+
+async def test_simple_and_streaming_responses_carry_cors_headers(make_client) -> None:
+    c = await make_client({"OLLAMA_ORIGINS": "https://ui.example.com"})
+    r = await c.get("/api/version", headers={"Origin": "https://ui.example.com"})
+    assert r.status == 200
+    assert r.headers["Access-Control-Allow-Origin"] == "https://ui.example.com"
+    assert "Origin" in r.headers.getall("Vary")
+    r = await c.post("/test/stream", headers={"Origin": "https://ui.example.com"})
+    assert r.status == 200 and await r.read() == b'{"a":1}\n'
+    assert r.headers["Access-Control-Allow-Origin"] == "https://ui.example.com"
+    # Errors get them too, so the browser can read the {"error"} body.
+    r = await c.get("/nope", headers={"Origin": "https://ui.example.com"})
+    assert r.status == 404
+    assert r.headers["Access-Control-Allow-Origin"] == "https://ui.example.com"
+    # No Origin: no CORS headers at all.
+    r = await c.get("/api/version")
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+async def test_origins_star_allows_all(make_client) -> None:
+    c = await make_client({"OLLAMA_ORIGINS": "*"})
+    r = await c.get("/api/version", headers={"Origin": "http://anything.example"})
+    assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_host_check_on_loopback(make_client) -> None:
+    c = await make_client({"OLLAMA_HOST": "127.0.0.1:11434"})
+    r = await c.get("/api/version", headers={"Host": "evil.example.com"})
+    assert r.status == 403 and (await r.json()) == {"error": "host not allowed"}
+    for ok in ("localhost:11434", "127.0.0.1", "box.local", "10.0.0.5:11434"):
+        r = await c.get("/api/version", headers={"Host": ok})
+        assert r.status == 200, ok
+    r = await c.options("/api/version", headers={"Host": "box.local"})
+    assert r.status == 204
+
+
+async def test_no_host_check_when_bound_to_all_interfaces(make_client) -> None:
+    c = await make_client({"OLLAMA_HOST": "0.0.0.0:11434"})
+    r = await c.get("/api/version", headers={"Host": "ollama.example.com"})
+    assert r.status == 200
+
+
+async def test_api_keys(make_client, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    c = await make_client({"OLLAMA_API_KEYS": "s3cret-one,s3cret-two"})
+    r = await c.get("/api/version")
+    assert r.status == 401 and (await r.json()) == {"error": "unauthorized"}
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    r = await c.get("/api/version", headers={"Authorization": "Bearer wrong-key"})
+    assert r.status == 401
+    r = await c.get("/api/version", headers={"Authorization": "Basic s3cret-one"})
+    assert r.status == 401
+    r = await c.get("/v1/models", headers={"Authorization": "Bearer nope"})
+    body = await r.json()
+    assert r.status == 401 and body["error"]["message"] == "unauthorized"  # OpenAI envelope
+    for key in ("s3cret-one", "s3cret-two"):
+        r = await c.get("/api/version", headers={"Authorization": f"Bearer {key}"})
+        assert r.status == 200
+    # Preflights never carry credentials, so they are answered before the key check.
+    r = await c.options("/api/chat", headers={
+        "Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST"})
+    assert r.status == 204
+    assert "s3cret" not in caplog.text and "wrong-key" not in caplog.text

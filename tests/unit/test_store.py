@@ -1,0 +1,352 @@
+"""Model store: Ollama's layout, atomic writes, case-insensitive lookup, GC, capabilities."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ollamapy.errors import BadRequest, NotFound, OllamaError
+from ollamapy.store import store as st
+from ollamapy.store.create import CreateSpec, create_model, valid_rel_path
+from ollamapy.store.names import ModelName
+from ollamapy.store.register import import_blob, register_gguf
+from tests.unit.test_gguf import write_fixture
+
+
+@pytest.fixture
+def gguf_file(tmp_path: Path) -> Path:
+    return write_fixture(tmp_path / "tiny.gguf", template="{% for m in messages %}{% endfor %}")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> st.ModelStore:
+    return st.ModelStore(tmp_path / "models")
+
+
+def statuses() -> tuple[list[str], Any]:
+    seen: list[str] = []
+    return seen, lambda p: seen.append(p["status"])
+
+
+def make(store: st.ModelStore, gguf: Path, name: str = "tiny", **kw: Any) -> list[str]:
+    d = import_blob(store, gguf)
+    seen, cb = statuses()
+    create_model(store, ModelName.parse(name), CreateSpec(files={"tiny.gguf": d}, **kw), cb)
+    return seen
+
+
+def test_layout_is_ollamas(store: st.ModelStore, gguf_file: Path) -> None:
+    seen = make(store, gguf_file, "tiny:1b", system="be brief", template="{{ .Prompt }}",
+                parameters={"temperature": 0.5, "stop": ["<a>", "<b>"]}, license=["MIT"],
+                messages=[{"role": "user", "content": "hi"}])
+    assert seen[0] == "parsing GGUF" and seen[-2:] == ["writing manifest", "success"]
+    mpath = store.root / "manifests/registry.ollama.ai/library/tiny/1b"
+    assert mpath.is_file()
+    m = json.loads(mpath.read_bytes())
+    assert m["schemaVersion"] == 2
+    assert m["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert m["config"]["mediaType"] == "application/vnd.docker.container.image.v1+json"
+    types = [x["mediaType"] for x in m["layers"]]
+    assert types == ["application/vnd.ollama.image." + t for t in
+                     ("model", "template", "system", "license", "params", "messages")]
+    for layer in [*m["layers"], m["config"]]:
+        blob = store.root / "blobs" / layer["digest"].replace(":", "-")
+        assert blob.is_file() and blob.stat().st_size == layer["size"]
+        assert "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest() == layer["digest"]
+    cfg = json.loads((store.root / "blobs" / m["config"]["digest"].replace(":", "-")).read_text())
+    assert cfg["model_format"] == "gguf" and cfg["model_family"] == "llama"
+    assert cfg["model_families"] == ["llama"] and cfg["file_type"] == "F16"
+    assert cfg["model_type"] == "5K" and cfg["os"] == "linux"
+    assert cfg["rootfs"]["type"] == "layers"
+    params = json.loads(store.read_blob_text(m["layers"][4]["digest"]))
+    assert params == {"temperature": 0.5, "stop": ["<a>", "<b>"]}
+    # Nothing but blobs/ and manifests/ (no temp files left behind).
+    assert sorted(p.name for p in store.root.iterdir()) == ["blobs", "manifests"]
+    assert all(p.name.startswith("sha256-") and len(p.name) == 71
+               for p in (store.root / "blobs").iterdir())
+
+
+def test_resolve_model(store: st.ModelStore, gguf_file: Path) -> None:
+    make(store, gguf_file, "tiny", system="S", parameters={"num_ctx": 128})
+    m = store.resolve("TINY:Latest")
+    assert m.name == "registry.ollama.ai/library/tiny:latest"
+    assert m.short_name == "tiny:latest"
+    assert m.system == "S" and m.template is None and m.params == {"num_ctx": 128}
+    assert m.model_path.is_file()
+    assert m.capabilities == ("completion",)
+    raw = (store.root / "manifests/registry.ollama.ai/library/tiny/latest").read_bytes()
+    assert m.digest == hashlib.sha256(raw).hexdigest()
+    assert m.config["model_family"] == "llama"
+    with pytest.raises(NotFound, match="model 'nope' not found"):
+        store.resolve("nope")
+
+
+def test_handmade_ollama_store_is_listed(store: st.ModelStore, gguf_file: Path) -> None:
+    """A store laid out by Ollama itself (manifest written by hand) lists and resolves."""
+    data = gguf_file.read_bytes()
+    mdig = "sha256:" + hashlib.sha256(data).hexdigest()
+    cfg = b'{"model_format":"gguf","model_family":"llama","model_families":["llama"],' \
+          b'"model_type":"5K","file_type":"F16","architecture":"amd64","os":"linux",' \
+          b'"rootfs":{"type":"layers","diff_ids":[]}}'
+    cdig = "sha256:" + hashlib.sha256(cfg).hexdigest()
+    tmpl = b"{{ .System }}{{ .Prompt }}{{ if .Tools }}{{ .Tools }}{{ end }}"
+    tdig = "sha256:" + hashlib.sha256(tmpl).hexdigest()
+    blobs = store.root / "blobs"
+    blobs.mkdir(parents=True)
+    for d, b in ((mdig, data), (cdig, cfg), (tdig, tmpl)):
+        (blobs / d.replace(":", "-")).write_bytes(b)
+    manifest = {"schemaVersion": 2, "mediaType": st.MEDIA_MANIFEST,
+                "config": {"mediaType": st.MEDIA_CONFIG, "digest": cdig, "size": len(cfg)},
+                "layers": [{"mediaType": st.MEDIA_MODEL, "digest": mdig, "size": len(data)},
+                           {"mediaType": st.MEDIA_TEMPLATE, "digest": tdig,
+                            "size": len(tmpl)}]}
+    mdir = store.root / "manifests/registry.ollama.ai/someone/Thing"
+    mdir.mkdir(parents=True)
+    (mdir / "Q4").write_text(json.dumps(manifest, indent=2))
+    (store.root / "manifests/registry.ollama.ai/someone/stray-file").write_text("x")
+    [e] = store.list_models()
+    assert e.name.display_shortest() == "someone/Thing:Q4"
+    assert e.size == len(data) + len(cfg) + len(tmpl)
+    m = store.resolve("someone/thing:q4")
+    assert m.template == tmpl.decode()
+    assert m.capabilities == ("completion", "tools")
+
+
+def test_list_sorted_newest_first(store: st.ModelStore, gguf_file: Path) -> None:
+    make(store, gguf_file, "a")
+    make(store, gguf_file, "b")
+    a = store.root / "manifests/registry.ollama.ai/library/a/latest"
+    os.utime(a, (a.stat().st_atime, a.stat().st_mtime + 100))
+    assert [e.name.model for e in store.list_models()] == ["a", "b"]
+
+
+def test_delete_keeps_shared_blobs(store: st.ModelStore, gguf_file: Path) -> None:
+    make(store, gguf_file, "a", system="only a")
+    make(store, gguf_file, "b")
+    a = store.resolve("a")
+    sys_digest = next(x["digest"] for x in store.read_manifest("a")["layers"]
+                      if x["mediaType"] == st.MEDIA_SYSTEM)
+    store.delete("a")
+    assert a.model_path.is_file()            # shared with b
+    assert not store.has_blob(sys_digest)    # only a used it
+    assert not (store.root / "manifests/registry.ollama.ai/library/a").exists()
+    store.delete("b")
+    assert not a.model_path.exists()
+    with pytest.raises(NotFound):
+        store.delete("b")
+
+
+def test_create_over_prunes_replaced_layers(store: st.ModelStore, gguf_file: Path) -> None:
+    make(store, gguf_file, "a", system="one")
+    old = next(x["digest"] for x in store.read_manifest("a")["layers"]
+               if x["mediaType"] == st.MEDIA_SYSTEM)
+    make(store, gguf_file, "a", system="two")
+    assert not store.has_blob(old)
+    assert store.resolve("a").system == "two"
+
+
+def test_create_from_existing_merges(store: st.ModelStore, gguf_file: Path) -> None:
+    make(store, gguf_file, "base", system="sys", parameters={"temperature": 0.1, "top_k": 5})
+    _, cb = statuses()
+    create_model(store, ModelName.parse("child"),
+                 CreateSpec(from_="base", parameters={"temperature": 0.9}, system=""), cb)
+    c = store.resolve("child")
+    assert c.params == {"temperature": 0.9, "top_k": 5}
+    assert c.system is None                     # "" unsets it
+    layer = store.read_manifest("child")["layers"][0]
+    assert layer["from"] == "base:latest"
+
+
+@pytest.mark.parametrize(("spec", "err", "msg"), [
+    (CreateSpec(), BadRequest, "neither 'from' or 'files' was specified"),
+    (CreateSpec(from_="missing"), NotFound, "model 'missing' not found"),
+    (CreateSpec(files={"../x.gguf": "sha256:" + "a" * 64}), BadRequest,
+     "file path must be relative"),
+    (CreateSpec(files={"/etc/passwd": "sha256:" + "a" * 64}), BadRequest,
+     "file path must be relative"),
+    (CreateSpec(files={"x.gguf": ""}), BadRequest, "invalid digest format"),
+    (CreateSpec(files={"x.gguf": "../../etc/passwd"}), BadRequest, "invalid digest format"),
+    (CreateSpec(files={"x.gguf": "sha256:" + "a" * 64}), BadRequest, "not found"),
+    (CreateSpec(from_="x", parameters={"bogus": 1}), BadRequest, "unknown parameter 'bogus'"),
+    (CreateSpec(from_="x", parameters={"num_ctx": "abc"}), BadRequest, "invalid"),
+    (CreateSpec(from_="x", adapters={"a": "sha256:" + "a" * 64, "b": "sha256:" + "b" * 64}),
+     BadRequest, "only one adapter is currently supported"),
+])
+def test_create_errors(store: st.ModelStore, spec: CreateSpec, err: type, msg: str) -> None:
+    with pytest.raises(err, match=msg):
+        create_model(store, ModelName.parse("m"), spec, lambda p: None)
+    assert not (store.root / "manifests").exists()
+
+
+def test_create_rejects_non_gguf(store: st.ModelStore, tmp_path: Path) -> None:
+    p = tmp_path / "x.bin"
+    p.write_bytes(b"not a gguf at all")
+    d = import_blob(store, p)
+    with pytest.raises(BadRequest, match="supplied file was not in GGUF format"):
+        create_model(store, ModelName.parse("m"), CreateSpec(files={"x.bin": d}),
+                     lambda p: None)
+
+
+def test_commit_blob_verifies(store: st.ModelStore) -> None:
+    fd, tmp = store.new_temp()
+    os.write(fd, b"hello")
+    os.close(fd)
+    with pytest.raises(BadRequest, match="digest mismatch"):
+        store.commit_blob(tmp, "sha256:" + "0" * 64)
+    assert not tmp.exists()
+    fd, tmp = store.new_temp()
+    os.write(fd, b"hello")
+    os.close(fd)
+    d = "sha256:" + hashlib.sha256(b"hello").hexdigest()
+    assert store.commit_blob(tmp, d).read_bytes() == b"hello"
+    assert store.has_blob(d)
+
+
+def test_paths_stay_inside(store: st.ModelStore) -> None:
+    with pytest.raises(BadRequest):
+        store.blob_path("../../etc/passwd")
+    p = store.blob_path("sha256-" + "A" * 64)
+    assert p.parent == store.root / "blobs" and p.name == "sha256-" + "a" * 64
+
+
+def test_prune(store: st.ModelStore, gguf_file: Path) -> None:
+    make(store, gguf_file, "keep")
+    blobs = store.root / "blobs"
+    orphan = blobs / ("sha256-" + "c" * 64)
+    orphan.write_bytes(b"x")
+    partial = blobs / ("sha256-" + "d" * 64 + "-partial")
+    partial.write_bytes(b"x")
+    fresh = blobs / ("sha256-" + "e" * 64)
+    fresh.write_bytes(b"x")
+    for f in (orphan, partial):
+        os.utime(f, (0, 0))
+    (store.root / "manifests/h/n/m").mkdir(parents=True)
+    removed = store.prune()
+    assert not orphan.exists() and not partial.exists()
+    assert fresh.exists()                        # inside the grace period (upload in flight)
+    assert not (store.root / "manifests/h").exists()
+    assert store.resolve("keep").model_path.exists()
+    assert len(removed) == 2
+    assert store.prune(grace_s=0) == [fresh.name]
+
+
+def test_prune_skipped_when_a_manifest_is_corrupt(store: st.ModelStore, gguf_file: Path) -> None:
+    make(store, gguf_file, "keep")
+    bad = store.root / "manifests/registry.ollama.ai/library/bad/latest"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{not json")
+    orphan = store.root / "blobs" / ("sha256-" + "c" * 64)
+    orphan.write_bytes(b"x")
+    assert store.prune(grace_s=0) == []
+    assert orphan.exists()
+    assert [e.name.model for e in store.list_models()] == ["keep"]  # bad one skipped
+
+
+def test_manifest_with_traversal_digest_rejected(store: st.ModelStore) -> None:
+    bad = {"schemaVersion": 2, "layers": [{"mediaType": st.MEDIA_MODEL,
+                                           "digest": "sha256:../../../../etc/passwd"}]}
+    with pytest.raises(OllamaError):
+        store.write_manifest("evil", json.dumps(bad).encode())
+    p = store.root / "manifests/registry.ollama.ai/library/evil/latest"
+    p.parent.mkdir(parents=True)
+    p.write_text(json.dumps(bad))
+    with pytest.raises(NotFound):
+        store.resolve("evil")
+    assert store.list_models() == []
+
+
+def test_interrupted_write_keeps_old_state(store: st.ModelStore, gguf_file: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    make(store, gguf_file, "a", system="old")
+    before = store.manifest_bytes("a")
+
+    def boom(*a: Any, **k: Any) -> None:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(st.os, "replace", boom)
+    with pytest.raises(OSError):
+        make(store, gguf_file, "a", system="new")
+    monkeypatch.undo()
+    assert store.manifest_bytes("a") == before
+    assert not [p for p in store.root.rglob(".tmp-*")]
+
+
+def test_concurrent_creates_and_deletes(store: st.ModelStore, gguf_file: Path) -> None:
+    d = import_blob(store, gguf_file)
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            for j in range(5):
+                name = ModelName.parse(f"m{i % 3}")
+                create_model(store, name, CreateSpec(files={"t.gguf": d}, system=f"{i}-{j}"),
+                             lambda p: None)
+                if j % 2:
+                    try:
+                        store.delete(name)
+                    except NotFound:
+                        pass
+        except BaseException as e:  # collected for the assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    # Every surviving model is complete, and no blob is left that nobody references.
+    refs: set[str] = set()
+    for e in store.list_models():
+        m = store.resolve(e.name)
+        assert m.model_path.is_file()
+        refs |= store.layer_digests(e.manifest)
+    on_disk = {"sha256:" + p.name[7:] for p in (store.root / "blobs").iterdir()}
+    assert refs <= on_disk
+
+
+def test_register_is_idempotent(tmp_path: Path, gguf_file: Path) -> None:
+    root = tmp_path / "m2"
+    assert register_gguf(root, gguf_file, "x:1") == "x:1"
+    mtime = (root / "manifests/registry.ollama.ai/library/x/1").stat().st_mtime_ns
+    assert register_gguf(root, gguf_file, "x:1") == "x:1"
+    assert (root / "manifests/registry.ollama.ai/library/x/1").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize(("p", "ok"), [("a.gguf", True), ("d/a.gguf", True), ("/a", False),
+                                       ("../a", False), ("a/../b", False), ("", False),
+                                       ("a//b", False), ("a\\b", False)])
+def test_valid_rel_path(p: str, ok: bool) -> None:
+    assert valid_rel_path(p) is ok
+
+
+@pytest.mark.parametrize(("template", "jinja", "caps"), [
+    (None, "{% for m in messages %}{% endfor %}", ["completion"]),
+    (None, "{% if tools %}{{ tools }}{% endif %}", ["completion", "tools"]),
+    (None, "{% if enable_thinking %}<think>{% endif %}", ["completion", "thinking"]),
+    ("{{ .Prompt }}", "{% if tools %}{% endif %}", ["completion"]),
+    ("{{ .Prompt }}{{ .Suffix }}", None, ["completion", "insert"]),
+    ("{{ if .Tools }}{{ .Tools }}{{ end }}{{ if .Thinking }}<think>{{ .Thinking }}</think>"
+     "{{ end }}", None, ["completion", "tools", "thinking"]),
+])
+def test_capabilities(tmp_path: Path, template: str | None, jinja: str | None,
+                      caps: list[str]) -> None:
+    from ollamapy.gguf import read_gguf
+
+    g = read_gguf(write_fixture(tmp_path / "c.gguf", template=jinja))
+    assert st.capabilities(g, template, [], {}) == caps
+
+
+def test_capabilities_embedding_and_vision(tmp_path: Path) -> None:
+    from ollamapy.gguf import read_gguf
+
+    g = read_gguf(write_fixture(tmp_path / "e.gguf", pooling=True, template=None))
+    assert st.capabilities(g, None, [], {}) == ["embedding"]
+    g = read_gguf(write_fixture(tmp_path / "v.gguf", template=None))
+    assert st.capabilities(g, None, [tmp_path / "mmproj"], {}) == ["completion", "vision"]
