@@ -8,7 +8,7 @@ TEST_VARIANT ?= cpu
 PYTEST_ARGS ?=
 export OLLAMAPY_CACHE ?= $(HOME)/.cache/ollamapy
 
-.PHONY: all venv vendor runner runner-test model serve test unit lint bench clean install-service
+.PHONY: all venv vendor runner runner-test model-file model serve test unit lint bench clean install-service
 
 all: runner model
 
@@ -29,11 +29,15 @@ runner: vendor
 runner-test: vendor
 	$(PYTHON) runners/build.py --variant $(TEST_VARIANT)
 
-model: venv
+# model-file: the verified GGUF in the cache (what tests need); model: also registered as
+# smollm2:135m in $$OLLAMA_MODELS (what `make serve` needs).
+model-file: venv
+	$(BIN)/python -m ollamapy.default_model
+
+model: model-file
 	$(BIN)/python -m ollamapy.default_model --register
 
 serve: venv runner model
-	$(BIN)/python -m ollamapy.default_model --register
 	$(BIN)/ollamapy serve
 
 lint: venv
@@ -42,10 +46,10 @@ lint: venv
 unit: venv
 	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
-test: venv runner-test model lint
+test: venv runner-test model-file lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: venv runner-test model
+bench: venv runner-test model-file
 	$(BIN)/python -m bench
 
 clean:
@@ -73,6 +77,9 @@ install-service:
 	id -u ollamapy >/dev/null 2>&1 || useradd --system --user-group \
 		--home-dir /var/lib/ollamapy --shell /usr/sbin/nologin ollamapy; \
 	chgrp ollamapy /etc/ollamapy/ollamapy.env; \
+	runuser -u ollamapy -- $(abspath $(BIN))/ollamapy --help >/dev/null 2>&1 || echo \
+		"WARNING: user ollamapy cannot run $(abspath $(BIN))/ollamapy (checkout or the venv's" \
+		"base interpreter unreadable, e.g. pyenv under /root): rebuild with a system python"; \
 	for g in render video; do getent group $$g >/dev/null && usermod -aG $$g ollamapy; done; \
 	if [ -d /run/systemd/system ]; then \
 		systemctl daemon-reload && systemctl enable --now ollamapy.service && \

@@ -49,7 +49,8 @@ def error_message(status: int, body: bytes, reason: str = "") -> str:
     except ValueError:
         pass
     text = body.decode("utf-8", "replace").strip()
-    return str(msg or text or reason or f"HTTP {status}")
+    # An empty body (HEAD, bare 401/403): the reason phrase in the server's lower-case style.
+    return str(msg or text or reason.lower() or f"HTTP {status}")
 
 
 class Client:

@@ -248,7 +248,7 @@ def discover(environ: Mapping[str, str] | None = None, *, nvml: Any = None,
     gpus += apple_devices(system, plat, machine)
     inv = Inventory(system=system, gpus=tuple(gpus))
     for g in inv.gpus:
-        log.info("inference compute", extra={"kv": {
+        log.debug("inference compute", extra={"kv": {
             "id": g.id, "library": g.library, "compute": g.compute, "driver": g.driver,
             "name": g.name, "total": f"{g.total / GiB:.1f} GiB",
             "available": f"{g.free / GiB:.1f} GiB"}})

@@ -174,7 +174,7 @@ def parse(data: bytes | str) -> Modelfile:
                     raise ModelfileError(f"(line {line}): {ERR_ROLE}")
                 role = word
             elif cur == _VALUE:
-                s, ok = unquote("".join(buf).strip(" \t\r\n"))
+                s, ok = unquote("".join(buf).strip())
                 if not ok or _space(r2):
                     buf.append(r2)
                     continue
@@ -187,7 +187,7 @@ def parse(data: bytes | str) -> Modelfile:
         if _printable(r2):
             buf.append(r2)
     if cur == _VALUE:
-        s, ok = unquote("".join(buf).strip(" \t\r\n"))
+        s, ok = unquote("".join(buf).strip())
         if not ok:
             raise ModelfileError("unexpected EOF")
         if role:

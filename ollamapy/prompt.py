@@ -10,6 +10,7 @@ prompt still too long is cut in the middle (keeping num_keep tokens) unless `shi
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,12 +32,43 @@ ApplyTemplate = Callable[[list[dict[str, Any]], list[dict[str, Any]] | None, boo
 
 @dataclass
 class Renderer:
-    """How to render for one model: a parsed Go template, or None for the GGUF Jinja path."""
+    """How to render for one model: a parsed Go template, or None for the GGUF Jinja path.
+
+    `skeleton_key` (runner + model identity) enables reuse of a Jinja render whose message
+    contents were placeholders, when `jinja_source` treats contents as opaque text."""
 
     template: Template | None
     tokenize: Tokenize
     apply_template: ApplyTemplate
     has_projector: bool = False
+    jinja_source: str = ""
+    skeleton_key: str = ""
+
+
+# A Jinja template that inspects or transforms message content (filters, methods, `in` tests)
+# cannot be rendered once with placeholders and reused.
+_CONTENT_USE = re.compile(
+    r"""content['"]?\]?\s*(\||\.|\[)|\bin\s+(\w+\.content|\w+\[['"]content['"]\]|content)\b""")
+_SKELETONS: OrderedDict[tuple[str, tuple[str, ...], bool | None], list[str] | None] = \
+    OrderedDict()
+MAX_SKELETONS = 512
+
+
+def content_is_opaque(jinja_source: str) -> bool:
+    return bool(jinja_source) and _CONTENT_USE.search(jinja_source) is None
+
+
+def _skeleton(rendered: str, marks: list[str]) -> list[str] | None:
+    """Split a placeholder render into the literal text around each placeholder (in order)."""
+    parts: list[str] = []
+    rest = rendered
+    for mark in marks:
+        if rest.count(mark) != 1:
+            return None
+        before, _, rest = rest.partition(mark)
+        parts.append(before)
+    parts.append(rest)
+    return parts
 
 
 @dataclass
@@ -211,13 +243,40 @@ def strip_old_thinking(msgs: list[Message], family: str) -> list[Message]:
             if i < last_user and m.role == "assistant" else m for i, m in enumerate(msgs)]
 
 
+def _plain(m: Message) -> bool:
+    return (m.role in ("system", "user", "assistant") and bool(m.content) and not m.images
+            and not m.tool_calls and not m.thinking and not m.tool_name and not m.tool_call_id)
+
+
 async def _render(r: Renderer, msgs: list[Message], tools: Sequence[Tool] | None,
                   think: bool | str | None) -> str:
     if r.template is not None:
         return render_go(r.template, msgs, tools, think)
+    enable = None if think is None else bool(think)
+    if (r.skeleton_key and not tools and content_is_opaque(r.jinja_source)
+            and all(_plain(m) for m in msgs)):
+        # one /apply-template round trip per conversation shape, not per request
+        key = (r.skeleton_key, tuple(m.role for m in msgs), enable)
+        if key in _SKELETONS:
+            _SKELETONS.move_to_end(key)
+            parts = _SKELETONS[key]
+        else:
+            marks = [f" \x02{i}\x03 " for i in range(len(msgs))]
+            rendered = await r.apply_template(
+                [{"role": m.role, "content": marks[i]} for i, m in enumerate(msgs)], None,
+                enable)
+            parts = _skeleton(rendered, marks)
+            _SKELETONS[key] = parts
+            while len(_SKELETONS) > MAX_SKELETONS:
+                _SKELETONS.popitem(last=False)
+        if parts is not None:
+            out = [parts[0]]
+            for m, tail in zip(msgs, parts[1:], strict=True):
+                out.append(m.content)
+                out.append(tail)
+            return "".join(out)
     return await r.apply_template([openai_message(m) for m in msgs],
-                                  [openai_tool(t) for t in tools] if tools else None,
-                                  None if think is None else bool(think))
+                                  [openai_tool(t) for t in tools] if tools else None, enable)
 
 
 def _cheap_fits(text: str, images: int, num_ctx: int) -> bool:

@@ -18,10 +18,22 @@ from typing import Any
 from ollamapy.template.thinking import ThinkingParser
 from ollamapy.template.tools import ToolCall, ToolParser
 
+FLUSH: dict[str, Any] = {}
+"""Sentinel chunk: the events before it arrived in one upstream read and may go out in one write
+(it never delays anything: it is emitted as soon as that read has been processed)."""
+
+_clock: list[Any] = [-1, ""]
+
 
 def now_rfc3339() -> str:
-    """Go's time.Time JSON form in UTC (microsecond precision)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Go's time.Time JSON form in UTC (microsecond precision), cheap enough to stamp every
+    chunk: the date-time part is formatted once per second."""
+    ns = time.time_ns()
+    sec = ns // 1_000_000_000
+    if sec != _clock[0]:
+        _clock[0] = sec
+        _clock[1] = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_clock[1]}.{(ns // 1000) % 1_000_000:06d}Z"
 
 
 def done_reason(final: dict[str, Any]) -> str:
@@ -56,9 +68,28 @@ class Step:
     tool_calls: list[ToolCall] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     final: dict[str, Any] | None = None
+    flush: bool = False
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
 
     def empty(self) -> bool:
-        return not (self.content or self.thinking or self.tool_calls or self.final is not None)
+        return not (self.content or self.thinking or self.tool_calls or self.logprobs
+                    or self.final is not None)
+
+
+def _prob(p: dict[str, Any]) -> dict[str, Any]:
+    return {"token": p.get("token", ""), "logprob": float(p.get("logprob", 0.0)),
+            "bytes": p.get("bytes") or []}
+
+
+def logprobs(probs: Any, top: int) -> list[dict[str, Any]]:
+    """llama-server completion_probabilities -> Ollama logprobs (top_logprobs only if asked)."""
+    out = []
+    for p in probs or []:
+        item = _prob(p)
+        if top > 0:
+            item["top_logprobs"] = [_prob(t) for t in (p.get("top_logprobs") or [])[:top]]
+        out.append(item)
+    return out
 
 
 @dataclass
@@ -90,10 +121,14 @@ class OutputParser:
         return step
 
 
-async def steps(events: AsyncIterator[dict[str, Any]], parser: OutputParser
-                ) -> AsyncIterator[Step]:
-    """Upstream events -> steps; the last step carries the final event."""
+async def steps(events: AsyncIterator[dict[str, Any]], parser: OutputParser,
+                top_logprobs: int | None = None) -> AsyncIterator[Step]:
+    """Upstream events -> steps; the last step carries the final event. `top_logprobs` not
+    None: per-token log probabilities are passed on."""
     async for ev in events:
+        if ev is FLUSH:
+            yield Step(flush=True)
+            continue
         if ev.get("stop"):
             more = parser.feed(ev["content"]) if ev.get("content") else Step()
             tail = parser.finish()
@@ -105,6 +140,8 @@ async def steps(events: AsyncIterator[dict[str, Any]], parser: OutputParser
             return
         s = parser.feed(ev.get("content", ""))
         s.tokens = ev.get("tokens") or []
+        if top_logprobs is not None:
+            s.logprobs = logprobs(ev.get("completion_probabilities"), top_logprobs)
         if not s.empty():
             yield s
         elif s.tokens:
@@ -121,6 +158,8 @@ def generate_chunk(model: str, step: Step) -> dict[str, Any]:
         c["thinking"] = step.thinking
     if step.tool_calls:
         c["tool_calls"] = [t.ollama() for t in step.tool_calls]
+    if step.logprobs:
+        c["logprobs"] = step.logprobs
     return c
 
 
@@ -130,7 +169,10 @@ def chat_chunk(model: str, step: Step) -> dict[str, Any]:
         msg["thinking"] = step.thinking
     if step.tool_calls:
         msg["tool_calls"] = [t.ollama() for t in step.tool_calls]
-    return {"model": model, "created_at": now_rfc3339(), "message": msg, "done": False}
+    c = {"model": model, "created_at": now_rfc3339(), "message": msg, "done": False}
+    if step.logprobs:
+        c["logprobs"] = step.logprobs
+    return c
 
 
 def finish_chunk(chunk: dict[str, Any], final: dict[str, Any], start_ns: int,
@@ -148,9 +190,12 @@ class Aggregate:
         self.content: list[str] = []
         self.thinking: list[str] = []
         self.tool_calls: list[dict[str, Any]] = []
+        self.logprobs: list[dict[str, Any]] = []
         self.last: dict[str, Any] | None = None
 
     def add(self, chunk: dict[str, Any]) -> None:
+        if chunk is FLUSH:
+            return
         src = chunk.get("message", chunk)
         text = src.get("content") if "message" in chunk else chunk.get("response")
         if text:
@@ -159,11 +204,15 @@ class Aggregate:
             self.thinking.append(src["thinking"])
         if src.get("tool_calls"):
             self.tool_calls.extend(src["tool_calls"])
+        if chunk.get("logprobs"):
+            self.logprobs.extend(chunk["logprobs"])
         self.last = chunk
 
     def result(self) -> dict[str, Any]:
         assert self.last is not None
         out = dict(self.last)
+        if self.logprobs:
+            out["logprobs"] = self.logprobs
         text = "".join(self.content)
         thinking = "".join(self.thinking)
         if "message" in out:
@@ -258,6 +307,8 @@ class OpenAIChatStream:
                 d = {"role": "assistant", **d}
                 self.first = False
             out.append(self._chunk(d, None))
+        if chunk.get("logprobs") and out:
+            out[-1]["choices"][0]["logprobs"] = {"content": chunk["logprobs"]}
         if chunk.get("done"):
             if self.first:
                 out.append(self._chunk({"role": "assistant", "content": ""}, None))
@@ -282,7 +333,9 @@ def openai_chat_response(cid: str, model: str, result: dict[str, Any]) -> dict[s
     return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
             "system_fingerprint": "fp_ollama",
             "choices": [{"index": 0, "message": out_msg,
-                         "finish_reason": finish_reason(result, bool(calls))}],
+                         "finish_reason": finish_reason(result, bool(calls)),
+                         **({"logprobs": {"content": result["logprobs"]}}
+                            if result.get("logprobs") else {})}],
             "usage": usage(result)}
 
 

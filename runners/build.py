@@ -92,8 +92,8 @@ def build(variant: str, cpu_variants: str, extra: list[str], jobs: int) -> Path:
         subprocess.run(["cmake", "--build", str(bdir), "--target", "runner", "-j", str(jobs)],
                        check=True)
         seconds = round(time.monotonic() - started)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{variant}-", dir=cached.parent.mkdir(
-            parents=True, exist_ok=True) or cached.parent))
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{variant}-", dir=cached.parent))
         bin_dir = tmp / "bin"
         bin_dir.mkdir()
         for f in (bdir / "bin").iterdir():
@@ -119,10 +119,22 @@ def build(variant: str, cpu_variants: str, extra: list[str], jobs: int) -> Path:
     else:
         print(f"runner: {variant} cache hit ({key})")
     dest = REPO / "runners" / variant
+    if _manifest_key(dest) == key:
+        return dest  # already in place: leave a runner that may be running untouched
+    staging = REPO / "runners" / f".{variant}.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(cached, staging, symlinks=True)
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(cached, dest, symlinks=True)
+    staging.rename(dest)
     return dest
+
+
+def _manifest_key(d: Path) -> str | None:
+    try:
+        return json.loads((d / "manifest.json").read_text()).get("cache_key")
+    except (OSError, ValueError):
+        return None
 
 
 def main() -> None:

@@ -87,13 +87,19 @@ def start_server(tmp_path: Path, env_extra: dict[str, str] | None = None,
         if proc.poll() is not None:
             raise AssertionError(f"server exited {proc.returncode}:\n{log_path.read_text()}")
         try:
-            if httpx.get(url + "/", timeout=1).status_code == 200:
+            if httpx.get(url + "/", timeout=1, headers=_probe_headers(env)).status_code == 200:
                 return ServerProc(proc, url, hp, models, log_path)
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
     proc.kill()
     raise AssertionError(f"server did not answer:\n{log_path.read_text()}")
+
+
+def _probe_headers(env: dict[str, str]) -> dict[str, str]:
+    """The readiness probe authenticates like any client when the server requires API keys."""
+    keys = [k.strip() for k in env.get("OLLAMA_API_KEYS", "").split(",") if k.strip()]
+    return {"Authorization": f"Bearer {keys[0]}"} if keys else {}
 
 
 def stop_server(s: ServerProc) -> int:

@@ -83,6 +83,8 @@ class Knobs:
     redirect: bool = False            # blob GETs -> 307 to the CDN host
     upload_redirect: bool = False     # upload PATCHes -> 307 "PUT it to the CDN instead"
     fail_manifest: int | None = None  # manifest GETs answer this status
+    head_missing: bool = False        # blob HEADs say 404 (as for a repo that lacks the blob)
+    slow: float = 0.0                 # pause after every 64 KB sent
 
 
 @dataclass
@@ -99,6 +101,8 @@ class Stats:
     range_bytes: int = 0              # ... of them in answers to Range requests
     requests: list[Request] = field(default_factory=list)
     tokens_issued: int = 0
+    inflight: int = 0                 # blob bodies being sent right now
+    max_inflight: int = 0
 
     def hits(self, server: str) -> list[Request]:
         return [r for r in self.requests if r.server == server]
@@ -166,6 +170,7 @@ class TestRegistry:
 
         def run() -> None:
             loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
             self._loop = loop
             try:
                 loop.run_until_complete(self._start())
@@ -176,6 +181,11 @@ class TestRegistry:
             ready.set()
             loop.run_forever()
             loop.run_until_complete(self._stop())
+            pending = asyncio.all_tasks(loop)  # e.g. a handler still stalling: end it quietly
+            for t in pending:
+                t.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
         self._thread = threading.Thread(target=run, name="test-registry", daemon=True)
@@ -312,7 +322,7 @@ class TestRegistry:
             return denied
         digest = request.match_info["digest"]
         blob = self.blobs.get(digest)
-        if blob is None:
+        if blob is None or (request.method == "HEAD" and self.knobs.head_missing):
             return web.json_response({"errors": [{"code": "BLOB_UNKNOWN"}]}, status=404)
         if self.knobs.redirect and request.method == "GET":
             raise web.HTTPTemporaryRedirect(
@@ -347,10 +357,16 @@ class TestRegistry:
         await resp.prepare(request)
         if request.method == "HEAD":
             return resp
+        with self._lock:
+            self.stats.inflight += 1
+            self.stats.max_inflight = max(self.stats.max_inflight, self.stats.inflight)
         try:
             await self._stream(request, resp, blob, start, stop, ranged)
         except ConnectionError:
             pass  # the client hung up (it only wanted part of this body)
+        finally:
+            with self._lock:
+                self.stats.inflight -= 1
         return resp
 
     async def _stream(self, request: web.Request, resp: web.StreamResponse, blob: Blob,
@@ -385,6 +401,8 @@ class TestRegistry:
             self._count(n, ranged)
             sent += n
             pos += n
+            if k.slow:
+                await asyncio.sleep(k.slow)
 
     def _bytes(self, blob: Blob, start: int, stop: int) -> bytes:
         real = blob.read(start, min(stop, blob.size)) if start < blob.size else b""

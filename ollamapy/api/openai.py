@@ -221,9 +221,12 @@ def to_chat(req: ChatCompletionRequest) -> ChatRequest:
         opts["frequency_penalty"] = req.frequency_penalty
     if req.presence_penalty is not None:
         opts["presence_penalty"] = req.presence_penalty
+    if req.top_logprobs is not None and not 0 <= req.top_logprobs <= 20:
+        raise BadRequest("top_logprobs must be between 0 and 20")
     return ChatRequest(model=req.model, messages=to_messages(req.messages), stream=req.stream,
                        options=opts, format=_format(req.response_format), tools=req.tools,
-                       think=_think(req))
+                       think=_think(req), logprobs=req.logprobs,
+                       top_logprobs=req.top_logprobs)
 
 
 def to_generate(req: CompletionRequest) -> GenerateRequest:

@@ -195,6 +195,12 @@ class AnswerView:
             out.append(self.wrap.feed(content))
         return "".join(out)
 
+    def finish(self) -> str:
+        """Leave the terminal's colour as it was when an answer ended (or was cut) mid-thought."""
+        if self.thinking_open and not self.thinking_closed and not self.plain:
+            return COLOR_DEFAULT
+        return ""
+
 
 # ------------------------------------------------------------------------------- /show text
 

@@ -10,20 +10,15 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ollamapy.cli.common import fail
-from ollamapy.cli.render import (
-    AnswerView,
-    PullView,
-    Spinner,
-    WordWrap,
-    stats_block,
-    terminal_width,
-)
-from ollamapy.client import Client, ClientError
+from ollamapy.client import ClientError
+
+if TYPE_CHECKING:
+    from ollamapy.cli.render import AnswerView
+    from ollamapy.client import Client
 
 THINK_LEVELS = ("high", "medium", "low", "max")
 
@@ -171,6 +166,7 @@ class Session:
 
     def pull(self, name: str, insecure: bool = False) -> None:
         from ollamapy.cli.format import human_bytes
+        from ollamapy.cli.render import PullView
 
         view = PullView(stream=sys.stderr, human_bytes=human_bytes, tty=sys.stderr.isatty())
         for msg in self.client.stream("POST", "/api/pull",
@@ -184,6 +180,8 @@ class Session:
             body["keep_alive"] = opts.keep_alive
         if opts.think is not None:
             body["think"] = opts.think
+        from ollamapy.cli.render import Spinner
+
         spinner = Spinner().start()
         try:
             for _ in self.client.stream("POST", "/api/generate", body):
@@ -193,6 +191,8 @@ class Session:
 
     def chat(self, opts: RunOptions) -> dict[str, Any] | None:
         """One streamed chat turn; None when cancelled with Ctrl+C."""
+        from ollamapy.cli.render import AnswerView, WordWrap, stats_block, terminal_width
+
         wrap = WordWrap(terminal_width(), enabled=opts.word_wrap)
         view = AnswerView(wrap, plain=False, hide_thinking=opts.hide_thinking)
         latest, role = self._stream(opts, "/api/chat", chat_request(opts), view, chat=True)
@@ -207,6 +207,8 @@ class Session:
         return {"role": role, "content": latest.get("_content", "")}
 
     def generate(self, opts: RunOptions) -> None:
+        from ollamapy.cli.render import AnswerView, WordWrap, stats_block, terminal_width
+
         plain = not sys.stdout.isatty()
         wrap = WordWrap(terminal_width(), enabled=opts.word_wrap)
         view = AnswerView(wrap, plain=plain, hide_thinking=opts.hide_thinking)
@@ -222,6 +224,8 @@ class Session:
 
     def _stream(self, opts: RunOptions, path: str, body: dict[str, Any], view: AnswerView,
                 *, chat: bool) -> tuple[dict[str, Any] | None, str]:
+        from ollamapy.cli.render import Spinner
+
         spinner = Spinner().start()
         latest: dict[str, Any] = {}
         content: list[str] = []
@@ -248,11 +252,13 @@ class Session:
                 latest = chunk
         except KeyboardInterrupt:
             spinner.stop()
-            sys.stdout.write("\n")
+            sys.stdout.write(view.finish() + "\n")
             sys.stdout.flush()
             return None, role
         finally:
             spinner.stop()
+        if tail := view.finish():
+            sys.stdout.write(tail)
         latest = dict(latest)
         latest["_content"] = "".join(content)
         return latest, role
@@ -295,7 +301,15 @@ class _RunCommand(click.Command):
         return super().parse_args(ctx, fixed)
 
 
-@click.command(cls=_RunCommand, help="Run a model",
+_EPILOG = """\b
+Environment Variables:
+      OLLAMA_HOST      IP Address for the ollamapy server (default 127.0.0.1:11434)
+      OLLAMA_API_KEY   Bearer key sent to a server that requires API keys
+      OLLAMA_NOHISTORY Do not preserve readline history (~/.ollama/history)
+"""
+
+
+@click.command(cls=_RunCommand, help="Run a model", epilog=_EPILOG,
                context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model")
 @click.argument("prompt", nargs=-1)
@@ -326,6 +340,10 @@ def run(model: str, prompt: tuple[str, ...], keepalive: str | None, verbose: boo
     opts.prompt = " ".join(prompts)
     interactive = is_interactive(bool(prompts), stdin_tty, sys.stdout.isatty())
     opts.word_wrap = not nowordwrap  # and only where stdout is a terminal (terminal_width)
+
+    from ollamapy.cli.common import fail
+    from ollamapy.cli.render import WordWrap, terminal_width
+    from ollamapy.client import Client
 
     try:
         with Client() as client:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -255,40 +256,48 @@ class Downloader:
     async def _download(self, bd: BlobDownload, session: RegistrySession) -> None:
         tmp_dir, data_path = self._paths(bd.digest)
         tmp_dir.mkdir(parents=True, exist_ok=True)
-        parts = self._load_parts(data_path, bd.total)
-        if parts is None:
-            self._discard(data_path)
-            parts = plan_parts(bd.total, self.cfg)
-            for p in parts:
-                self._persist(data_path, p)
-        bd.parts = parts
-        bd.completed = sum(p.completed for p in parts)
-        if parts:
-            log.info("downloading %s in %d %d-byte part(s)%s", bd.digest[7:19], len(parts),
-                     parts[0].size, f", resuming at {bd.completed}" if bd.completed else "")
         fd = os.open(data_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
+                try:  # another server sharing this store may be downloading the same blob
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise OllamaError(f"{bd.digest} is being downloaded by another "
+                                      "process") from None
+                parts = self._load_parts(data_path, bd.total)
+                if parts is not None and os.fstat(fd).st_size != bd.total:
+                    parts = None  # records without their data file: trust neither
+                if parts is None:  # nothing (usable) saved: start from scratch
+                    self._discard(data_path, keep_data=True)
+                    os.ftruncate(fd, 0)
+                    parts = plan_parts(bd.total, self.cfg)
+                    for p in parts:
+                        self._persist(data_path, p)
+                bd.parts = parts
+                bd.completed = sum(p.completed for p in parts)
+                if parts:
+                    log.info("downloading %s in %d %d-byte part(s)%s", bd.digest[7:19],
+                             len(parts), parts[0].size,
+                             f", resuming at {bd.completed}" if bd.completed else "")
                 if os.fstat(fd).st_size != bd.total:
                     os.ftruncate(fd, bd.total)
                 todo = [p for p in parts if p.completed < p.size]
                 if todo:
                     url = await self._direct_url(session, session.target.blob_url(bd.digest))
+                    slots = asyncio.Semaphore(self.cfg.parts)  # at most 16 parts in flight
                     async with asyncio.TaskGroup() as tg:
                         for p in todo:
-                            tg.create_task(self._part(bd, session, url, fd, data_path, p))
+                            tg.create_task(self._part(bd, session, url, fd, data_path, p,
+                                                      slots))
             except BaseExceptionGroup as eg:
                 raise _pick(eg) from None
         except Fatal:
-            os.close(fd)
-            fd = -1
             self._discard(data_path)  # the server broke the protocol: keep none of its bytes
             raise
         except OSError as e:
             raise _os_error(e) from None
         finally:
-            if fd >= 0:
-                os.close(fd)
+            os.close(fd)
         self._discard(data_path, keep_data=True)
         try:
             await asyncio.shield(asyncio.to_thread(self.store.commit_blob, data_path,
@@ -306,7 +315,7 @@ class Downloader:
                 records.append(f.read_bytes())
             except OSError:
                 return None
-        if not records or not data_path.exists():
+        if not records:
             return None
         return restore_parts(records, total)
 
@@ -356,7 +365,12 @@ class Downloader:
                 await asyncio.sleep(delay)
 
     async def _part(self, bd: BlobDownload, session: RegistrySession, url: str, fd: int,
-                    data_path: Path, part: Part) -> None:
+                    data_path: Path, part: Part, slots: asyncio.Semaphore) -> None:
+        async with slots:
+            await self._part_attempts(bd, session, url, fd, data_path, part)
+
+    async def _part_attempts(self, bd: BlobDownload, session: RegistrySession, url: str,
+                             fd: int, data_path: Path, part: Part) -> None:
         cfg = self.cfg
         tries = 0
         while part.completed < part.size:
@@ -398,7 +412,7 @@ class Downloader:
                 text = await error_text(resp)
                 if resp.status >= 500 or resp.status in (408, 429):
                     raise Retryable(text)
-                raise Fatal(text)
+                raise OllamaError(text)  # e.g. an expired CDN URL: stop, keep the progress
             check_range_response(resp.status, resp.headers, start, stop, bd.total)
             pos = start
             try:

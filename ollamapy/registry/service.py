@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from ollamapy.errors import NotFound, OllamaError
+from ollamapy.errors import BadRequest, NotFound, OllamaError
 from ollamapy.registry import auth
 from ollamapy.registry.download import DownloadConfig, Downloader
 from ollamapy.registry.manifest import MAX_MANIFEST_BYTES, parse_manifest
@@ -98,6 +98,8 @@ class RegistryService:
             manifest = parse_manifest(data)
         except RegistryNotFound:
             raise OllamaError("pull model manifest: file does not exist") from None
+        except BadRequest:
+            raise  # "invalid digest format": a manifest digest that must never become a path
         except (aiohttp.ClientError, TimeoutError) as e:
             raise OllamaError(f"pull model manifest: {_net_error(e)}") from None
         except OllamaError as e:
@@ -115,12 +117,8 @@ class RegistryService:
 
         # Every downloaded blob was sha256-verified by the store before it was moved into place.
         emit({"status": "verifying sha256 digest"})
-        for layer in blobs:
-            if not store.has_blob(layer.digest):
-                raise OllamaError(f"blob {layer.digest} missing after download")
-
         emit({"status": "writing manifest"})
-        await asyncio.to_thread(store.write_manifest, name, data)
+        await asyncio.to_thread(self._write_manifest, name, data, [b.digest for b in blobs])
 
         unused = old - {layer.digest for layer in blobs}
         if unused and not self.noprune:
@@ -130,6 +128,17 @@ class RegistryService:
             except OSError as e:
                 emit({"status": f"couldn't remove unused layers: {e}"})
         emit({"status": "success"})
+
+    def _write_manifest(self, name: ModelName, data: bytes, digests: list[str]) -> None:
+        """Under the store's lock, so a concurrent delete cannot remove a blob between the
+        check that all blobs are present and the manifest that references them."""
+        store = self.store
+        lock = getattr(store, "lock", None) or contextlib.nullcontext()
+        with lock:
+            for d in digests:
+                if not store.has_blob(d):
+                    raise OllamaError(f"blob {d} disappeared before the manifest was written")
+            store.write_manifest(name, data)
 
     async def _fetch_manifest(self, session: RegistrySession) -> bytes:
         resp = await session.request("GET", session.target.manifest_url,

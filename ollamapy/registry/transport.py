@@ -8,10 +8,13 @@ requests that go to the registry's own origin, never to a CDN or any other host.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import platform
 import sys
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +33,27 @@ MAX_REDIRECTS = 10
 MAX_ERROR_BODY = 64 * 1024
 USER_AGENT = (f"ollama/{__version__} ({platform.machine().lower()} {sys.platform}) "
               f"Python/{platform.python_version()} ollamapy/{__version__}")
+
+
+def proxy_for(url: str) -> str | None:
+    """HTTPS_PROXY / HTTP_PROXY / NO_PROXY like Go's ProxyFromEnvironment (which Ollama's pull
+    uses): loopback is never proxied. Done by hand because aiohttp's trust_env would also send
+    ~/.netrc credentials to whatever host a model name points at."""
+    parts = urllib.parse.urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if host in ("localhost", "") or _is_loopback(host):
+        return None
+    proxy = urllib.request.getproxies_environment().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass_environment(host):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class RegistryError(OllamaError):
@@ -104,6 +128,7 @@ class RegistrySession:
             resp = await self.http.request(
                 method, URL(url, encoded=True), headers=self.headers_for(url, headers),
                 data=body() if body is not None else None, allow_redirects=False,
+                proxy=proxy_for(url),
                 timeout=client_timeout or aiohttp.ClientTimeout(total=None, sock_connect=30,
                                                           sock_read=60))
             location = resp.headers.get("Location")
@@ -150,6 +175,7 @@ class RegistrySession:
         signature = self.signer(auth.signing_payload(url))
         headers = {"User-Agent": USER_AGENT, "Authorization": signature}
         async with self.http.get(URL(url, encoded=True), headers=headers, allow_redirects=False,
+                                 proxy=proxy_for(url),
                                  timeout=aiohttp.ClientTimeout(total=60)) as resp:
             body = await read_capped(resp, MAX_ERROR_BODY)
             if resp.status >= 400:

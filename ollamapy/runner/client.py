@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from ollamapy.errors import BadRequest, OllamaError, RunnerError
+from ollamapy.relay import FLUSH
 
 log = logging.getLogger("ollamapy.runner.client")
 
@@ -75,9 +76,22 @@ def _headers() -> dict[str, str]:
     return {"Content-Type": "application/json", "Accept": "text/event-stream"}
 
 
+_STALE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+async def _send(session: aiohttp.ClientSession, url: str, data: str,
+                headers: dict[str, str]) -> aiohttp.ClientResponse:
+    """POST once more if a pooled keep-alive connection turned out to be closed by llama-server
+    (it closes idle ones after 5 s and every connection after 100 requests)."""
+    try:
+        return await session.post(url, data=data, headers=headers)
+    except _STALE:
+        return await session.post(url, data=data, headers=headers)
+
+
 async def _post_json(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> Any:
     try:
-        async with session.post(url, data=json.dumps(body), headers={
+        async with await _send(session, url, json.dumps(body), {
                 "Content-Type": "application/json"}) as resp:
             text = await resp.text()
             if resp.status != 200:
@@ -92,9 +106,13 @@ async def _post_json(session: aiohttp.ClientSession, url: str, body: dict[str, A
 MAX_EVENT_BYTES = 64 * 1024 * 1024
 
 
+READ_END = b""
+"""Yielded by sse_lines after the lines of each upstream read."""
+
+
 async def sse_lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
     """Non-empty lines of an SSE body, each as soon as its newline arrives (no size limit short
-    of MAX_EVENT_BYTES: the final event repeats the whole prompt)."""
+    of MAX_EVENT_BYTES: the final event repeats the whole prompt), then READ_END per read."""
     buf = b""
     async for chunk in content.iter_any():
         buf = buf + chunk if buf else chunk
@@ -107,6 +125,7 @@ async def sse_lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
                 yield buf[start:i]
             start = i + 1
         buf = buf[start:]
+        yield READ_END
         if len(buf) > MAX_EVENT_BYTES:
             raise RunnerError("llama runner sent an oversized event")
     if buf.strip():
@@ -123,14 +142,16 @@ async def completion_stream(session: aiohttp.ClientSession, base_url: str,
     body = {**body, "stream": True}
     check_completion_body(body)
     try:
-        resp = await session.post(f"{base_url}/completion", data=json.dumps(body),
-                                  headers=_headers())
+        resp = await _send(session, f"{base_url}/completion", json.dumps(body), _headers())
     except aiohttp.ClientError as e:
         raise RunnerConnectionError(f"llama runner connection error: {e}") from None
     try:
         if resp.status != 200:
             raise upstream_error(resp.status, await resp.text())
         async for raw in sse_lines(resp.content):
+            if not raw:  # READ_END
+                yield FLUSH
+                continue
             if not raw.startswith(b"data: "):
                 continue  # ":" keep-alive pings
             event = json.loads(raw[6:])

@@ -23,6 +23,7 @@ class LaunchConfig:
     num_parallel: int = 1
     num_batch: int = 512
     n_gpu_layers: int | None = None  # None: leave it to llama.cpp (--fit decides)
+    gpu_backend: bool = True  # False for a CPU-only runner build: no layer flags at all
     tensor_split: tuple[int, ...] = ()
     main_gpu: int | None = None  # one GPU of several: --split-mode none --main-gpu N
     num_thread: int = 0  # 0: llama-server's default (physical cores)
@@ -73,7 +74,9 @@ def build_args(cfg: LaunchConfig) -> list[str]:
         args += ["--load-mode", "none"]
     elif cfg.use_mmap is True:
         args += ["--load-mode", "mmap"]
-    if cfg.n_gpu_layers is not None:
+    if not cfg.gpu_backend:
+        args += ["--fit", "off"]  # nothing to place; -c is pinned: skip the dry run
+    elif cfg.n_gpu_layers is not None:
         args += ["--n-gpu-layers", str(max(0, cfg.n_gpu_layers))]
         if cfg.tensor_split and cfg.main_gpu is None:
             args += ["--tensor-split", ",".join(str(n) for n in cfg.tensor_split)]

@@ -46,7 +46,8 @@ def child_env(environ: Mapping[str, str], config_home: Path) -> dict[str, str]:
     Every setting reaches llama-server as an explicit flag, so a user's shell cannot change it.
     """
     env = {k: v for k, v in environ.items()
-           if not k.startswith("LLAMA_ARG_") and k not in ("LLAMA_API_KEY", "LLAMA_CACHE")}
+           if not k.startswith(("LLAMA_ARG_", "LLAMA_SERVER_"))
+           and k not in ("LLAMA_API_KEY", "LLAMA_CACHE", "HF_TOKEN", "AIP_MODE")}
     env["XDG_CONFIG_HOME"] = str(config_home)
     return env
 
@@ -72,6 +73,19 @@ def parse_buffer_line(line: str) -> tuple[str, str, int] | None:
     if not m:
         return None
     return m.group(1), m.group(2), int(float(m.group(3)) * _UNIT[m.group(4)])
+
+
+def runner_line_level(line: str) -> int:
+    """Server-log level for one llama-server line (`0.00.123.456 E msg`: E/W level letters):
+    errors and warnings reach the default log, the chatty rest only the debug log."""
+    parts = line.split(" ", 2)
+    letter = parts[1] if len(parts) > 1 and parts[0][:1].isdigit() else ""
+    low = line.lower()
+    if letter == "E" or low.startswith(("error", "terminate called")) or "GGML_ASSERT" in line:
+        return logging.WARNING
+    if letter == "W" or low.startswith("warning"):
+        return logging.INFO
+    return logging.DEBUG
 
 
 def is_host_buffer(device: str) -> bool:
@@ -143,7 +157,7 @@ class RunnerProcess:
             buf = parse_buffer_line(line)
             if buf is not None and "memory breakdown" not in line:
                 self.buffers[(buf[0], buf[1])] = buf[2]  # the last report wins
-            log.debug("%s %s", prefix, line)
+            log.log(runner_line_level(line), "%s %s", prefix, line)
             if self._on_line is not None:
                 self._on_line(line)
 

@@ -38,7 +38,7 @@ from ollamapy.memory import (
     read_facts,
 )
 from ollamapy.runner.flags import LaunchConfig, cache_ram_mib
-from ollamapy.runner.locate import pick_runner
+from ollamapy.runner.locate import Runner, pick_runner
 from ollamapy.scheduler.launcher import Launcher, ProcessLauncher, RunnerHandle
 from ollamapy.scheduler.policy import (
     RunnerSpec,
@@ -58,7 +58,6 @@ RUNNER_STOPPED = ("model runner has unexpectedly stopped, this may be due to res
 UNLOAD_GRACE_S = 5.0  # idle runners exit on SIGTERM in ~0.1 s; a wedged one gets SIGKILL
 SHUTDOWN_GRACE_S = 3.0  # server shutdown: SIGTERM, SIGKILL after this, all runners at once
 CRASH_WINDOW_S = 60.0
-UPSTREAM_KEEPALIVE_S = 2.0  # llama-server closes idle keep-alive connections after 5 s
 
 # Which discovered GPUs a runner variant can use (None = all of them).
 VARIANT_LIBRARIES: dict[str, tuple[str, ...] | None] = {
@@ -88,7 +87,8 @@ class _Runner:
     spec: RunnerSpec
     facts: ModelFacts | None
     keep_alive: float
-    state: str = "loading"  # loading | ready | draining | stopping | dead
+    state: str = "loading"  # loading | ready | draining | checking | stopping | dead
+    resume_state: str = "ready"  # where a health check that passes returns to
     handle: RunnerHandle | None = None
     refcount: int = 0
     expires_at: datetime | None = None
@@ -199,34 +199,49 @@ class Scheduler:
     async def start(self) -> None:
         self.inventory = await asyncio.to_thread(self._discover)
         self.max_loaded = max_loaded_models(self.settings, self.inventory)
+        # No connection reuse towards runners (Ollama does the same): llama-server drops the
+        # connection after a streamed /completion without saying so, and a pooled socket then
+        # fails the next request (measured: every second streamed request, 20 of 40).
+        # A loopback connect costs ~0.1 ms.
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE_S),
+            connector=aiohttp.TCPConnector(limit=0, force_close=True),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
         )
         if self._launcher is None:
             self._launcher = self._process_launcher()
+        for g in self.inventory.gpus:
+            log.info("inference compute", extra=kv(
+                id=g.id, library=g.library, compute=g.compute, driver=g.driver, name=g.name,
+                total=f"{g.total / 2**30:.1f} GiB", available=f"{g.free / 2**30:.1f} GiB"))
+        if not self.inventory.gpus:
+            sysinfo = self.inventory.system
+            log.info("inference compute", extra=kv(
+                id="cpu", library="cpu", threads=sysinfo.threads,
+                total=f"{sysinfo.total / 2**30:.1f} GiB",
+                available=f"{sysinfo.free / 2**30:.1f} GiB"))
         log.info("scheduler started", extra=kv(
             gpus=len(self.inventory.gpus), max_loaded_models=self.max_loaded,
             num_parallel=self.settings["OLLAMA_NUM_PARALLEL"], max_queue=self.max_queue))
         self._task = asyncio.create_task(self._run(), name="scheduler")
 
     def _process_launcher(self) -> ProcessLauncher:
-        assert self.session is not None and self.inventory is not None
+        assert self.inventory is not None
         self._config_home = Path(tempfile.mkdtemp(prefix="ollamapy-runner-"))
-        runner = None
-        not_found = ""
-        try:
+        libraries = self.inventory.libraries()
+
+        def pick() -> Runner:
             runner = pick_runner(self.settings["OLLAMA_LLM_LIBRARY"], self._environ,
-                                 libraries=self.inventory.libraries())
+                                 libraries=libraries)
             self._variant_libs = VARIANT_LIBRARIES.get(runner.variant)
             log.info("using runner", extra=kv(variant=runner.variant, path=runner.binary))
-        except RunnerNotFound as e:
-            not_found = str(e)
-            log.warning("%s", e)
-        timeout = float(self.settings["OLLAMA_LOAD_TIMEOUT"])
-        return ProcessLauncher(runner, self._config_home, self.session,
-                               stall_timeout=timeout if timeout > 0 else 0.0,
-                               environ=self._environ, not_found=not_found)
+            return runner
+
+        launcher = ProcessLauncher(pick, self._config_home,
+                                   stall_timeout=max(0.0, float(
+                                       self.settings["OLLAMA_LOAD_TIMEOUT"])),
+                                   environ=self._environ)
+        launcher.find_runner()
+        return launcher
 
     async def stop(self) -> None:
         """Fail queued requests and stop every runner (SIGTERM, SIGKILL after a few seconds)."""
@@ -297,7 +312,7 @@ class Scheduler:
         except asyncio.CancelledError:
             if fut.cancelled():
                 self._post(("cancel", pending))
-            else:  # granted just as the client went away: give the slot back
+            elif fut.exception() is None:  # granted just as the client went away
                 self._post(("release", fut.result().runner, True))
             raise
         lease = Lease(self, grant, model)
@@ -314,7 +329,10 @@ class Scheduler:
             return False
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._post(("unload", str(model.model_path), fut))
-        return await asyncio.wait_for(asyncio.shield(fut), UNLOAD_GRACE_S + 5)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), UNLOAD_GRACE_S + 5)
+        except TimeoutError:  # the runner is being killed; it is no longer serving
+            return True
 
     def ps(self) -> list[RunnerStatus]:
         """Loaded (and loading) runners, most distant expiry first (read-only snapshot)."""
@@ -413,21 +431,26 @@ class Scheduler:
                 self._begin_unload(r)
         elif kind == "failed":
             self._on_failed(ev[1], ev[2])
-        elif kind == "unhealthy":
-            r = ev[1]
-            if r.state in ("ready", "draining"):
-                log.warning("runner is not healthy, stopping it", extra=kv(
-                    model=r.model.short_name, pid=r.handle.pid if r.handle else None))
-                self._record_crash(r.key)
-                self._begin_unload(r)
+        elif kind == "health":
+            self._on_health(ev[1], ev[2])
         elif kind == "unload":
             self._on_unload(ev[1], ev[2])
         # "tick" only re-runs _schedule
 
+    def _ready(self, key: str) -> _Runner | None:
+        """The runner for `key`; one whose process already exited is retired on the spot, so
+        a request arriving right after a crash never lands on the corpse."""
+        r = self._runners.get(key)
+        if (r is not None and r.state in ("ready", "draining") and r.handle is not None
+                and r.handle.returncode is not None):
+            self._on_exited(r)
+            return None
+        return r
+
     def _on_request(self, p: _Pending) -> None:
         if p.future.done():
             return
-        r = self._runners.get(p.key)
+        r = self._ready(p.key)
         if (r is not None and r.state == "ready" and not needs_reload(r.spec, p.spec)
                 and r.refcount < r.spec.num_parallel
                 and not any(q.key == p.key for q in self._pending)):
@@ -455,8 +478,8 @@ class Scheduler:
 
     def _on_release(self, r: _Runner, ok: bool) -> None:
         r.refcount = max(0, r.refcount - 1)
-        if ok:
-            self._crashes.pop(r.key, None)
+        if not ok:
+            log.debug("request on %s ended with a runner failure", r.model.short_name)
         if r.refcount == 0 and r.state in ("ready", "draining"):
             self._on_idle(r)
 
@@ -566,13 +589,28 @@ class Scheduler:
                 f.set_result(True)
 
     def _on_failed(self, r: _Runner, exc: BaseException) -> None:
-        if r.state in ("stopping", "dead") or r.handle is None:
+        if r.state not in ("ready", "draining") or r.handle is None:
             return
-        log.warning("request failed on runner", extra=kv(model=r.model.short_name, error=exc))
+        log.warning("request failed on runner: %r", exc, extra=kv(model=r.model.short_name))
         if r.handle.returncode is not None:
             self._on_exited(r)
             return
+        # No new work until /health answers: the process may be dead but not yet reaped.
+        r.resume_state, r.state = r.state, "checking"
         r.tasks.append(asyncio.create_task(self._check_health(r)))
+
+    def _on_health(self, r: _Runner, ok: bool) -> None:
+        if r.state != "checking":
+            return
+        if ok and r.handle is not None and r.handle.returncode is None:
+            r.state = r.resume_state
+            if r.refcount == 0:
+                self._on_idle(r)
+            return
+        log.warning("runner is not healthy, stopping it", extra=kv(
+            model=r.model.short_name, pid=r.handle.pid if r.handle else None))
+        self._record_crash(r.key)
+        self._begin_unload(r)
 
     async def _check_health(self, r: _Runner) -> None:
         assert r.handle is not None and self.session is not None
@@ -581,8 +619,7 @@ class Scheduler:
             async with self.session.get(f"{r.handle.base_url}/health",
                                         timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 ok = resp.status == 200
-        if not ok:
-            self._post(("unhealthy", r))
+        self._post(("health", r, ok))
 
     def _on_unload(self, key: str, fut: asyncio.Future[bool]) -> None:
         r = self._runners.get(key)
@@ -616,13 +653,15 @@ class Scheduler:
         if self._closed:
             return
         now = time.monotonic()
-        turn_taken = self._loading is not None or bool(self._stopping)
+        # One load at a time, and none while an evicted or reloading runner drains or stops.
+        turn_taken = (self._loading is not None or bool(self._stopping)
+                      or any(r.state == "draining" for r in self._runners.values()))
         blocked: set[str] = set()
         for p in list(self._pending):
             if p.future.done():
                 self._pending.remove(p)
                 continue
-            r = self._runners.get(p.key)
+            r = self._ready(p.key)
             if r is not None:
                 if r.state == "ready" and not needs_reload(r.spec, p.spec):
                     if p.key not in blocked and r.refcount < r.spec.num_parallel:
@@ -631,7 +670,7 @@ class Scheduler:
                     else:
                         blocked.add(p.key)  # FIFO per model: later ones wait behind this one
                     continue
-                if r.state == "loading":
+                if r.state in ("loading", "checking"):
                     continue
                 if turn_taken:
                     continue
@@ -693,8 +732,10 @@ class Scheduler:
     async def _load(self, r: _Runner, others: list[tuple[Placement | None, Any]],
                     allow_evict: bool) -> None:
         try:
-            inv = await asyncio.to_thread(self._discover) if self._gpu_host() else self.inventory
-            assert inv is not None
+            if isinstance(self._launcher, ProcessLauncher):
+                self._launcher.find_runner()  # its variant decides which GPUs count
+            # Fresh numbers for every load: free VRAM and RAM change as models come and go.
+            inv = await asyncio.to_thread(self._discover)
             inv = self._runner_inventory(_account_for_loaded(inv, others))
             opts = self._estimate_options(r.spec)
             placement = None
@@ -720,9 +761,6 @@ class Scheduler:
             return
         self._post(("loaded", r, handle))
 
-    def _gpu_host(self) -> bool:
-        return self.inventory is not None and not self.inventory.cpu_only
-
     def _estimate_options(self, spec: RunnerSpec) -> EstimateOptions:
         fa = self.settings["OLLAMA_FLASH_ATTENTION"]
         return EstimateOptions(
@@ -733,9 +771,11 @@ class Scheduler:
     def _launch_config(self, r: _Runner, placement: Placement | None,
                        inv: Inventory) -> LaunchConfig:
         spec = r.spec
-        layers: int | None = None
-        if spec.num_gpu >= 0:
-            layers = spec.num_gpu if inv.gpus else 0
+        layers: int | None = None  # None: unknown model facts, let llama.cpp fit it
+        if not inv.gpus:
+            layers = 0
+        elif spec.num_gpu >= 0:
+            layers = spec.num_gpu
         elif placement is not None:
             layers = placement.n_gpu_layers
         main_gpu = spec.main_gpu
@@ -746,6 +786,7 @@ class Scheduler:
         return LaunchConfig(
             model_path=spec.model_path, num_ctx=spec.num_ctx, num_parallel=spec.num_parallel,
             num_batch=spec.num_batch, n_gpu_layers=layers, tensor_split=split,
+            gpu_backend=self._variant_libs != (),
             main_gpu=main_gpu if inv.gpus else None, num_thread=spec.num_thread,
             flash_attention=self.settings["OLLAMA_FLASH_ATTENTION"],
             kv_cache_type=self.settings["OLLAMA_KV_CACHE_TYPE"], use_mmap=spec.use_mmap,
@@ -757,17 +798,21 @@ class Scheduler:
 
 
 def _account_for_loaded(inv: Inventory, others: list[tuple[Placement | None, Any]]) -> Inventory:
-    """Free memory per GPU = min(reported free, total − what our loaded runners use), since a
-    runner that just started may not show up in the driver's numbers yet."""
+    """Free memory per GPU (and RAM) = min(reported free, total − what our loaded runners use),
+    since a runner that just started may not show up in the driver's numbers yet."""
     used: dict[str, int] = {}
+    ram = 0
     for placement, _ in others:
         if placement is None:
             continue
         for g, size in zip(placement.gpus, placement.estimate.gpu_sizes, strict=False):
             used[g.id] = used.get(g.id, 0) + size
+        # mmap'd weights count as reclaimable cache in "available" RAM: charge them here
+        ram += placement.estimate.total_size - placement.estimate.vram_size
     gpus: list[GpuDevice] = [replace(g, free=max(0, min(g.free, g.total - used.get(g.id, 0))))
                              for g in inv.gpus]
-    return replace(inv, gpus=tuple(gpus))
+    system = replace(inv.system, free=max(0, min(inv.system.free, inv.system.total - ram)))
+    return replace(inv, gpus=tuple(gpus), system=system)
 
 
 def _fits(placement: Placement, inv: Inventory) -> bool:

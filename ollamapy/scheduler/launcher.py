@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -94,35 +94,50 @@ class ProcessRunner:
 
 
 class ProcessLauncher:
-    def __init__(self, runner: Runner | None, config_home: Path, session: aiohttp.ClientSession,
-                 *, stall_timeout: float, environ: Mapping[str, str] | None = None,
-                 not_found: str = "") -> None:
-        self.runner = runner
+    def __init__(self, pick: Callable[[], Runner], config_home: Path, *, stall_timeout: float,
+                 environ: Mapping[str, str] | None = None) -> None:
+        self._pick = pick
+        self.runner: Runner | None = None
         self.config_home = config_home
-        self.session = session
         self.stall_timeout = stall_timeout
         self.environ = dict(os.environ if environ is None else environ)
-        self.not_found = not_found
+
+    def find_runner(self) -> Runner | None:
+        """The runner binary, looked up again until one exists (`make runner` may run after
+        the server started)."""
+        if self.runner is None:
+            try:
+                self.runner = self._pick()
+            except RunnerNotFound as e:
+                log.warning("%s", e)
+        return self.runner
 
     async def launch(self, cfg: LaunchConfig, name: str) -> ProcessRunner:
         if self.runner is None:
-            raise RunnerError(self.not_found or str(RunnerNotFound("no llama-server runner")))
+            try:
+                self.runner = self._pick()
+            except RunnerNotFound as e:
+                raise RunnerError(str(e)) from None
         args = build_args(cfg)
         env = child_env(self.environ, self.config_home)
-        proc = await launch(self.runner.binary, args, env=env, name=name, session=self.session,
-                            stall_timeout=self.stall_timeout)
-        try:
-            props = await self._props(proc)
-        except BaseException:
-            await asyncio.shield(proc.stop(1.0))
-            raise
+        # Start-up probes use their own unpooled connections: a connection opened while the
+        # runner was still loading must never be handed to a request later.
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True)) as probe:
+            proc = await launch(self.runner.binary, args, env=env, name=name, session=probe,
+                                stall_timeout=self.stall_timeout)
+            try:
+                props = await self._props(probe, proc)
+            except BaseException:
+                await asyncio.shield(proc.stop(1.0))
+                raise
         return ProcessRunner(proc, props)
 
-    async def _props(self, proc: RunnerProcess) -> dict[str, Any]:
+    async def _props(self, probe: aiohttp.ClientSession, proc: RunnerProcess) -> dict[str, Any]:
         """/props after /health: slots, effective per-slot context, template caps."""
         try:
-            async with self.session.get(f"{proc.base_url}/props",
-                                        timeout=aiohttp.ClientTimeout(total=10)) as r:
+            async with probe.get(f"{proc.base_url}/props",
+                                 timeout=aiohttp.ClientTimeout(total=10)) as r:
                 if r.status == 200:
                     data = await r.json()
                     return data if isinstance(data, dict) else {}

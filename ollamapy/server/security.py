@@ -8,6 +8,7 @@ functions below; the middlewares are thin shells around them.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import json
@@ -27,6 +28,7 @@ from ollamapy.server.middleware import render_error
 log = logging.getLogger("ollamapy.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 ALLOW_METHODS = "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS"
 ALLOW_HEADERS = ",".join((
@@ -174,13 +176,14 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 def key_accepted(token: str | None, keys: Iterable[str]) -> bool:
-    """Constant-time comparison against every key (no early exit that leaks which one matched)."""
+    """Constant-time comparison against every key, no early exit. Both sides are hashed first so
+    the comparison also hides the keys' lengths (compare_digest only hides their contents)."""
     if token is None:
         return False
-    given = token.encode()
+    given = hashlib.sha256(token.encode()).digest()
     ok = False
     for k in keys:
-        ok |= hmac.compare_digest(given, k.encode())
+        ok |= hmac.compare_digest(given, hashlib.sha256(k.encode()).digest())
     return ok
 
 
@@ -213,7 +216,7 @@ def _add_vary(headers: CIMultiDict[str], *values: str) -> None:
             have.append(v)
 
 
-def cors_middleware(pol: Policy) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def cors_middleware(pol: Policy) -> Middleware:
     every = allow_all(pol.origins)
 
     @web.middleware
@@ -249,7 +252,7 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
             _add_vary(response.headers, "Origin")
 
 
-def host_middleware(pol: Policy) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def host_middleware(pol: Policy) -> Middleware:
     hostname = socket.gethostname()
 
     @web.middleware
@@ -270,8 +273,7 @@ def host_middleware(pol: Policy) -> Callable[[web.Request, Handler], Awaitable[w
     return host_check
 
 
-def api_key_middleware(pol: Policy
-                       ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def api_key_middleware(pol: Policy) -> Middleware:
     @web.middleware
     async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not pol.keys:
@@ -280,7 +282,7 @@ def api_key_middleware(pol: Policy
             return await handler(request)
         # The rejected token is never logged; the peer and path are enough to diagnose.
         log.info("rejected request without a valid API key",
-                    extra=kv(method=request.method, path=request.path, remote=request.remote))
+                 extra=kv(method=request.method, path=request.path, remote=request.remote))
         resp = render_error(request, 401, "unauthorized")
         resp.headers["WWW-Authenticate"] = 'Bearer realm="ollamapy"'
         return resp
@@ -288,7 +290,7 @@ def api_key_middleware(pol: Policy
     return api_key
 
 
-def middlewares(settings: Settings) -> list:
+def middlewares(settings: Settings) -> list[Middleware]:
     """The security middlewares for create_app, outermost first. Bad config -> SystemExit."""
     try:
         pol = policy(settings)

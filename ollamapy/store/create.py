@@ -116,7 +116,6 @@ def create_model(store: st.ModelStore, name: ModelName, spec: CreateSpec, progre
     base_params: dict[str, Any] = {}
     with store.lock:
         if spec.files:
-            progress({"status": "parsing GGUF"})
             model_g = None
             for _fname, digest in spec.files.items():
                 if not digest:
@@ -157,6 +156,9 @@ def create_model(store: st.ModelStore, name: ModelName, spec: CreateSpec, progre
                 raise BadRequest("invalid digest format")
             layer, _g = _gguf_layer(store, digest, want_adapter=True)
             layers = [x for x in layers if x["mediaType"] != st.MEDIA_ADAPTER] + [layer]
+        if spec.files:
+            # Reported after the checks so that bad input is a real 4xx, not a stream error.
+            progress({"status": "parsing GGUF"})
 
         def replace(media: tuple[str, ...], new: list[dict[str, Any]]) -> None:
             nonlocal layers

@@ -184,7 +184,7 @@ class ModelStore:
     def find_manifest(self, name: ModelName) -> Path | None:
         """The stored manifest for name, matching each path part case-insensitively."""
         exact = self._manifest_path_exact(name)
-        if exact.is_file():
+        if _no_links(self.manifests_dir, exact) and exact.is_file():
             return exact
         d = self.manifests_dir
         for i, part in enumerate(name.filepath()):
@@ -192,7 +192,8 @@ class ModelStore:
                 entries = os.listdir(d)
             except OSError:
                 return None
-            match = next((e for e in entries if e.lower() == part.lower()), None)
+            match = next((e for e in sorted(entries) if e.lower() == part.lower()
+                          and not (d / e).is_symlink()), None)
             if match is None:
                 return None
             d = d / match
@@ -265,7 +266,8 @@ class ModelStore:
             for ns in _dirs(host):
                 for model in _dirs(ns):
                     for tag in sorted(model.iterdir()) if model.is_dir() else []:
-                        if tag.is_file() and not tag.name.startswith("."):
+                        if tag.is_file() and not tag.is_symlink() \
+                                and not tag.name.startswith("."):
                             out.append(tag)
         return out
 
@@ -425,6 +427,16 @@ class ModelStore:
         if removed:
             log.info("pruned unused blobs count=%d", len(removed))
         return removed
+
+
+def _no_links(base: Path, p: Path) -> bool:
+    """No component of p below base is a symlink (a manifest path never leaves the store)."""
+    cur = p
+    while cur != base and base in cur.parents:
+        if cur.is_symlink():
+            return False
+        cur = cur.parent
+    return True
 
 
 def _dirs(d: Path) -> list[Path]:

@@ -195,3 +195,17 @@ def test_repl_load_show_save_list(fake: tuple[str, FakeState], tmp_path: Path) -
     p.expect_exact("mine:1")
     p.sendline("/bye")
     p.expect(pexpect.EOF)
+
+
+def test_bracketed_paste_is_one_message(fake: tuple[str, FakeState], tmp_path: Path) -> None:
+    host, state = fake
+    p = spawn(["run", "smollm2:135m"], env_for(host, tmp_path, OLLAMA_NOHISTORY="1"))
+    p.expect_exact(">>> ")
+    p.send("\x1b[200~pasted one\npasted two\x1b[201~")
+    p.send("\r")
+    p.expect_exact("Echo(1): pasted one")
+    p.expect_exact(">>> ")
+    assert state.bodies("/api/chat")[-1]["messages"] == [
+        {"role": "user", "content": "pasted one\npasted two"}]
+    p.sendline("/bye")
+    p.expect(pexpect.EOF)

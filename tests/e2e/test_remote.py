@@ -178,3 +178,67 @@ def test_sigterm_exits_zero_and_restart_after_crash(tmp_path: Path) -> None:
         assert httpx.get(s.url + "/api/tags", timeout=5).status_code == 200
     finally:
         assert stop_server(s) == 0
+
+
+def test_sigterm_during_a_stream_stops_runners_and_exits_zero(model_server) -> None:
+    """What `systemctl stop` does mid-answer: bounded shutdown, exit 0, no runner left behind."""
+    import threading
+    import time
+
+    got_chunk = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def stream() -> None:
+        try:
+            with httpx.stream("POST", model_server.url + "/api/generate", timeout=120, json={
+                    "model": "smollm2:135m", "prompt": "Write a very long story.",
+                    "options": {"num_predict": 4000, "num_ctx": 2048}}) as r:
+                for _line in r.iter_lines():
+                    got_chunk.set()
+            outcome["ended"] = "cleanly"
+        except httpx.HTTPError as e:
+            outcome["ended"] = type(e).__name__
+
+    t = threading.Thread(target=stream, daemon=True)
+    t.start()
+    assert got_chunk.wait(120), model_server.log()
+    runners = [c for c in psutil.Process(model_server.proc.pid).children(recursive=True)
+               if "llama-server" in c.name()]
+    assert runners, "the answer streams, so a llama-server must be running"
+    start = time.monotonic()
+    model_server.proc.send_signal(signal.SIGTERM)
+    assert model_server.proc.wait(30) == 0
+    assert time.monotonic() - start < 30
+    t.join(30)
+    assert "ended" in outcome  # the client's stream finished (ended or cut), no hang
+    _, alive = psutil.wait_procs(runners, timeout=10)
+    assert not alive, f"runner(s) outlived the server: {alive}"
+
+
+def test_crash_mid_stream_then_restart(model_server, tmp_path: Path) -> None:
+    """Restart=always after a crash: the runner dies with the server (parent-death signal), the
+    store is intact and the restarted server answers with the same model."""
+    import time
+
+    with httpx.stream("POST", model_server.url + "/api/generate", timeout=120, json={
+            "model": "smollm2:135m", "prompt": "Tell a long story.",
+            "options": {"num_predict": 4000, "num_ctx": 2048}}) as r:
+        next(r.iter_lines())
+        runners = [c for c in psutil.Process(model_server.proc.pid).children(recursive=True)
+                   if "llama-server" in c.name()]
+        assert runners
+        model_server.proc.send_signal(signal.SIGKILL)
+        model_server.proc.wait(10)
+    _, alive = psutil.wait_procs(runners, timeout=10)
+    assert not alive, "llama-server outlived a crashed server"
+    time.sleep(0.1)
+    s = start_server(tmp_path)  # same OLLAMA_MODELS and HOME as the crashed one
+    try:
+        names = [m["name"] for m in httpx.get(s.url + "/api/tags", timeout=10).json()["models"]]
+        assert names == ["smollm2:135m"]
+        g = httpx.post(s.url + "/api/generate", timeout=120, json={
+            "model": "smollm2:135m", "prompt": "Hi", "stream": False,
+            "options": {"num_predict": 4, "num_ctx": 2048}})
+        assert g.status_code == 200 and g.json()["done"] is True
+    finally:
+        assert stop_server(s) == 0

@@ -32,6 +32,12 @@ def test_context_is_per_slot_times_parallel():
     assert opt(args, "-c") == "8192" and opt(args, "-np") == "4"
 
 
+def test_cpu_only_runner_build_gets_no_layer_flags():
+    args = build_args(LaunchConfig(model_path=Path("m"), num_ctx=2048, n_gpu_layers=0,
+                                   gpu_backend=False))
+    assert "--n-gpu-layers" not in args and opt(args, "--fit") == "off"
+
+
 def test_auto_layers_leave_fit_on():
     args = build_args(LaunchConfig(model_path=Path("m"), num_ctx=2048, n_gpu_layers=None))
     assert "--n-gpu-layers" not in args and "--fit" not in args

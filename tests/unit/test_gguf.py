@@ -152,3 +152,39 @@ def test_device_and_directory_rejected(tmp_path: Path) -> None:
         read_gguf("/dev/zero")
     with pytest.raises(GGUFError):
         read_gguf(tmp_path)
+
+
+def test_big_endian(tmp_path: Path) -> None:
+    p = tmp_path / "be.gguf"
+    w = ref.GGUFWriter(str(p), "llama", endianess=ref.GGUFEndian.BIG)
+    w.add_block_count(2)
+    w.add_context_length(77)
+    w.add_token_list(["a", "b"])
+    w.add_tensor("x", np.ones((4, 32), dtype=np.float32).byteswap().view(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    g = read_gguf(p)
+    assert (g.byteorder, g.context_length, g.block_count) == (">", 77, 2)
+    assert g.kv["tokenizer.ggml.tokens"] == ["a", "b"]
+    assert g.tensors[0].shape == (32, 4)
+
+
+def test_multi_gb_file_reads_in_milliseconds(tmp_path: Path) -> None:
+    """Only the header is touched: a (sparse) 4 GiB model's metadata reads instantly."""
+    q = struct.Struct("<Q")
+    key, arch = b"general.architecture", b"llama"
+    head = (b"GGUF" + struct.pack("<I", 3) + q.pack(1) + q.pack(1)
+            + q.pack(len(key)) + key + struct.pack("<I", 8) + q.pack(len(arch)) + arch
+            + q.pack(len(b"w")) + b"w" + struct.pack("<I", 1) + q.pack(1 << 30)
+            + struct.pack("<I", 0) + q.pack(0))
+    data_offset = -(-len(head) // 32) * 32
+    p = tmp_path / "big.gguf"
+    with p.open("wb") as f:
+        f.write(head)
+        f.truncate(data_offset + (4 << 30))
+    t = time.perf_counter()
+    g = read_gguf(p)
+    assert time.perf_counter() - t < 0.05
+    assert g.tensors[0].n_bytes == 4 << 30 and g.parameter_count == 1 << 30

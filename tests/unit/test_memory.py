@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ollamapy.gpu import GiB, MiB, GpuDevice, Inventory, SystemInfo
+from ollamapy.gpu import GiB, GpuDevice, Inventory, MiB, SystemInfo
 from ollamapy.memory import (
     EstimateOptions,
     ModelFacts,

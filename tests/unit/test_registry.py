@@ -114,8 +114,8 @@ def test_realm_must_be_the_registry(realm: str, registry: str, ok: bool) -> None
 
 
 def test_realm_error_wording() -> None:
-    with pytest.raises(OllamaError, match='realm host "evil.io" does not match original host '
-                                          '"r.io"'):
+    with pytest.raises(OllamaError, match=r'realm host "evil\.io" does not match original '
+                                          r'host "r\.io"'):
         auth.check_realm("https://evil.io/token", "https://r.io")
 
 
@@ -264,5 +264,24 @@ def test_request_decoding() -> None:
     with pytest.raises(BadRequest, match=r"cannot unmarshal string into Go struct field "
                                          r"PullRequest.insecure of type bool"):
         decode_request(PullRequest, b'{"model": "m", "insecure": "yes"}')
-    with pytest.raises(BadRequest, match="PushRequest.model of type string"):
+    with pytest.raises(BadRequest, match=r"PushRequest\.model of type string"):
         decode_request(PushRequest, b'{"model": 5}')
+
+
+# ---------- proxies ----------
+def test_proxy_from_environment_like_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ollamapy.registry.transport import proxy_for
+
+    for k in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+              "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(k, raising=False)
+    assert proxy_for("https://registry.ollama.ai/v2/") is None
+    monkeypatch.setenv("HTTPS_PROXY", "proxy.corp:3128")
+    assert proxy_for("https://registry.ollama.ai/v2/") == "http://proxy.corp:3128"
+    assert proxy_for("http://registry.ollama.ai/v2/") is None  # no HTTP_PROXY set
+    assert proxy_for("https://127.0.0.1:5000/v2/") is None     # loopback never proxied
+    assert proxy_for("https://localhost/v2/") is None
+    monkeypatch.setenv("NO_PROXY", ".ollama.ai,hf.co")
+    assert proxy_for("https://registry.ollama.ai/v2/") is None
+    assert proxy_for("https://hf.co/v2/") is None
+    assert proxy_for("https://example.com/v2/") == "http://proxy.corp:3128"

@@ -176,3 +176,12 @@ def test_pull_view_non_tty_prints_each_line_once() -> None:
     assert buf.getvalue().splitlines() == [
         "pulling manifest", "pulling abababababab: 100% ▕█████████████████████████▏ 10 B",
         "verifying sha256 digest", "success"]
+
+
+def test_colour_reset_when_the_answer_ends_while_thinking() -> None:
+    v = AnswerView(WordWrap(0), plain=False)
+    v.feed(thinking="still thinking")
+    assert v.finish() == render.COLOR_DEFAULT
+    v.feed(content="done")
+    assert v.finish() == ""
+    assert AnswerView(WordWrap(0), plain=True).finish() == ""

@@ -239,3 +239,34 @@ def test_request_bodies() -> None:
     o.messages = [{"role": "user", "content": "x"}]
     assert chat_request(RunOptions(model="m", messages=o.messages)) == {
         "model": "m", "messages": [{"role": "user", "content": "x"}]}
+
+
+def test_extract_images(tmp_path) -> None:
+    import base64
+
+    png = tmp_path / "my pic.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 16)
+    fake = tmp_path / "fake.jpg"
+    fake.write_text("not an image")
+    err = io.StringIO()
+    escaped = str(png).replace(" ", "\\ ")
+    text, images = repl_mod.extract_images(f"what is in {escaped} ?", err)
+    assert text == "what is in  ?"
+    assert images == [base64.b64encode(png.read_bytes()).decode()]
+    assert f"Added image '{png}'" in err.getvalue()
+    # A path that does not exist is just text; a file that is not an image is an error.
+    assert repl_mod.extract_images("see /nope/x.png", err) == ("see /nope/x.png", [])
+    with pytest.raises(ClientError, match="invalid image type"):
+        repl_mod.extract_images(f"look {fake}", err)
+
+
+def test_client_error_text() -> None:
+    from ollamapy.client import error_message, user_agent
+
+    assert error_message(404, b'{"error":"model \'x\' not found"}') == "model 'x' not found"
+    assert error_message(401, b'{"error":{"message":"unauthorized","type":"api_error"}}') == (
+        "unauthorized")
+    assert error_message(404, b"404 page not found") == "404 page not found"
+    assert error_message(401, b"", "Unauthorized") == "unauthorized"  # HEAD: no body
+    assert error_message(502, b"") == "HTTP 502"
+    assert user_agent().startswith("ollamapy/")

@@ -279,6 +279,10 @@ def test_interrupted_write_keeps_old_state(store: st.ModelStore, gguf_file: Path
 
 def test_concurrent_creates_and_deletes(store: st.ModelStore, gguf_file: Path) -> None:
     d = import_blob(store, gguf_file)
+    # A model that keeps the weights referenced (otherwise deleting the last user of the blob
+    # legitimately garbage-collects it and a later create must upload it again).
+    create_model(store, ModelName.parse("keeper"), CreateSpec(files={"t.gguf": d}),
+                 lambda p: None)
     errors: list[BaseException] = []
 
     def worker(i: int) -> None:
@@ -350,3 +354,15 @@ def test_capabilities_embedding_and_vision(tmp_path: Path) -> None:
     assert st.capabilities(g, None, [], {}) == ["embedding"]
     g = read_gguf(write_fixture(tmp_path / "v.gguf", template=None))
     assert st.capabilities(g, None, [tmp_path / "mmproj"], {}) == ["completion", "vision"]
+
+
+def test_symlinked_manifest_dirs_are_ignored(store: st.ModelStore, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "m").mkdir(parents=True)
+    (outside / "m" / "latest").write_text('{"schemaVersion":2,"layers":[]}')
+    lib = store.root / "manifests/registry.ollama.ai"
+    lib.mkdir(parents=True)
+    (lib / "library").symlink_to(outside)
+    assert store.list_models() == []
+    with pytest.raises(NotFound):
+        store.resolve("m")

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from ollamapy.api.inference import (
 from ollamapy.errors import BadRequest, ClientClosed, NotFound, OllamaError, RunnerError
 from ollamapy.keepalive import parse_keep_alive
 from ollamapy.relay import (
+    FLUSH,
     Aggregate,
     OutputParser,
     Step,
@@ -122,8 +124,14 @@ async def write_stream(request: web.Request, chunks: Chunks, *,
     """Write each chunk as it comes. Nothing is sent before the first chunk exists, so earlier
     errors still get a real status; later ones become a final error line."""
     resp: web.StreamResponse | None = None
+    pending: list[bytes] = []
     try:
         async for ch in chunks:
+            if ch is FLUSH:
+                if pending and resp is not None:
+                    await resp.write(b"".join(pending))
+                    pending.clear()
+                continue
             data = encode(ch)
             if resp is None:
                 resp = web.StreamResponse(headers={"Content-Type": content_type})
@@ -133,15 +141,16 @@ async def write_stream(request: web.Request, chunks: Chunks, *,
                 request["stream_response"] = resp
                 await resp.prepare(request)
             if data:
-                await resp.write(data)
-        if resp is not None and tail:
-            await resp.write(tail)
+                pending.append(data)
+        if resp is not None and (pending or tail):
+            await resp.write(b"".join(pending) + tail)
+            pending.clear()
     except OllamaError as e:
         if resp is None:
             raise
         log.warning("stream failed after start: %s", e.message)
         with contextlib.suppress(ConnectionError):
-            await resp.write(error(e))
+            await resp.write(b"".join(pending) + error(e))
     except ConnectionError:
         log.debug("client went away mid-stream")
         return resp if resp is not None else web.Response(status=499)
@@ -189,6 +198,8 @@ class Plan:
     start_ns: int
     truncate: bool
     shift: bool
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 def renderer(plan: Plan, lease: Any, template: Template | None) -> prompts.Renderer:
@@ -201,7 +212,9 @@ def renderer(plan: Plan, lease: Any, template: Template | None) -> prompts.Rende
         return await upstream.apply_template(lease.session, lease.base_url, msgs, tools=tools,
                                              enable_thinking=think)
 
-    return prompts.Renderer(template, tok, apply, bool(plan.model.projector_paths))
+    return prompts.Renderer(template, tok, apply, bool(plan.model.projector_paths),
+                            jinja_source=str(lease.props.get("chat_template") or ""),
+                            skeleton_key=f"{lease.base_url}|{plan.model.digest}")
 
 
 def output_parser(plan: Plan, lease: Any, template: Template | None, prompt_text: str,
@@ -234,6 +247,8 @@ def completion_body(plan: Plan, lease: Any, p: prompts.Prompt) -> dict[str, Any]
     body: dict[str, Any] = {"prompt": prompt, "cache_prompt": True,
                             **sampling.completion_fields(plan.options, lease.num_ctx),
                             **plan.fmt}
+    if plan.logprobs:
+        body["n_probs"] = max(1, plan.top_logprobs)
     if plan.think and plan.fmt:
         # constrained output and free-form thinking do not mix in one pass
         log.debug("format with thinking: constraining the whole output")
@@ -244,7 +259,7 @@ async def run_completion(plan: Plan, lease: Any, body: dict[str, Any],
                          parser: OutputParser) -> AsyncIterator[Step]:
     try:
         async for s in steps(upstream.completion_stream(lease.session, lease.base_url, body),
-                             parser):
+                             parser, plan.top_logprobs if plan.logprobs else None):
             yield s
     except upstream.RunnerConnectionError as e:
         raise lease.fail(e) from None
@@ -304,6 +319,9 @@ async def generate_chunks(app: web.Application, plan: Plan, req: GenerateRequest
         parser = output_parser(plan, lease, template, p.text, None)
         try:
             async for s in run_completion(plan, lease, body, parser):
+                if s.flush:
+                    yield FLUSH
+                    continue
                 out_tokens.extend(s.tokens)
                 chunk = generate_chunk(plan.req_model, s)
                 if s.final is not None:
@@ -354,6 +372,9 @@ async def chat_chunks(app: web.Application, plan: Plan, req: ChatRequest) -> Chu
         names = [t.function.name for t in tools] if tools else None
         parser = output_parser(plan, lease, template, p.text, names)
         async for s in run_completion(plan, lease, body, parser):
+            if s.flush:
+                yield FLUSH
+                continue
             chunk = chat_chunk(plan.req_model, s)
             if s.final is not None:
                 finish_chunk(chunk, s.final, plan.start_ns, load_s)
@@ -382,7 +403,8 @@ def plan_generate(app: web.Application, req: GenerateRequest, start_ns: int) -> 
     think = check_think(model, req.model, req.think)
     return Plan(model, req.model, merged_options(model, req.options), keep_alive,
                 sampling.format_fields(req.format), think, start_ns,
-                req.truncate is not False, req.shift is not False)
+                req.truncate is not False, req.shift is not False, bool(req.logprobs),
+                req.top_logprobs or 0)
 
 
 def plan_chat(app: web.Application, req: ChatRequest, start_ns: int) -> Plan | None:
@@ -399,7 +421,8 @@ def plan_chat(app: web.Application, req: ChatRequest, start_ns: int) -> Plan | N
     think = check_think(model, req.model, req.think)
     return Plan(model, req.model, merged_options(model, req.options), keep_alive,
                 sampling.format_fields(req.format), think, start_ns,
-                req.truncate is not False, req.shift is not False)
+                req.truncate is not False, req.shift is not False, bool(req.logprobs),
+                req.top_logprobs or 0)
 
 
 async def unload(app: web.Application, model_name: str) -> None:
@@ -466,7 +489,7 @@ async def embed_inputs(app: web.Application, model: Model, inputs: list[str],
         limit = min(lease.num_ctx, ctx_train) if ctx_train else lease.num_ctx
         limit = max(limit - 2, 1)  # room for BOS/EOS
 
-        async def fit(text: str) -> tuple[str, int]:
+        async def fit(text: str, limit: int) -> tuple[str, int]:
             toks = await upstream.tokenize(lease.session, lease.base_url, text)
             if len(toks) <= limit:
                 return text, len(toks)
@@ -475,13 +498,31 @@ async def embed_inputs(app: web.Application, model: Model, inputs: list[str],
             cut = toks[:limit]
             return await upstream.detokenize(lease.session, lease.base_url, cut), len(cut)
 
-        fitted = await asyncio.gather(*(fit(t) for t in inputs))
+        fitted = await asyncio.gather(*(fit(t, limit) for t in inputs))
         try:
-            vecs = await upstream.embeddings(lease.session, lease.base_url,
-                                             [t for t, _ in fitted], normalize=normalize_out)
+            try:
+                vecs = await upstream.embeddings(lease.session, lease.base_url,
+                                                 [t for t, _ in fitted], normalize=normalize_out)
+            except OllamaError as e:
+                batch = batch_limit(e.message)
+                if batch is None or not truncate or batch - 2 >= limit:
+                    raise
+                # Ollama retries once with inputs cut to the runner's batch size
+                fitted = await asyncio.gather(*(fit(t, batch - 2) for t in inputs))
+                vecs = await upstream.embeddings(lease.session, lease.base_url,
+                                                 [t for t, _ in fitted], normalize=normalize_out)
         except upstream.RunnerConnectionError as e:
             raise lease.fail(e) from None
         return EmbedResult(vecs, sum(n for _, n in fitted), lease.load_duration)
+
+
+_BATCH_RE = re.compile(r"current batch size: (\d+)")
+
+
+def batch_limit(message: str) -> int | None:
+    """llama-server's "input (N tokens) is too large to process ... (current batch size: B)"."""
+    m = _BATCH_RE.search(message)
+    return int(m.group(1)) if m else None
 
 
 def shape_vectors(vecs: list[list[float]], dimensions: int | None) -> list[list[float]]:

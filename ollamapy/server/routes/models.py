@@ -79,6 +79,19 @@ def _json_kind(v: Any) -> str:
     return "null"
 
 
+def go_json_error(e: json.JSONDecodeError) -> str:
+    """Go's encoding/json wording for a syntax error (what Ollama clients see)."""
+    if e.pos >= len(e.doc.rstrip()):
+        return "unexpected EOF"
+    ch = e.doc[e.pos]
+    if e.msg.startswith("Expecting value"):
+        return f"invalid character '{ch}' looking for beginning of value"
+    if e.msg.startswith("Expecting property name"):
+        return f"invalid character '{ch}' looking for beginning of object key string"
+    return f"invalid character '{ch}' after object key:value pair" if e.msg.startswith(
+        "Expecting ','") else f"invalid character '{ch}' in JSON input"
+
+
 async def read_body(request: web.Request, cls: type[T]) -> T:
     """Decode a JSON body into `cls` with Ollama's error texts (400 on anything malformed)."""
     raw = await request.read()
@@ -86,8 +99,10 @@ async def read_body(request: web.Request, cls: type[T]) -> T:
         raise BadRequest("missing request body")
     try:
         data = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise BadRequest(go_json_error(e)) from None
     except ValueError as e:
-        raise BadRequest(f"invalid character in request body: {e}") from None
+        raise BadRequest(str(e)) from None
     if not isinstance(data, dict):
         raise BadRequest(f"json: cannot unmarshal {_json_kind(data)} into Go value of type "
                          f"api.{cls.__name__}")
@@ -157,11 +172,18 @@ async def post_blob(request: web.Request) -> web.Response:
     store = store_of(request)
     if await in_thread(store.has_blob, digest):
         return web.Response(status=200)
+    free = await in_thread(_free_bytes, store)
+    if request.content_length is not None and request.content_length > free:
+        raise OllamaError("not enough disk space for this blob", status=507)
     fd, tmp = await in_thread(store.new_temp)
     h = hashlib.sha256()
+    written = 0
     try:
         with os.fdopen(fd, "wb") as f:
             while chunk := await request.content.read(CHUNK):
+                written += len(chunk)
+                if written > free:  # size cap: never fill the disk with one upload
+                    raise OllamaError("not enough disk space for this blob", status=507)
                 h.update(chunk)
                 await in_thread(f.write, chunk)
             await in_thread(os.fsync, f.fileno())
@@ -177,6 +199,12 @@ async def post_blob(request: web.Request) -> web.Response:
         with contextlib.suppress(OSError):
             tmp.unlink()
     return web.Response(status=201)
+
+
+def _free_bytes(store: st.ModelStore) -> int:
+    """Bytes an upload may use: free space minus a 1 GiB reserve (at least 0)."""
+    v = os.statvfs(store.temp_dir())
+    return max(0, v.f_bavail * v.f_frsize - (1 << 30))
 
 
 # ---------- create ----------
@@ -213,17 +241,22 @@ async def create(request: web.Request) -> web.StreamResponse:
     resp: web.StreamResponse | None = None
     last: dict[str, Any] = {}
     error: BaseException | None = None
+    gone = False
     try:
         while (item := await queue.get()) is not None:
             if isinstance(item, BaseException):
                 error = item
                 continue
             last = item
-            if stream:
-                if resp is None:
-                    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-                    await resp.prepare(request)
-                await resp.write(json.dumps(item).encode() + b"\n")
+            if stream and not gone:
+                try:
+                    if resp is None:
+                        resp = web.StreamResponse(
+                            headers={"Content-Type": "application/x-ndjson"})
+                        await resp.prepare(request)
+                    await resp.write(json.dumps(item).encode() + b"\n")
+                except (ConnectionError, RuntimeError):
+                    gone = True  # client left; the create itself still completes
     finally:
         await asyncio.shield(task)  # the store write finishes even if the client left
     if error is not None:
@@ -232,9 +265,12 @@ async def create(request: web.Request) -> web.StreamResponse:
             error = OllamaError(str(error) or type(error).__name__)
         if resp is None:
             raise error
-        await resp.write(json.dumps({"error": error.message}).encode() + b"\n")
+        if not gone:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await resp.write(json.dumps({"error": error.message}).encode() + b"\n")
     if resp is not None:
-        await resp.write_eof()
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await resp.write_eof()
         return resp
     return json_ok(last or {"status": "success"})
 
@@ -245,7 +281,11 @@ def _list(store: st.ModelStore) -> ListResponse:
     for e in store.list_models():
         config = _config_of(store, e.manifest)
         short = e.name.display_shortest()
-        caps = config.get("capabilities") if isinstance(config.get("capabilities"), list) else None
+        try:  # GGUF facts are cached per blob, so listing stays cheap
+            caps: list[str] | None = list(store.model_from_entry(e).capabilities) or None
+        except (OSError, OllamaError) as err:
+            log.warning("tags: cannot inspect model=%s error=%s", short, err)
+            caps = None
         out.append(ListModel(name=short, model=short, modified_at=go_time(e.modified_at),
                              size=e.size, digest=e.digest,
                              details=details_of(e.manifest, config), capabilities=caps))

@@ -108,14 +108,14 @@ async def _run(request: web.Request, stream: bool,
                     await resp.write(_line(last))
             if task.done() and not outbox.items:
                 break
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:  # the client hung up mid-stream: stop its pull
         task.cancel()
-        raise
+        await asyncio.wait({task})
+        return resp or web.Response(status=499)
     finally:
         if not task.done():
             task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+            await asyncio.wait({task})  # never re-raises the task's error or cancellation
     if task.cancelled():  # the client went away
         return resp or web.Response(status=499)
     exc = task.exception()
@@ -125,7 +125,9 @@ async def _run(request: web.Request, stream: bool,
         exc.message if isinstance(exc, OllamaError) else str(exc) or "internal server error")
     if stream:
         if message is None:
-            assert resp is not None
+            if resp is None:
+                resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+                await resp.prepare(request)
             await resp.write_eof()
             return resp
         if resp is None:

@@ -1,0 +1,298 @@
+"""`python -m bench` (`make bench`): what ollamapy costs on top of llama-server.
+
+For 1, 4 and 16 concurrent streams (OLLAMA_NUM_PARALLEL set to match) a real `ollamapy serve`
+loads SmolLM2; the same runner is then driven three ways, interleaved: directly
+(`/completion`), through `/api/generate`, and through `/v1/chat/completions`. Reported: median time
+to first token and median per-stream decode tokens/s, with ratios to direct. Separately, the
+relay's own capacity: events/s the proxy forwards from a fake upstream that streams as fast as it
+can (proxy pinned to one core). Prints a table and writes bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import httpx
+import psutil
+
+from ollamapy import default_model, options, pins, sampling
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "smollm2:135m"
+PROMPT = "Write a story about a robot who learns to paint."
+TOKENS = 24
+CTX_PER_SLOT = 512
+REPS = {1: 5, 4: 2, 16: 1}
+RELAY_EVENTS = 50_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise SystemExit(f"bench: {url} did not come up")
+
+
+@contextmanager
+def ollamapy_server(parallel: int) -> Iterator[tuple[str, str]]:
+    """A real `ollamapy serve` with SmolLM2 loaded -> (server url, its llama-server url)."""
+    from ollamapy.store.register import register_gguf
+
+    tmp = Path(tempfile.mkdtemp(prefix="ollamapy-bench-"))
+    src = default_model.ensure() if hasattr(default_model, "ensure") else default_model.model_path()
+    register_gguf(tmp / "models", Path(src), MODEL,
+                  digest="sha256:" + pins.default_model().gguf_sha256)
+    port = free_port()
+    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(tmp / "models"),
+           "HOME": str(tmp), "OLLAMA_NUM_PARALLEL": str(parallel),
+           "OLLAMA_CONTEXT_LENGTH": str(CTX_PER_SLOT), "OLLAMA_KEEP_ALIVE": "10m",
+           "OLLAMAPY_CACHE": str(default_model.cache_dir())}
+    (tmp / "home").mkdir(exist_ok=True)
+    log = (tmp / "server.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "ollamapy.cli.main", "serve"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/")
+        r = httpx.post(url + "/api/generate", json={"model": MODEL, "prompt": ""}, timeout=120)
+        r.raise_for_status()
+        runner_url = ""
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            cmd = child.cmdline()
+            if cmd and "llama-server" in Path(cmd[0]).name and "--port" in cmd:
+                runner_url = f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}"
+        if not runner_url:
+            raise SystemExit("bench: could not find the llama-server runner")
+        yield url, runner_url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass
+class Sample:
+    ttft: float
+    decode_tps: float
+
+
+@dataclass
+class Series:
+    samples: list[Sample] = field(default_factory=list)
+
+    def ttft_ms(self) -> float:
+        return statistics.median(s.ttft for s in self.samples) * 1000
+
+    def tps(self) -> float:
+        return statistics.median(s.decode_tps for s in self.samples)
+
+
+def _token_event(obj: dict, kind: str) -> bool:
+    """Does this streamed object carry generated text (not the final/usage object)?"""
+    if kind == "direct":
+        return not obj.get("stop") and bool(obj.get("tokens"))
+    if kind == "generate":
+        return not obj.get("done") and bool(obj.get("response"))
+    choices = obj.get("choices") or []
+    return bool(choices) and bool((choices[0].get("delta") or {}).get("content"))
+
+
+async def one_stream(session: aiohttp.ClientSession, url: str, body: dict,
+                     kind: str) -> Sample:
+    """TTFT = send -> first token event; decode = token events after the first / time from
+    the first to the last token event (the final metrics object is not a token)."""
+    t0 = time.perf_counter()
+    stamps: list[float] = []
+    buf = b""
+    async with session.post(url, json=body) as resp:
+        if resp.status != 200:
+            raise SystemExit(f"bench: {url} answered {resp.status}: {await resp.text()}")
+        async for chunk in resp.content.iter_any():
+            now = time.perf_counter()
+            buf += chunk
+            lines = buf.split(b"\n")
+            buf = lines.pop()
+            for line in lines:
+                line = line.strip()
+                if not line or line == b"data: [DONE]":
+                    continue
+                obj = json.loads(line[6:] if line.startswith(b"data: ") else line)
+                if _token_event(obj, kind):
+                    stamps.append(now)
+    if not stamps:
+        raise SystemExit(f"bench: {url} streamed no tokens")
+    span = stamps[-1] - stamps[0]
+    return Sample(stamps[0] - t0, (len(stamps) - 1) / span if span > 0 else 0.0)
+
+
+async def measure(url: str, runner: str, n: int) -> dict[str, Series]:
+    msgs = [{"role": "user", "content": PROMPT}]
+    async with aiohttp.ClientSession() as s:
+        async with s.post(runner + "/apply-template", json={
+                "messages": msgs, "add_generation_prompt": True}) as r:
+            prompt = (await r.json())["prompt"]
+        fields = sampling.completion_fields(
+            options.merge({}, {"num_predict": TOKENS, "temperature": 0.0}), CTX_PER_SLOT)
+        targets = {
+            "direct": (runner + "/completion",
+                       {"prompt": prompt, "stream": True, "cache_prompt": True, **fields}),
+            "generate": (url + "/api/generate",
+                         {"model": MODEL, "prompt": PROMPT, "stream": True,
+                          "options": {"num_predict": TOKENS, "temperature": 0}}),
+            "chat": (url + "/v1/chat/completions",
+                     {"model": MODEL, "messages": msgs, "stream": True, "max_tokens": TOKENS,
+                      "temperature": 0, "stream_options": {"include_usage": True}}),
+        }
+        out = {k: Series() for k in targets}
+        for k, (u, b) in targets.items():  # warm-up: prompt cache, connections
+            await asyncio.gather(*(one_stream(s, u, b, k) for _ in range(n)))
+        for _ in range(REPS[n]):
+            for k, (u, b) in targets.items():
+                res = await asyncio.gather(*(one_stream(s, u, b, k) for _ in range(n)))
+                out[k].samples.extend(res)
+    return out
+
+
+def relay_capacity() -> float:
+    """Events/s the proxy forwards, proxy process pinned to one core."""
+    up_port, px_port = free_port(), free_port()
+    py = [sys.executable, "-m", "bench.fake_upstream"]
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    procs = [subprocess.Popen([*py, "upstream", str(up_port), str(RELAY_EVENTS)], cwd=ROOT),
+             subprocess.Popen([*py, "proxy", str(px_port), f"http://127.0.0.1:{up_port}"],
+                              cwd=ROOT)]
+    try:
+        if len(cpus) >= 2:
+            os.sched_setaffinity(procs[1].pid, {cpus[0]})
+            os.sched_setaffinity(procs[0].pid, {cpus[1]})
+        wait_http(f"http://127.0.0.1:{up_port}/")
+        wait_http(f"http://127.0.0.1:{px_port}/")
+        body = {"model": "fake:latest", "prompt": "x", "raw": True, "stream": True}
+        best = 0.0
+        for _ in range(3):
+            t0 = time.perf_counter()
+            lines = 0
+            with httpx.stream("POST", f"http://127.0.0.1:{px_port}/api/generate", json=body,
+                              timeout=120) as r:
+                for chunk in r.iter_raw():
+                    lines += chunk.count(b"\n")
+            dt = time.perf_counter() - t0
+            if lines < RELAY_EVENTS:
+                raise SystemExit(f"bench: relay delivered {lines} of {RELAY_EVENTS} events")
+            best = max(best, lines / dt)
+        return best
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait()
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = psutil.virtual_memory().total / 2**30
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, {mem:.0f} GiB RAM, "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
+            f"llama.cpp {pins.llama_cpp().short_commit}")
+
+
+def verdict(results: dict[int, dict[str, Series]], relay: float) -> list[str]:
+    """The issue's targets, checked against this run."""
+    worst_ttft = max(r[k].ttft_ms() - r["direct"].ttft_ms()
+                     for r in results.values() for k in ("generate", "chat"))
+    worst_tps = min(r[k].tps() / r["direct"].tps() if r["direct"].tps() else 0.0
+                    for r in results.values() for k in ("generate", "chat"))
+    return [f"- TTFT overhead <= 2 ms (median): worst {worst_ttft:+.1f} ms -> "
+            f"{'met' if worst_ttft <= 2 else 'NOT met'}",
+            f"- decode tok/s >= 0.98x direct: worst {worst_tps:.2f}x -> "
+            f"{'met' if worst_tps >= 0.98 else 'NOT met'}",
+            f"- relay >= 20,000 events/s on one core: {relay:,.0f} -> "
+            f"{'met' if relay >= 20000 else 'NOT met'}"]
+
+
+def table(results: dict[int, dict[str, Series]], relay: float) -> str:
+    rows = ["| streams | path | TTFT median (ms) | TTFT overhead (ms) | decode tok/s/stream "
+            "| decode vs direct |", "|---|---|---|---|---|---|"]
+    for n, res in results.items():
+        d = res["direct"]
+        for k in ("direct", "generate", "chat"):
+            s = res[k]
+            over = s.ttft_ms() - d.ttft_ms()
+            ratio = s.tps() / d.tps() if d.tps() else 0.0
+            name = {"direct": "llama-server /completion", "generate": "ollamapy /api/generate",
+                    "chat": "ollamapy /v1/chat/completions"}[k]
+            rows.append(f"| {n} | {name} | {s.ttft_ms():.1f} | "
+                        f"{'—' if k == 'direct' else f'{over:+.1f}'} | {s.tps():.1f} | "
+                        f"{'1.00' if k == 'direct' else f'{ratio:.2f}'} |")
+    rows.append("")
+    rows.append(f"Relay capacity (fake upstream, proxy pinned to one core): "
+                f"**{relay:,.0f} events/s** (target >= 20,000).")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    started = time.monotonic()
+    load0 = os.getloadavg()[0]
+    print("bench: relay capacity ...", flush=True)
+    relay = relay_capacity()
+    print(f"bench: relay {relay:,.0f} events/s", flush=True)
+    results: dict[int, dict[str, Series]] = {}
+    for n in (1, 4, 16):
+        print(f"bench: {n} concurrent stream(s) ...", flush=True)
+        with ollamapy_server(n) as (url, runner):
+            results[n] = asyncio.run(measure(url, runner, n))
+    text = table(results, relay) + "\n\nTargets:\n" + "\n".join(verdict(results, relay))
+    print(text)
+    took = time.monotonic() - started
+    md = ["# ollamapy benchmark", "",
+          f"Latest `make bench` run ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"{took:.0f} s).", "", f"Machine: {machine()}; load average during the run "
+          f"{load0:.1f} -> {os.getloadavg()[0]:.1f} (the machine is shared; other jobs were "
+          "running).", "",
+          f"Model SmolLM2-135M-Instruct Q4_1, prompt {PROMPT!r}, {TOKENS} tokens per stream, "
+          f"greedy, {CTX_PER_SLOT}-token context per slot, OLLAMA_NUM_PARALLEL = streams. "
+          "TTFT = request sent -> first token event; decode tok/s = token events after the "
+          "first / (last token event - first token event), median over streams and "
+          "repetitions; the three paths are interleaved on the same runner.", "",
+          text, ""]
+    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(md))
+    print(f"bench: wrote bench/RESULTS.md ({took:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

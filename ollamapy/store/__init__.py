@@ -1,0 +1,1 @@
+"""The model store: names, digests, manifests, blobs, create, garbage collection."""

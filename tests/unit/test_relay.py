@@ -1,0 +1,137 @@
+"""Relay transforms on fake upstream events: chunk shapes, metrics, aggregation, OpenAI framing,
+and that every event is passed on as soon as it arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ollamapy.relay import (
+    Aggregate,
+    OpenAIChatStream,
+    OpenAICompletionStream,
+    OutputParser,
+    chat_chunk,
+    done_reason,
+    finish_chunk,
+    generate_chunk,
+    metrics,
+    openai_chat_response,
+    steps,
+)
+from ollamapy.template.thinking import ThinkingParser
+from ollamapy.template.tools import ToolParser
+
+FINAL = {"content": "", "stop": True, "stop_type": "eos", "tokens": [],
+         "timings": {"cache_n": 3, "prompt_n": 5, "prompt_ms": 12.5, "predicted_n": 2,
+                     "predicted_ms": 20.25}}
+
+
+async def events(pieces: list[str], final: dict[str, Any] = FINAL
+                 ) -> AsyncIterator[dict[str, Any]]:
+    for i, p in enumerate(pieces):
+        yield {"content": p, "tokens": [100 + i], "stop": False}
+    yield final
+
+
+async def collect(pieces: list[str], parser: OutputParser | None = None) -> list[Any]:
+    return [s async for s in steps(events(pieces), parser or OutputParser())]
+
+
+def test_metrics_and_reasons() -> None:
+    m = metrics(FINAL, 0, 0.25)
+    assert m["prompt_eval_count"] == 8 and m["prompt_eval_duration"] == 12_500_000
+    assert m["eval_count"] == 2 and m["eval_duration"] == 20_250_000
+    assert m["load_duration"] == 250_000_000 and all(isinstance(v, int) for v in m.values())
+    assert "load_duration" not in metrics(FINAL, 0, 0.0)  # omitempty
+    assert done_reason({"stop_type": "limit"}) == "length"
+    assert done_reason({"stop_type": "word"}) == "stop"
+    assert done_reason({"stop_type": "eos", "truncated": True}) == "length"
+
+
+async def test_steps_pass_each_event_and_final() -> None:
+    out = await collect(["Hel", "lo"])
+    assert [s.content for s in out] == ["Hel", "lo", ""]
+    assert out[-1].final is FINAL and out[0].tokens == [100]
+
+
+async def test_no_buffering_first_step_before_upstream_finishes() -> None:
+    """The first step is available while the upstream is still blocked."""
+    gate = asyncio.Event()
+
+    async def slow() -> AsyncIterator[dict[str, Any]]:
+        yield {"content": "first", "tokens": [1], "stop": False}
+        await gate.wait()
+        yield FINAL
+
+    it = steps(slow(), OutputParser())
+    first = await asyncio.wait_for(it.__anext__(), 1)
+    assert first.content == "first"
+    gate.set()
+    assert (await it.__anext__()).final is FINAL
+
+
+async def test_thinking_and_tools_through_steps() -> None:
+    parser = OutputParser(ThinkingParser("<think>", "</think>"),
+                          ToolParser("<tool_call>", ["get_weather"]))
+    out = await collect(["<think>", "hmm", "</think>", "ok ", "<tool_call>",
+                         '{"name": "get_weather", ', '"arguments": {"city": "Oslo"}}',
+                         "</tool_call>"], parser)
+    thinking = "".join(s.thinking for s in out)
+    content = "".join(s.content for s in out)
+    calls = [c for s in out for c in s.tool_calls]
+    assert thinking == "hmm" and content == "ok "
+    assert [(c.name, c.arguments) for c in calls] == [("get_weather", {"city": "Oslo"})]
+
+
+async def test_aggregate_generate_and_chat() -> None:
+    agg_g, agg_c = Aggregate(), Aggregate()
+    for s in await collect(["a", "b"]):
+        g, c = generate_chunk("m", s), chat_chunk("m", s)
+        if s.final is not None:
+            finish_chunk(g, s.final, 0, 0)
+            finish_chunk(c, s.final, 0, 0)
+        agg_g.add(g)
+        agg_c.add(c)
+    g, c = agg_g.result(), agg_c.result()
+    assert g["response"] == "ab" and g["done"] and g["done_reason"] == "stop"
+    assert c["message"] == {"role": "assistant", "content": "ab"} and c["eval_count"] == 2
+
+
+async def test_openai_chat_stream_framing() -> None:
+    conv = OpenAIChatStream("chatcmpl-1", "m", include_usage=True)
+    frames: list[dict[str, Any]] = []
+    parser = OutputParser(ThinkingParser("<think>", "</think>"), None)
+    for s in await collect(["<think>x</think>", "Hi"], parser):
+        ch = chat_chunk("m", s)
+        if s.final is not None:
+            finish_chunk(ch, s.final, 0, 0)
+        frames += conv.convert(ch)
+    assert frames[0]["choices"][0]["delta"] == {"role": "assistant", "reasoning": "x"}
+    assert frames[1]["choices"][0]["delta"] == {"content": "Hi"}
+    assert frames[-2]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
+    assert frames[-1]["choices"] == [] and frames[-1]["usage"] == {
+        "prompt_tokens": 8, "completion_tokens": 2, "total_tokens": 10}
+    assert {f["id"] for f in frames} == {"chatcmpl-1"}
+
+
+def test_openai_tool_calls_are_json_strings() -> None:
+    result = {"message": {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "call_x", "function": {"index": 0, "name": "f", "arguments": {"a": 1}}}]},
+        "done": True, "done_reason": "stop", "prompt_eval_count": 1, "eval_count": 2}
+    r = openai_chat_response("chatcmpl-2", "m", result)
+    choice = r["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert json.loads(choice["message"]["tool_calls"][0]["function"]["arguments"]) == {"a": 1}
+
+
+def test_openai_completion_stream() -> None:
+    conv = OpenAICompletionStream("cmpl-1", "m", include_usage=True)
+    a = conv.convert({"response": "x", "done": False})
+    b = conv.convert({"response": "", "done": True, "done_reason": "length",
+                      "prompt_eval_count": 1, "eval_count": 1})
+    assert a[0]["choices"][0]["finish_reason"] is None and a[0]["usage"]["total_tokens"] == 0
+    assert b[0]["choices"][0]["finish_reason"] == "length"
+    assert b[1]["choices"] == [] and b[1]["usage"]["total_tokens"] == 2

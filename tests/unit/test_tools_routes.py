@@ -1,0 +1,223 @@
+"""Tool calls and thinking end to end through /api/chat and /v1/chat/completions, with a scripted
+fake llama-server (fixed model output) and a Go template (qwen-style) model: what the prompt
+contains, and how the output is split into content / thinking / tool_calls."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import ClientSession, web
+
+from ollamapy.errors import NotFound, RunnerError
+from ollamapy.runner.process import free_port
+from ollamapy.server import keys, middleware
+from ollamapy.server.routes import inference
+from ollamapy.server.routes import openai as openai_routes
+from ollamapy.store.model import Model
+
+HERE = Path(__file__).parent / "templates"
+THINK_TMPL = ("{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ if .Thinking }}<think>"
+              "{{ .Thinking }}</think>{{ end }}{{ .Content }}<|im_end|>\n{{ end }}"
+              "<|im_start|>assistant\n{{ if .Think }}<think>\n{{ end }}")
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather for a city",
+    "parameters": {"type": "object", "required": ["city"],
+                   "properties": {"city": {"type": "string"}}}}}]
+
+
+class Upstream:
+    """Scripted /completion: streams `pieces` one event each; records request bodies."""
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+        self.bodies: list[dict[str, Any]] = []
+        self.mode = "ok"
+
+    async def completion(self, request: web.Request) -> web.StreamResponse:
+        self.bodies.append(await request.json())
+        if self.mode == "error_first":
+            return web.json_response({"error": {
+                "code": 400, "type": "exceed_context_size_error", "n_ctx": 8,
+                "message": "request (9 tokens) exceeds the available context size"}},
+                status=400)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        if self.mode == "error_mid":
+            await resp.write(b'data: {"content": "a", "tokens": [1], "stop": false}\n\n')
+            await resp.write(b'data: {"error": {"code": 500, "message": "boom"}}\n\n')
+            return resp
+        for p in self.pieces:
+            await resp.write(b"data: " + json.dumps({"content": p, "tokens": [1],
+                                                     "stop": False}).encode() + b"\n\n")
+        final = {"content": "", "stop": True, "stop_type": "eos", "tokens": [],
+                 "timings": {"prompt_n": 10, "prompt_ms": 1.5, "predicted_n": len(self.pieces),
+                             "predicted_ms": 3.0}}
+        await resp.write(b"data: " + json.dumps(final).encode() + b"\n\n")
+        return resp
+
+    async def tokenize(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"tokens": list(range(len(body["content"].split())))})
+
+
+def model(name: str, template: str, caps: tuple[str, ...]) -> Model:
+    return Model(name=f"registry.ollama.ai/library/{name}", short_name=name, digest="0" * 64,
+                 model_path=Path("/nonexistent.gguf"), size=0, modified_at=datetime.now(UTC),
+                 template=template, capabilities=caps)
+
+
+@pytest.fixture
+async def rig(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[str, Upstream]]:
+    up = Upstream()
+    up_app = web.Application()
+    up_app.router.add_post("/completion", up.completion)
+    up_app.router.add_post("/tokenize", up.tokenize)
+    up_runner = web.AppRunner(up_app)
+    await up_runner.setup()
+    up_port = free_port()
+    await web.TCPSite(up_runner, "127.0.0.1", up_port).start()
+    session = ClientSession()
+    models = {"qwen:latest": model("qwen:latest", (HERE / "qwen2.5.gotmpl").read_text(),
+                                   ("completion", "tools")),
+              "thinker:latest": model("thinker:latest", THINK_TMPL,
+                                      ("completion", "thinking"))}
+
+    class Store:
+        def resolve(self, name: str) -> Model:
+            key = name if ":" in name else name + ":latest"
+            if key not in models:
+                raise NotFound(f"model '{name}' not found")
+            return models[key]
+
+    class Scheduler:
+        @asynccontextmanager
+        async def lease(self, m: Model, opts: Any, ka: Any, *, embedding: bool = False
+                        ) -> AsyncIterator[SimpleNamespace]:
+            yield SimpleNamespace(base_url=f"http://127.0.0.1:{up_port}", session=session,
+                                  load_duration=0.0, num_ctx=4096, props={}, model=m,
+                                  fail=lambda e: RunnerError(str(e)))
+
+    app = web.Application(middlewares=[middleware.errors])
+    app[keys.STORE_KEY] = Store()  # type: ignore[arg-type]
+    app[keys.SCHEDULER_KEY] = Scheduler()  # type: ignore[arg-type]
+    inference.setup(app)
+    openai_routes.setup(app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}", up
+    finally:
+        await runner.cleanup()
+        await up_runner.cleanup()
+        await session.close()
+
+
+CALL = ['Let me check.', '<tool', '_call>\n{"name": "get_weather", ',
+        '"arguments": {"city": "Paris"}}\n</tool_call>']
+
+
+async def test_native_tool_calls(rig: tuple[str, Upstream]) -> None:
+    url, up = rig
+    up.pieces = CALL
+    async with httpx.AsyncClient() as h:
+        r = (await h.post(url + "/api/chat", json={
+            "model": "qwen", "stream": False, "tools": TOOLS,
+            "messages": [{"role": "user", "content": "Weather in Paris?"}]})).json()
+        prompt = up.bodies[-1]["prompt"]
+        assert '<tools>\n{"type": "function", "function": {"name":"get_weather"' in prompt
+        assert prompt.endswith("<|im_start|>user\nWeather in Paris?<|im_end|>\n"
+                               "<|im_start|>assistant\n")
+        msg = r["message"]
+        assert msg["content"] == "Let me check."
+        assert [c["function"] for c in msg["tool_calls"]] == [
+            {"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}}]
+        assert msg["tool_calls"][0]["id"].startswith("call_")
+        lines = [json.loads(ln) for ln in (await h.post(url + "/api/chat", json={
+            "model": "qwen", "tools": TOOLS,
+            "messages": [{"role": "user", "content": "Weather?"}]})).text.splitlines()]
+        assert all("message" in ln for ln in lines) and lines[-1]["done"]
+        assert sum(len(ln["message"].get("tool_calls", [])) for ln in lines) == 1
+        # tools on a model whose template has none -> Ollama's capability error
+        e = await h.post(url + "/api/chat", json={"model": "thinker", "tools": TOOLS,
+                                                 "messages": [{"role": "user",
+                                                               "content": "x"}]})
+        assert e.status_code == 400
+        assert e.json() == {"error": "registry.ollama.ai/library/thinker:latest does not "
+                                     "support tools"}
+
+
+async def test_openai_tool_calls(rig: tuple[str, Upstream]) -> None:
+    url, up = rig
+    up.pieces = CALL
+    async with httpx.AsyncClient() as h:
+        r = (await h.post(url + "/v1/chat/completions", json={
+            "model": "qwen", "tools": TOOLS,
+            "messages": [{"role": "user", "content": "Weather in Paris?"}]})).json()
+        choice = r["choices"][0]
+        assert choice["finish_reason"] == "tool_calls"
+        call = choice["message"]["tool_calls"][0]
+        assert call["type"] == "function" and call["function"]["name"] == "get_weather"
+        assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
+        # a tool result round trip renders as <tool_response> in the prompt
+        await h.post(url + "/v1/chat/completions", json={
+            "model": "qwen", "tools": TOOLS, "messages": [
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": call["id"], "content": "22C"}]})
+        prompt = up.bodies[-1]["prompt"]
+        assert ('<tool_call>\n{"name": "get_weather", "arguments": {"city":"Paris"}}\n'
+                '</tool_call><|im_end|>') in prompt
+        assert "<tool_response>\n22C\n</tool_response>" in prompt
+
+
+async def test_thinking_split(rig: tuple[str, Upstream]) -> None:
+    url, up = rig
+    up.pieces = ["I should ", "greet.\n</think>\n\n", "Hello!"]
+    async with httpx.AsyncClient() as h:
+        r = (await h.post(url + "/api/chat", json={
+            "model": "thinker", "stream": False,
+            "messages": [{"role": "user", "content": "hi"}]})).json()
+        # thinking models think by default; the prompt ends inside <think>
+        assert up.bodies[-1]["prompt"].endswith("<|im_start|>assistant\n<think>\n")
+        assert r["message"]["thinking"] == "I should greet."
+        assert r["message"]["content"] == "Hello!"
+        g = (await h.post(url + "/api/generate", json={
+            "model": "thinker", "prompt": "hi", "stream": False})).json()
+        assert g["thinking"] == "I should greet." and g["response"] == "Hello!"
+        o = (await h.post(url + "/v1/chat/completions", json={
+            "model": "thinker", "messages": [{"role": "user", "content": "hi"}]})).json()
+        assert o["choices"][0]["message"]["reasoning"] == "I should greet."
+        # think:false renders without the opening tag and passes text through
+        up.pieces = ["Plain."]
+        r = (await h.post(url + "/api/chat", json={
+            "model": "thinker", "stream": False, "think": False,
+            "messages": [{"role": "user", "content": "hi"}]})).json()
+        assert up.bodies[-1]["prompt"].endswith("<|im_start|>assistant\n")
+        assert r["message"] == {"role": "assistant", "content": "Plain."}
+
+
+async def test_errors_before_and_after_first_byte(rig: tuple[str, Upstream]) -> None:
+    url, up = rig
+    async with httpx.AsyncClient() as h:
+        up.mode = "error_mid"
+        r = await h.post(url + "/api/generate", json={"model": "qwen", "prompt": "x"})
+        lines = [json.loads(ln) for ln in r.text.splitlines()]
+        assert r.status_code == 200 and lines[0]["response"] == "a"
+        assert lines[-1] == {"error": "boom"}
+        up.mode = "error_first"
+        r = await h.post(url + "/api/generate", json={"model": "qwen", "prompt": "x"})
+        assert r.status_code == 400 and "context length" in r.json()["error"]
+        r = await h.post(url + "/v1/chat/completions", json={
+            "model": "qwen", "stream": True, "messages": [{"role": "user", "content": "x"}]})
+        assert r.status_code == 400
+        assert r.json()["error"]["type"] == "invalid_request_error"
