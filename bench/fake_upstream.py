@@ -8,6 +8,7 @@ the bench pins each to its own core.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -39,16 +40,22 @@ def final_event(n: int) -> bytes:
 
 def upstream_app(events: int) -> web.Application:
     async def completion(request: web.Request) -> web.StreamResponse:
-        await request.read()
+        body = json.loads(await request.read())
+        n = min(int(body.get("n_predict", events)), events)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        batch = EVENT * 64
-        for _ in range(events // 64):
-            await resp.write(batch)
-        for _ in range(events % 64):
-            await resp.write(EVENT)
-        await resp.write(final_event(events))
-        await resp.write_eof()
+        if n < 64:  # latency probe: the first event goes out on its own, at once
+            for _ in range(n):
+                await resp.write(EVENT)
+        else:
+            batch = EVENT * 64
+            for _ in range(n // 64):
+                await resp.write(batch)
+            for _ in range(n % 64):
+                await resp.write(EVENT)
+        with contextlib.suppress(ConnectionError):  # the proxy may close after the stop event
+            await resp.write(final_event(n))
+            await resp.write_eof()
         return resp
 
     async def tokenize(request: web.Request) -> web.Response:
@@ -80,7 +87,7 @@ class _Scheduler:
     async def lease(self, model: Model, options: Any, keep_alive: Any, *,
                     embedding: bool = False) -> AsyncIterator[SimpleNamespace]:
         yield SimpleNamespace(base_url=self.url, session=self.session, load_duration=0.0,
-                              num_ctx=4096, props={}, model=model,
+                              num_ctx=8192, props={}, model=model,
                               fail=lambda e: RunnerError(str(e)))
 
 

@@ -8,9 +8,10 @@ handlers only wire it to sockets.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -121,10 +122,17 @@ class OutputParser:
         return step
 
 
-async def steps(events: AsyncIterator[dict[str, Any]], parser: OutputParser,
-                top_logprobs: int | None = None) -> AsyncIterator[Step]:
+async def steps(events: AsyncGenerator[dict[str, Any], None], parser: OutputParser,
+                top_logprobs: int | None = None) -> AsyncGenerator[Step, None]:
     """Upstream events -> steps; the last step carries the final event. `top_logprobs` not
-    None: per-token log probabilities are passed on."""
+    None: per-token log probabilities are passed on. Closing this closes the upstream."""
+    async with contextlib.aclosing(events):
+        async for step in _steps(events, parser, top_logprobs):
+            yield step
+
+
+async def _steps(events: AsyncIterator[dict[str, Any]], parser: OutputParser,
+                 top_logprobs: int | None) -> AsyncGenerator[Step, None]:
     async for ev in events:
         if ev is FLUSH:
             yield Step(flush=True)

@@ -183,6 +183,7 @@ class Scheduler:
         self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._crashes: dict[str, list[float]] = {}
         self._backoff_until: dict[str, float] = {}
+        self._oom_retried: set[str] = set()
         self._tick: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -522,6 +523,7 @@ class Scheduler:
     def _on_loaded(self, r: _Runner, handle: RunnerHandle) -> None:
         if self._loading is r:
             self._loading = None
+        self._oom_retried.discard(r.key)
         r.handle = handle
         if r.state != "loading" or self._closed:  # unloaded while loading
             r.state = "ready"
@@ -544,6 +546,16 @@ class Scheduler:
         if self._runners.get(r.key) is r:
             del self._runners[r.key]
         r.state = "dead"
+        others = [x for x in self._runners.values() if x.state in ("ready", "draining")]
+        if is_oom(str(exc)) and others and r.key not in self._oom_retried:
+            # Ollama: out of memory with other models resident -> evict them all, retry once.
+            log.warning("out of memory loading model, unloading the others and retrying",
+                        extra=kv(model=r.model.short_name, evict=len(others)))
+            self._oom_retried.add(r.key)
+            for x in others:
+                self._evict(x)
+            return
+        self._oom_retried.discard(r.key)
         err = exc if isinstance(exc, OllamaError) else RunnerError(str(exc) or type(exc).__name__)
         log.error("error loading model", extra=kv(model=r.model.short_name, error=err.message))
         for p in list(self._pending):
@@ -795,6 +807,16 @@ class Scheduler:
             projectors=spec.projectors, adapters=spec.adapters, alias=r.model.short_name,
             cache_ram_mib=cache_ram_mib(inv.system.total, self.max_loaded),
         )
+
+
+OOM_MARKERS = ("out of memory", "cudamalloc failed", "failed to allocate", "not enough memory",
+               "unable to allocate", "erroroutofdevicememory")
+
+
+def is_oom(message: str) -> bool:
+    """Does a runner's error say it ran out of (device) memory?"""
+    low = message.lower()
+    return any(m in low for m in OOM_MARKERS)
 
 
 def _account_for_loaded(inv: Inventory, others: list[tuple[Placement | None, Any]]) -> Inventory:

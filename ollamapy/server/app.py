@@ -13,7 +13,7 @@ from aiohttp import web
 from ollamapy.config import Settings, load_settings
 from ollamapy.server import middleware, security
 from ollamapy.server.keys import SETTINGS_KEY
-from ollamapy.server.routes import base
+from ollamapy.server.routes import base, inference, models, openai, registry, scheduler
 
 log = logging.getLogger("ollamapy.server")
 
@@ -24,23 +24,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
                           client_max_size=1024**3)
     security.setup(app, settings)  # CORS headers on every response, exposure warning at start
     app[SETTINGS_KEY] = settings
-    base.setup(app)
-    for setup in _optional_route_modules():
-        setup(app)
+    for family in (base, models, scheduler, inference, openai, registry):
+        family.setup(app)
     return app
-
-
-def _optional_route_modules() -> list:
-    """Route families added by later modules; each exposes setup(app)."""
-    import importlib
-
-    found = []
-    for name in ("models", "scheduler", "inference", "openai", "registry"):
-        try:
-            mod = importlib.import_module(f"ollamapy.server.routes.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"ollamapy.server.routes.{name}":
-                raise
-            continue
-        found.append(mod.setup)
-    return found

@@ -5,20 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from ollamapy.config import Settings
+from ollamapy.registry.service import RegistryService
+from ollamapy.scheduler import Scheduler
+from ollamapy.store.store import ModelStore
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
-
-# Model store (issue 3): created at app start-up from settings.models_dir.
-from ollamapy.store.store import ModelStore  # noqa: E402
-
+# Model store: created at app start-up from settings.models_dir (routes/models.py).
 STORE_KEY = web.AppKey("store", ModelStore)
-
-# Registry pull/push (issue 7): the service owning the registry HTTP session and shared downloads.
-from ollamapy.registry.service import RegistryService  # noqa: E402
-
+# Registry pull/push: owns the registry HTTP session and shared downloads (routes/registry.py).
 REGISTRY_KEY = web.AppKey("registry", RegistryService)
-
-# Scheduler (issue 4): created/stopped in the app's cleanup_ctx (server/routes/scheduler.py).
-from ollamapy.scheduler import Scheduler  # noqa: E402
-
+# Scheduler: created/stopped with the app (routes/scheduler.py).
 SCHEDULER_KEY = web.AppKey("scheduler", Scheduler)

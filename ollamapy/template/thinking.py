@@ -67,6 +67,7 @@ class ThinkingParser:
     close_tag: str
     state: str = "start"
     buffer: str = ""
+    started_inside: bool = False   # the prompt itself opened the thinking block
     _trim: bool = False
 
     @classmethod
@@ -74,6 +75,7 @@ class ThinkingParser:
         p = cls(*tags)
         if prompt.rstrip().endswith(tags[0]):
             p.state = "thinking"
+            p.started_inside = True
             p._trim = True
         return p
 

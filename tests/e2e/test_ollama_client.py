@@ -140,7 +140,7 @@ def test_disconnect_frees_the_only_slot(srv: ServerProc) -> None:
         r = h.post(srv.url + "/api/generate", json={
             "model": M, "prompt": "hi", "stream": False, "options": {"num_predict": 2}})
         assert r.status_code == 200
-        assert time.monotonic() - t0 < 5.0, "the slot was not freed"
+        assert time.monotonic() - t0 < 10.0, "the slot was not freed"  # vs ~25 s+ if not
     with httpx.Client(timeout=0.7) as h, pytest.raises(httpx.ReadTimeout):
         h.post(srv.url + "/api/generate", json={**body, "stream": False})
     t0 = time.monotonic()
@@ -148,4 +148,4 @@ def test_disconnect_frees_the_only_slot(srv: ServerProc) -> None:
         r = h.post(srv.url + "/api/chat", json={
             "model": M, "messages": [{"role": "user", "content": "hi"}], "stream": False,
             "options": {"num_predict": 2}})
-    assert r.status_code == 200 and time.monotonic() - t0 < 5.0
+    assert r.status_code == 200 and time.monotonic() - t0 < 10.0

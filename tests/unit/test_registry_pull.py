@@ -149,14 +149,14 @@ async def test_unreachable_registry(svc: RegistryService) -> None:
 async def test_parts_download_in_parallel_but_bounded(
         registry: TestRegistry, store: ModelStore, tmp_path: Path) -> None:
     manifest = add_synthetic(registry)
-    registry.knobs.slow = 0.005
+    registry.knobs.slow = 0.02  # each 256 KB part takes >= 80 ms, so parts overlap
     cfg = DownloadConfig(**{**CFG.__dict__, "parts": 3, "max_part": 256 * KB})
     s = RegistryService(store, key_path=tmp_path / "k", cfg=cfg)
     try:
         await pull(s, name(registry))
     finally:
         await s.aclose()
-    assert registry.stats.max_inflight == 3  # 12 parts, 3 at a time
+    assert 1 < registry.stats.max_inflight <= 3  # 12 parts, in parallel, never more than 3
     assert store.has_blob(manifest["layers"][0]["digest"])
 
 
@@ -387,7 +387,7 @@ async def test_two_pulls_of_one_blob_share_one_download(
     manifest = add_synthetic(registry)
     registry.add_manifest("library/synth", "other", manifest)
     registry.knobs.stall_after = 200 * KB  # hold the first download so the second attaches
-    registry.knobs.stall_seconds = 0.3
+    registry.knobs.stall_seconds = 0.5
     _, b = await asyncio.gather(pull(svc, name(registry)), pull(svc, name(registry, tag="other")))
     weights = manifest["layers"][0]["digest"]
     mine = [m["completed"] for m in b if m.get("digest") == weights]

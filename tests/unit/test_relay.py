@@ -135,3 +135,38 @@ def test_openai_completion_stream() -> None:
     assert a[0]["choices"][0]["finish_reason"] is None and a[0]["usage"]["total_tokens"] == 0
     assert b[0]["choices"][0]["finish_reason"] == "length"
     assert b[1]["choices"] == [] and b[1]["usage"]["total_tokens"] == 2
+
+
+class _Reader:
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        for c in self.chunks:
+            yield c
+
+
+async def test_sse_lines_split_across_reads() -> None:
+    from ollamapy.runner.client import sse_lines
+
+    raw = [b'data: {"a":', b' 1}\n\ndata: {"b": 2}\n', b"\n: ping\n\ndata: {\"c\": 3}\n\n"]
+    got = [x async for x in sse_lines(_Reader(raw))]  # type: ignore[arg-type]
+    # b"" marks the end of each upstream read (a flush point for the writer)
+    assert got == [b"", b'data: {"a": 1}', b'data: {"b": 2}', b"", b": ping",
+                   b'data: {"c": 3}', b""]
+
+
+def test_upstream_error_mapping() -> None:
+    from ollamapy.runner.client import CONTEXT_ERROR, upstream_error
+
+    e = upstream_error(400, json.dumps({"error": {
+        "code": 400, "type": "exceed_context_size_error", "message": "request too big"}}))
+    assert (e.status, e.message) == (400, CONTEXT_ERROR)
+    e = upstream_error(500, json.dumps({"error": {
+        "code": 500, "type": "server_error",
+        "message": "The model produced output that does not match the expected peg-native"}}))
+    assert e.status == 502
+    e = upstream_error(501, json.dumps({"error": {"message": "embeddings not enabled"}}))
+    assert (e.status, e.message) == (501, "embeddings not enabled")
+    e = upstream_error(500, "garbage")
+    assert (e.status, e.message) == (500, "garbage")

@@ -491,3 +491,31 @@ async def test_missing_runner_variant_is_a_clear_load_error():
         assert e.value.status == 500 and "runner variant 'cuda' not found" in e.value.message
     finally:
         await s.stop()
+
+
+async def test_out_of_memory_evicts_the_others_and_retries_once(make):
+    s, launcher = await make()
+    async with s.lease(model("a"), {}, None):
+        pass
+    real_launch = launcher.launch
+    attempts: list[str] = []
+
+    async def oom_once(cfg: LaunchConfig, name: str) -> FakeHandle:
+        attempts.append(name)
+        if len(attempts) == 1:
+            raise RunnerError("llama runner process has terminated: exit status 1: "
+                              "ggml_backend_cuda_buffer_type_alloc_buffer: CUDA out of memory")
+        return await real_launch(cfg, name)
+
+    launcher.launch = oom_once  # type: ignore[method-assign]
+    async with s.lease(model("b"), {}, None) as lease:
+        assert lease.base_url == launcher.handles[1].base_url
+    assert attempts == ["b", "b"] and not launcher.handles[0].alive
+
+    async def always_oom(cfg: LaunchConfig, name: str) -> FakeHandle:
+        raise RunnerError("cudaMalloc failed: out of memory")
+
+    launcher.launch = always_oom  # type: ignore[method-assign]
+    with pytest.raises(RunnerError, match="out of memory"):  # alone and still OOM: an error
+        async with s.lease(model("c"), {}, None):
+            pass

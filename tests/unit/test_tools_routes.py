@@ -38,6 +38,7 @@ class Upstream:
 
     def __init__(self) -> None:
         self.pieces: list[str] = []
+        self.scripts: list[list[str]] = []  # per-request pieces, used first when present
         self.bodies: list[dict[str, Any]] = []
         self.mode = "ok"
 
@@ -54,11 +55,12 @@ class Upstream:
             await resp.write(b'data: {"content": "a", "tokens": [1], "stop": false}\n\n')
             await resp.write(b'data: {"error": {"code": 500, "message": "boom"}}\n\n')
             return resp
-        for p in self.pieces:
+        pieces = self.scripts.pop(0) if self.scripts else self.pieces
+        for p in pieces:
             await resp.write(b"data: " + json.dumps({"content": p, "tokens": [1],
                                                      "stop": False}).encode() + b"\n\n")
         final = {"content": "", "stop": True, "stop_type": "eos", "tokens": [],
-                 "timings": {"prompt_n": 10, "prompt_ms": 1.5, "predicted_n": len(self.pieces),
+                 "timings": {"prompt_n": 10, "prompt_ms": 1.5, "predicted_n": len(pieces),
                              "predicted_ms": 3.0}}
         await resp.write(b"data: " + json.dumps(final).encode() + b"\n\n")
         return resp
@@ -88,7 +90,14 @@ async def rig(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[str, Upstr
     models = {"qwen:latest": model("qwen:latest", (HERE / "qwen2.5.gotmpl").read_text(),
                                    ("completion", "tools")),
               "thinker:latest": model("thinker:latest", THINK_TMPL,
-                                      ("completion", "thinking"))}
+                                      ("completion", "thinking")),
+              "vision:latest": Model(
+                  name="registry.ollama.ai/library/vision:latest", short_name="vision:latest",
+                  digest="1" * 64, model_path=Path("/nonexistent.gguf"), size=0,
+                  modified_at=datetime.now(UTC), template=THINK_TMPL.replace(
+                      "{{ if .Think }}<think>\n{{ end }}", ""),
+                  projector_paths=(Path("/nonexistent.mmproj"),),
+                  capabilities=("completion", "vision"))}
 
     class Store:
         def resolve(self, name: str) -> Model:
@@ -101,8 +110,9 @@ async def rig(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[str, Upstr
         @asynccontextmanager
         async def lease(self, m: Model, opts: Any, ka: Any, *, embedding: bool = False
                         ) -> AsyncIterator[SimpleNamespace]:
+            props = {"media_marker": "<__media__>"} if m.projector_paths else {}
             yield SimpleNamespace(base_url=f"http://127.0.0.1:{up_port}", session=session,
-                                  load_duration=0.0, num_ctx=4096, props={}, model=m,
+                                  load_duration=0.0, num_ctx=4096, props=props, model=m,
                                   fail=lambda e: RunnerError(str(e)))
 
     app = web.Application(middlewares=[middleware.errors])
@@ -221,3 +231,84 @@ async def test_errors_before_and_after_first_byte(rig: tuple[str, Upstream]) -> 
             "model": "qwen", "stream": True, "messages": [{"role": "user", "content": "x"}]})
         assert r.status_code == 400
         assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_images(rig: tuple[str, Upstream]) -> None:
+    url, up = rig
+    up.pieces = ["A cat."]
+    img1, img2 = "aW1hZ2Ux", "aW1hZ2Uy"
+    async with httpx.AsyncClient() as h:
+        r = (await h.post(url + "/api/chat", json={
+            "model": "vision", "stream": False, "messages": [
+                {"role": "user", "content": "What is in [img] and this?",
+                 "images": [img1, img2]}]})).json()
+        assert r["message"]["content"] == "A cat."
+        prompt = up.bodies[-1]["prompt"]
+        assert prompt["multimodal_data"] == [img1, img2]
+        assert prompt["prompt_string"].count("<__media__>") == 2
+        assert "<__media__>What is in <__media__> and this?" in prompt["prompt_string"]
+        e = await h.post(url + "/api/generate", json={"model": "qwen", "prompt": "x",
+                                                     "images": [img1]})
+        assert e.status_code == 400 and "image" in e.json()["error"]
+        e = await h.post(url + "/api/generate", json={"model": "vision", "prompt": "x",
+                                                     "images": ["not base64!"]})
+        assert e.status_code == 400
+
+
+async def test_request_template_override(rig: tuple[str, Upstream]) -> None:
+    url, up = rig
+    up.pieces = ["ok"]
+    async with httpx.AsyncClient() as h:
+        r = await h.post(url + "/api/generate", json={
+            "model": "qwen", "prompt": "hi", "system": "S", "stream": False,
+            "template": "[{{ .System }}|{{ .Prompt }}]"})
+        assert r.status_code == 200 and up.bodies[-1]["prompt"] == "[S|hi]"
+        bad = await h.post(url + "/api/generate", json={
+            "model": "qwen", "prompt": "hi", "template": "{{ if .X }}"})
+        assert bad.status_code == 500 and bad.json()["error"].startswith("template error")
+
+
+async def test_format_with_thinking_is_two_pass(rig: tuple[str, Upstream]) -> None:
+    """Thinking is generated unconstrained; the format applies from the end of thinking on."""
+    url, up = rig
+    up.scripts = [["I think.", "\n</think>\n\n", "free text"], ['{"a": 1}']]
+    async with httpx.AsyncClient() as h:
+        r = (await h.post(url + "/api/chat", json={
+            "model": "thinker", "stream": False, "format": "json",
+            "messages": [{"role": "user", "content": "hi"}]})).json()
+    first, second = up.bodies[-2], up.bodies[-1]
+    assert "json_schema" not in first and second["json_schema"] == {"type": "object"}
+    assert second["prompt"] == first["prompt"] + "I think.</think>\n\n"
+    assert r["message"]["thinking"] == "I think."
+    assert r["message"]["content"] == '{"a": 1}'
+
+
+def test_model_lookup_cache(tmp_path: Path) -> None:
+    """The route layer re-reads a model only when its manifest file changed."""
+    manifest = tmp_path / "manifest"
+    manifest.write_text("v1")
+    calls: list[str] = []
+    m = model("m:latest", "{{ .Prompt }}", ("completion",))
+
+    class Store:
+        def find_manifest(self, name: object) -> Path | None:
+            return manifest if manifest.exists() else None
+
+        def resolve(self, name: str) -> Model:
+            calls.append(name)
+            if not manifest.exists():
+                raise NotFound(f"model '{name}' not found")
+            return m
+
+    app = web.Application()
+    app[keys.STORE_KEY] = Store()  # type: ignore[arg-type]
+    assert inference.resolve_model(app, "m") is m
+    assert inference.resolve_model(app, "m") is m
+    assert len(calls) == 1
+    manifest.unlink()
+    manifest.write_text("v2 longer")  # replaced: new file
+    inference.resolve_model(app, "m")
+    assert len(calls) == 2
+    manifest.unlink()
+    with pytest.raises(NotFound, match="try pulling"):
+        inference.resolve_model(app, "m", not_found='model "m" not found, try pulling it first')

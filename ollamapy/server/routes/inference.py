@@ -15,7 +15,8 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,12 +65,41 @@ Chunks = AsyncGenerator[dict[str, Any], None]
 # ------------------------------------------------------------------ shared plumbing
 
 
+_RESOLVED: OrderedDict[tuple[int, str], tuple[tuple[int, int, int], Model]] = OrderedDict()
+MAX_RESOLVED = 64
+
+
 def resolve_model(app: web.Application, name: str, *, not_found: str | None = None) -> Model:
-    ModelName.parse(name)  # invalid -> BadRequest("invalid model name")
+    """Name -> Model through the store, reusing the last result while the manifest file is
+    the same file (manifests are replaced atomically, blobs are immutable): a stat instead of
+    re-reading every layer on each request."""
+    parsed = ModelName.parse(name)  # invalid -> BadRequest("invalid model name")
+    store = app[keys.STORE_KEY]
+    key = (id(store), name)
+    ident: tuple[int, int, int] | None = None
+    find = getattr(store, "find_manifest", None)
+    if find is not None:
+        try:
+            path = find(parsed)
+            if path is not None:
+                st = path.stat()
+                ident = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            ident = None
+        hit = _RESOLVED.get(key)
+        if ident is not None and hit is not None and hit[0] == ident:
+            _RESOLVED.move_to_end(key)
+            return hit[1]
     try:
-        return app[keys.STORE_KEY].resolve(name)
+        model = store.resolve(name)
     except NotFound:
+        _RESOLVED.pop(key, None)
         raise NotFound(not_found or f"model '{name}' not found") from None
+    if ident is not None:
+        _RESOLVED[key] = (ident, model)
+        while len(_RESOLVED) > MAX_RESOLVED:
+            _RESOLVED.popitem(last=False)
+    return model
 
 
 def has_cap(model: Model, cap: str) -> bool:
@@ -154,6 +184,12 @@ async def write_stream(request: web.Request, chunks: Chunks, *,
     except ConnectionError:
         log.debug("client went away mid-stream")
         return resp if resp is not None else web.Response(status=499)
+    except Exception:
+        if resp is None:
+            raise
+        log.exception("stream failed after start")
+        with contextlib.suppress(ConnectionError):
+            await resp.write(b"".join(pending) + error(OllamaError("internal server error")))
     finally:
         await chunks.aclose()  # closes upstream at once
     if resp is None:
@@ -256,11 +292,54 @@ def completion_body(plan: Plan, lease: Any, p: prompts.Prompt) -> dict[str, Any]
 
 
 async def run_completion(plan: Plan, lease: Any, body: dict[str, Any],
-                         parser: OutputParser) -> AsyncIterator[Step]:
+                         parser: OutputParser) -> AsyncGenerator[Step, None]:
+    """Stream one completion as steps. A thinking model asked for a `format` thinks freely
+    first; once its thinking closes, generation restarts constrained, continuing from the
+    thinking (Ollama does the same: a grammar would forbid the thinking block)."""
+    top = plan.top_logprobs if plan.logprobs else None
+    thinking = parser.thinking
+    two_phase = bool(plan.fmt) and thinking is not None
+    first = {k: v for k, v in body.items() if k not in plan.fmt} if two_phase else body
     try:
-        async for s in steps(upstream.completion_stream(lease.session, lease.base_url, body),
-                             parser, plan.top_logprobs if plan.logprobs else None):
-            yield s
+        thought: list[str] = []
+        used = 0
+        gen = steps(upstream.completion_stream(lease.session, lease.base_url, first), parser,
+                    top)
+        try:
+            async for s in gen:
+                used += len(s.tokens)
+                if not two_phase or s.final is not None:
+                    yield s
+                    if s.final is not None:
+                        return
+                    continue
+                thought.append(s.thinking)
+                if thinking is not None and thinking.state == "content":
+                    # thinking is over: drop free-form content, continue constrained
+                    yield Step(thinking=s.thinking, tokens=s.tokens, logprobs=s.logprobs)
+                    break
+                yield s
+            else:
+                return
+        finally:
+            await gen.aclose()  # frees the slot before the second pass asks for one
+        assert thinking is not None
+        opened = "" if thinking.started_inside else thinking.open_tag
+        cont = f"{opened}{''.join(thought)}{thinking.close_tag}\n\n"
+        prompt = body["prompt"]
+        if isinstance(prompt, dict):
+            prompt = {**prompt, "prompt_string": prompt["prompt_string"] + cont}
+        elif isinstance(prompt, list):
+            prompt = [*prompt, cont]
+        else:
+            prompt = prompt + cont
+        second = {**body, "prompt": prompt,
+                  "n_predict": max(int(body.get("n_predict", 0)) - used, 1)}
+        rest = OutputParser(None, parser.tools)
+        async with contextlib.aclosing(steps(upstream.completion_stream(
+                lease.session, lease.base_url, second), rest, top)) as gen2:
+            async for s in gen2:
+                yield s
     except upstream.RunnerConnectionError as e:
         raise lease.fail(e) from None
 
@@ -274,9 +353,14 @@ async def generate_chunks(app: web.Application, plan: Plan, req: GenerateRequest
             yield {"model": plan.req_model, "created_at": now_rfc3339(), "response": "",
                    "done": True, "done_reason": "load"}
             return
-        template = (prompts.compile_template(req.template) if req.template
-                    else prompts.compile_template(plan.model.template)
-                    if plan.model.template else None)
+        template = None
+        if req.template:
+            try:
+                template = prompts.compile_template(req.template)
+            except BadRequest as e:  # Ollama answers a bad request template with 500
+                raise OllamaError(e.message, status=500) from None
+        elif plan.model.template:
+            template = prompts.compile_template(plan.model.template)
         r = renderer(plan, lease, template)
         if images and not plan.model.projector_paths:
             raise BadRequest("this model does not support image input")
@@ -309,33 +393,40 @@ async def generate_chunks(app: web.Application, plan: Plan, req: GenerateRequest
                                     plan.truncate, plan.shift)
         body = completion_body(plan, lease, p)
         want_context = not req.raw
-        ctx_task: asyncio.Task[list[int]] | None = None
-        if want_context:
-            # the prompt's token ids, fetched alongside generation (not before it)
-            ctx_task = asyncio.ensure_future(
-                asyncio.sleep(0, p.tokens) if p.tokens is not None
-                else upstream.tokenize(lease.session, lease.base_url, p.text, add_special=True))
+        ctx_task: asyncio.Future[list[int]] | None = None
         out_tokens: list[int] = []
         parser = output_parser(plan, lease, template, p.text, None)
         try:
-            async for s in run_completion(plan, lease, body, parser):
-                if s.flush:
-                    yield FLUSH
-                    continue
-                out_tokens.extend(s.tokens)
-                chunk = generate_chunk(plan.req_model, s)
-                if s.final is not None:
-                    finish_chunk(chunk, s.final, plan.start_ns, load_s)
-                    if ctx_task is not None:
-                        chunk["context"] = list(await ctx_task) + out_tokens
-                elif s.empty():
-                    continue
-                yield chunk
+            async with contextlib.aclosing(run_completion(plan, lease, body, parser)) as it:
+                async for s in it:
+                    if want_context and ctx_task is None:
+                        # the prompt's token ids for `context`, fetched while the answer streams
+                        # (started after the first event so it never delays the first token)
+                        ctx_task = asyncio.ensure_future(
+                            _const(p.tokens) if p.tokens is not None
+                            else upstream.tokenize(lease.session, lease.base_url, p.text,
+                                                   add_special=True))
+                    if s.flush:
+                        yield FLUSH
+                        continue
+                    out_tokens.extend(s.tokens)
+                    chunk = generate_chunk(plan.req_model, s)
+                    if s.final is not None:
+                        finish_chunk(chunk, s.final, plan.start_ns, load_s)
+                        if ctx_task is not None:
+                            chunk["context"] = list(await ctx_task) + out_tokens
+                    elif s.empty():
+                        continue
+                    yield chunk
         finally:
             if ctx_task is not None and not ctx_task.done():
                 ctx_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await ctx_task
+
+
+async def _const(v: list[int]) -> list[int]:
+    return v
 
 
 async def chat_chunks(app: web.Application, plan: Plan, req: ChatRequest) -> Chunks:
@@ -371,16 +462,17 @@ async def chat_chunks(app: web.Application, plan: Plan, req: ChatRequest) -> Chu
         body = completion_body(plan, lease, p)
         names = [t.function.name for t in tools] if tools else None
         parser = output_parser(plan, lease, template, p.text, names)
-        async for s in run_completion(plan, lease, body, parser):
-            if s.flush:
-                yield FLUSH
-                continue
-            chunk = chat_chunk(plan.req_model, s)
-            if s.final is not None:
-                finish_chunk(chunk, s.final, plan.start_ns, load_s)
-            elif s.empty():
-                continue
-            yield chunk
+        async with contextlib.aclosing(run_completion(plan, lease, body, parser)) as it:
+            async for s in it:
+                if s.flush:
+                    yield FLUSH
+                    continue
+                chunk = chat_chunk(plan.req_model, s)
+                if s.final is not None:
+                    finish_chunk(chunk, s.final, plan.start_ns, load_s)
+                elif s.empty():
+                    continue
+                yield chunk
 
 
 # ------------------------------------------------------------------ request planning

@@ -1,0 +1,89 @@
+"""RunnerProcess life-cycle against tiny fake runners (shell scripts): stall rule, exit errors,
+SIGTERM-then-SIGKILL, bind-failure retries. Real processes, so they live with the e2e tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from ollamapy.errors import RunnerError
+from ollamapy.runner.process import RunnerProcess, child_env, free_port, launch
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+
+
+def script(tmp_path: Path, body: str) -> Path:
+    p = tmp_path / "fake-llama-server"
+    p.write_text("#!/bin/sh\n" + body)
+    p.chmod(0o755)
+    return p
+
+
+async def start(binary: Path, tmp_path: Path) -> RunnerProcess:
+    return await RunnerProcess.start(binary, [], port=free_port(), env=child_env(
+        os.environ, tmp_path), name="fake")
+
+
+async def test_exit_during_load_reports_status_and_last_error(tmp_path: Path):
+    exe = script(tmp_path, "echo 'llama_model_load: error loading model: bad magic' >&2\n"
+                           "echo 'srv main: exiting due to model loading error' >&2\nexit 1\n")
+    proc = await start(exe, tmp_path)
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(RunnerError) as e:
+            await proc.wait_ready(s, stall_timeout=10)
+    assert e.value.message.startswith("llama runner process has terminated: exit status 1: ")
+    assert "exiting due to model loading error" in e.value.message
+    await proc.stop()
+
+
+async def test_stall_without_progress_times_out_and_kills(tmp_path: Path):
+    exe = script(tmp_path, "echo loading\nexec sleep 30\n")
+    proc = await start(exe, tmp_path)
+    t0 = time.monotonic()
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(RunnerError, match="timed out waiting for llama runner to start"):
+            await proc.wait_ready(s, stall_timeout=0.5)
+    assert time.monotonic() - t0 < 5
+    assert proc.returncode is not None  # killed and reaped
+
+
+async def test_progress_keeps_a_slow_load_alive(tmp_path: Path):
+    # 1.2 s of load with a line every 0.2 s survives a 0.6 s stall limit, then exits.
+    exe = script(tmp_path, "for i in 1 2 3 4 5 6; do echo progress $i; sleep 0.2; done\n"
+                           "echo 'fatal: gave up' >&2\nexit 3\n")
+    proc = await start(exe, tmp_path)
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(RunnerError) as e:
+            await proc.wait_ready(s, stall_timeout=0.6)
+    assert "exit status 3" in e.value.message  # not a stall timeout
+
+
+async def test_stop_escalates_to_sigkill(tmp_path: Path):
+    exe = script(tmp_path, "trap '' TERM\necho started\nwhile true; do sleep 0.1; done\n")
+    proc = await start(exe, tmp_path)
+    await asyncio.sleep(0.3)
+    t0 = time.monotonic()
+    await proc.stop(grace=0.5)
+    assert 0.4 < time.monotonic() - t0 < 5
+    assert proc.returncode == -9
+
+
+async def test_bind_failure_retries_then_gives_up(tmp_path: Path):
+    exe = script(tmp_path, "echo \"couldn't bind HTTP server socket, hostname: 127.0.0.1\" >&2\n"
+                           "exit 1\n")
+    tried: list[int] = []
+
+    def port() -> int:
+        tried.append(free_port())
+        return tried[-1]
+
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(RunnerError, match="couldn't bind"):
+            await launch(exe, [], env=child_env(os.environ, tmp_path), name="fake", session=s,
+                         stall_timeout=10, port_factory=port, attempts=3)
+    assert len(tried) == 3
