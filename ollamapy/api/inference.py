@@ -6,16 +6,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ollamapy.errors import BadRequest
 
 THINK_LEVELS = ("low", "medium", "high", "max")
 
-_GO_TYPES = {"string_type": "string", "int_type": "int", "bool_type": "bool",
-             "float_type": "float64", "list_type": "array", "dict_type": "object"}
 
 
 class Wire(BaseModel):
@@ -135,52 +133,6 @@ class EmbeddingsRequest(Wire):
     prompt: str = ""
     keep_alive: Any = None
     options: dict[str, Any] | None = None
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def decode(cls: type[M], body: bytes) -> M:
-    """Request bytes -> model, or BadRequest worded like Ollama's Go decoder."""
-    if not body.strip():
-        raise BadRequest("missing request body")
-    try:
-        data = json.loads(body)
-    except ValueError as e:
-        raise BadRequest(f"invalid character in request body: {e}") from None
-    if not isinstance(data, dict):
-        raise BadRequest(f"json: cannot unmarshal {_json_kind(data)} into Go value of type "
-                         f"api.{cls.__name__}")
-    try:
-        return cls.model_validate_json(body, strict=True)
-    except ValidationError as e:
-        raise BadRequest(_describe(cls, e)) from None
-
-
-def _json_kind(v: Any) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int | float):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "array"
-    if v is None:
-        return "null"
-    return "object"
-
-
-def _describe(cls: type[BaseModel], e: ValidationError) -> str:
-    err = e.errors()[0]
-    if err["type"] == "value_error":
-        return str(err["ctx"]["error"])
-    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
-    expected = _GO_TYPES.get(err["type"], err["type"].removesuffix("_type"))
-    if err["type"] == "missing":
-        return f"missing required field {loc!r}"
-    return (f"json: cannot unmarshal {_json_kind(err.get('input'))} into Go struct field "
-            f"{cls.__name__}.{loc} of type {expected}")
 
 
 def check_images(images: list[str] | None) -> list[str]:

@@ -4,12 +4,9 @@ accepted and ignored (as in Ollama)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationError
-
-from ollamapy.errors import BadRequest
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr
 
 
 class PullRequest(BaseModel):
@@ -52,40 +49,3 @@ class ProgressResponse(BaseModel):
         return out
 
 
-_GO_TYPES = {"model": "string", "name": "string", "insecure": "bool", "stream": "bool",
-             "username": "string", "password": "string"}
-
-
-def decode_request(cls: type[PullRequest], body: bytes) -> PullRequest:
-    """Bytes -> request, or BadRequest worded like Ollama's (Go) decoder."""
-    if not body.strip():
-        raise BadRequest("missing request body")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(f"invalid character in request body: {e}") from None
-    if not isinstance(data, dict):
-        raise BadRequest(f"json: cannot unmarshal {_kind(data)} into Go value of type "
-                         f"api.{cls.__name__}")
-    data = {k: v for k, v in data.items() if v is not None}  # Go: null leaves the zero value
-    try:
-        return cls.model_validate(data)
-    except ValidationError as e:
-        loc = str(e.errors()[0]["loc"][0])
-        got = _kind(data.get(loc))
-        raise BadRequest(f"json: cannot unmarshal {got} into Go struct field "
-                         f"{cls.__name__}.{loc} of type {_GO_TYPES.get(loc, 'value')}") from None
-
-
-def _kind(v: Any) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int | float):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "array"
-    if v is None:
-        return "null"
-    return "object"

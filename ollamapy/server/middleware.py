@@ -13,6 +13,8 @@ from ollamapy.errors import OllamaError
 log = logging.getLogger("ollamapy.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Set by streaming handlers once headers are out: later errors must become the last stream line.
+STREAM_RESPONSE = web.RequestKey("stream_response", web.StreamResponse)
 
 
 def error_response(status: int, message: str) -> web.Response:
@@ -47,7 +49,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except OllamaError as e:
-        resp = request.get("stream_response")
+        resp = request.get(STREAM_RESPONSE)
         if resp is not None and resp.prepared:
             # Headers are out: the error becomes the stream's last line (see relay helpers).
             raise

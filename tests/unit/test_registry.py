@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from ollamapy.api.registry import ProgressResponse, PullRequest, PushRequest, decode_request
+from ollamapy.api.decode import decode as decode_request
+from ollamapy.api.registry import ProgressResponse, PullRequest, PushRequest
 from ollamapy.errors import BadRequest, OllamaError
 from ollamapy.registry import auth
 from ollamapy.registry.download import (

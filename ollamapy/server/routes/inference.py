@@ -25,6 +25,7 @@ from aiohttp import web
 from ollamapy import options as ollama_options
 from ollamapy import prompt as prompts
 from ollamapy import sampling
+from ollamapy.api.decode import decode
 from ollamapy.api.inference import (
     ChatRequest,
     EmbeddingsRequest,
@@ -32,7 +33,6 @@ from ollamapy.api.inference import (
     GenerateRequest,
     Message,
     check_images,
-    decode,
 )
 from ollamapy.errors import BadRequest, ClientClosed, NotFound, OllamaError, RunnerError
 from ollamapy.keepalive import parse_keep_alive
@@ -50,6 +50,7 @@ from ollamapy.relay import (
 )
 from ollamapy.runner import client as upstream
 from ollamapy.server import keys
+from ollamapy.server.middleware import STREAM_RESPONSE
 from ollamapy.store.model import Model
 from ollamapy.store.names import ModelName
 from ollamapy.template.gotemplate import Template
@@ -136,7 +137,7 @@ async def until_disconnect(request: web.Request, work: Awaitable[web.StreamRespo
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-                resp = request.get("stream_response")
+                resp = request.get(STREAM_RESPONSE)
                 if resp is not None:
                     return resp
                 raise ClientClosed()
@@ -168,7 +169,7 @@ async def write_stream(request: web.Request, chunks: Chunks, *,
                 if sse:
                     resp.headers["Cache-Control"] = "no-cache"
                     resp.headers["X-Accel-Buffering"] = "no"
-                request["stream_response"] = resp
+                request[STREAM_RESPONSE] = resp
                 await resp.prepare(request)
             if data:
                 pending.append(data)

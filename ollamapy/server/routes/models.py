@@ -14,12 +14,12 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from ollamapy.api.decode import decode, go_time
 from ollamapy.api.models import (
     CopyRequest,
     CreateRequest,
@@ -50,72 +50,9 @@ CHUNK = 1 << 20
 
 
 # ---------- helpers ----------
-def go_time(dt: datetime) -> str:
-    """RFC 3339 with trimmed fractional seconds, like Go's time.Time JSON."""
-    s = dt.isoformat(timespec="microseconds")
-    base, frac_tz = s[:19], s[19:]
-    if frac_tz.startswith("."):
-        frac, tz = frac_tz[1:7].rstrip("0"), frac_tz[7:]
-        s = base + (f".{frac}" if frac else "") + tz
-    return s[:-6] + "Z" if s.endswith("+00:00") else s
-
-
-_GO_TYPES = {"string_type": "string", "bool_type": "bool", "int_type": "int",
-             "float_type": "float64", "dict_type": "map[string]interface {}",
-             "list_type": "[]interface {}", "model_type": "struct"}
-
-
-def _json_kind(v: Any) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int | float):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "array"
-    if isinstance(v, dict):
-        return "object"
-    return "null"
-
-
-def go_json_error(e: json.JSONDecodeError) -> str:
-    """Go's encoding/json wording for a syntax error (what Ollama clients see)."""
-    if e.pos >= len(e.doc.rstrip()):
-        return "unexpected EOF"
-    ch = e.doc[e.pos]
-    if e.msg.startswith("Expecting value"):
-        return f"invalid character '{ch}' looking for beginning of value"
-    if e.msg.startswith("Expecting property name"):
-        return f"invalid character '{ch}' looking for beginning of object key string"
-    return f"invalid character '{ch}' after object key:value pair" if e.msg.startswith(
-        "Expecting ','") else f"invalid character '{ch}' in JSON input"
-
-
 async def read_body(request: web.Request, cls: type[T]) -> T:
     """Decode a JSON body into `cls` with Ollama's error texts (400 on anything malformed)."""
-    raw = await request.read()
-    if not raw.strip():
-        raise BadRequest("missing request body")
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise BadRequest(go_json_error(e)) from None
-    except ValueError as e:
-        raise BadRequest(str(e)) from None
-    if not isinstance(data, dict):
-        raise BadRequest(f"json: cannot unmarshal {_json_kind(data)} into Go value of type "
-                         f"api.{cls.__name__}")
-    try:
-        return cls.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err.get("loc", ()))
-        field = loc.split(".")[0] if loc else ""
-        got = _json_kind(err.get("input"))
-        want = _GO_TYPES.get(err.get("type", ""), "string")
-        raise BadRequest(f"json: cannot unmarshal {got} into Go struct field "
-                         f"{cls.__name__}.{field} of type {want}") from None
+    return decode(cls, await request.read())
 
 
 def store_of(request: web.Request) -> st.ModelStore:
@@ -470,4 +407,4 @@ def setup(app: web.Application) -> None:
     r.add_get("/v1/models/{model:.+}", v1_model)
 
 
-__all__ = ["go_time", "read_body", "setup"]
+__all__ = ["read_body", "setup"]

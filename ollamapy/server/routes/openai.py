@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ollamapy.api.inference import decode
+from ollamapy.api.decode import decode
 from ollamapy.api.openai import (
     ChatCompletionRequest,
     CompletionRequest,

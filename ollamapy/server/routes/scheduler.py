@@ -9,24 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
 
 from aiohttp import web
 
+from ollamapy.api.decode import go_time
 from ollamapy.api.models import ModelDetails
 from ollamapy.api.ps import ProcessModel, ProcessResponse
 from ollamapy.scheduler import RunnerStatus, Scheduler
 from ollamapy.server.keys import SCHEDULER_KEY, SETTINGS_KEY
-
-
-def go_time(dt: datetime) -> str:
-    """RFC 3339 with the local offset and trimmed fraction, as Go marshals time.Time."""
-    s = dt.isoformat(timespec="microseconds")
-    base, rest = s[:19], s[19:]
-    if rest.startswith("."):
-        frac, tz = rest[1:7].rstrip("0"), rest[7:]
-        s = base + (f".{frac}" if frac else "") + tz
-    return s[:-6] + "Z" if s.endswith("+00:00") else s
 
 
 def details_of(config: dict) -> ModelDetails:
