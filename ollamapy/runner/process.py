@@ -32,12 +32,29 @@ STOP_GRACE_S = 5.0
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() == 1:  # the parent died before prctl took effect
-            os._exit(1)
+_prctl: Callable[..., int] | None = None
+if sys.platform.startswith("linux"):
+    # Resolved once in the parent: the child, between fork and exec of a multi-threaded
+    # server, must not dlopen or allocate (another thread may have held the malloc lock).
+    with contextlib.suppress(OSError, AttributeError):
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """preexec_fn for a child that must die with the server (PR_SET_PDEATHSIG=SIGKILL).
+
+    The parent's pid is captured before the fork: comparing `getppid()` with 1 instead would
+    kill every runner of a server that *is* pid 1 (a container entrypoint), and miss a parent
+    that died while a subreaper adopted the child."""
+    sig = int(signal.SIGKILL)
+
+    def preexec() -> None:  # runs in the child between fork and exec
+        if _prctl is not None:
+            _prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+            if os.getppid() != parent_pid:  # the parent died before prctl took effect
+                os._exit(1)
+
+    return preexec
 
 
 def child_env(environ: Mapping[str, str], config_home: Path) -> dict[str, str]:
@@ -136,7 +153,7 @@ class RunnerProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=dict(env),
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent(os.getpid()),
             start_new_session=True,
         )
         return cls(proc, argv, port, name, on_line)
