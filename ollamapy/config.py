@@ -194,6 +194,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OLLAMA_API_KEYS_FILE", _clean, "", "file of accepted API keys, one per line"),
     Setting("OLLAMA_API_KEY", _clean, "", "client: Bearer key sent to the server", secret=True),
     Setting("OLLAMAPY_RUNNERS", _clean, "", "directory of built runners (before repo runners/)"),
+    Setting("OLLAMAPY_MAX_BODY_BYTES", parse_uint, str(1024**3),
+            "largest request body accepted (413 above it)"),
 )
 _BY_ENV = {s.env: s for s in SETTINGS}
 

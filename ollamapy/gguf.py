@@ -23,6 +23,11 @@ MAX_NESTING = 4
 DEFAULT_MAX_ARRAY = 1024
 MAX_KV = 1 << 20
 MAX_TENSORS = 1 << 20
+# Metadata a parse may materialise, whatever the file size: array elements kept as Python values
+# (more are skipped lazily like long arrays) and string bytes (more is an error). Real models
+# use a few thousand elements and well under 1 MiB of strings (chat templates included).
+MAX_ELEMENTS = 1 << 22
+MAX_STRING_BYTES = 64 << 20
 
 # GGUF value types
 UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = (
@@ -202,6 +207,8 @@ class _Reader:
         self.order = order
         self.len_fmt = order + ("I" if version == 1 else "Q")
         self.len_size = 4 if version == 1 else 8
+        self.elements = MAX_ELEMENTS  # what is left of the materialisation budgets
+        self.string_bytes = MAX_STRING_BYTES
 
     def need(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > self.size:
@@ -230,6 +237,9 @@ class _Reader:
         n = self.length(what)
         if n > self.size - self.pos:
             raise GGUFError(f"{what} length {n} exceeds file size")
+        if n > self.string_bytes:
+            raise GGUFError(f"{what}: metadata strings exceed {MAX_STRING_BYTES} bytes")
+        self.string_bytes -= n
         raw = bytes(self.buf[self.pos:self.pos + n])
         self.pos += n
         return raw.decode("utf-8", errors="replace")
@@ -256,9 +266,10 @@ class _Reader:
                 raise GGUFError(f"{what}: unknown array element type {etype}")
             if count * min_size > self.size - self.pos:
                 raise GGUFError(f"{what}: array length {count} exceeds file size")
-            if count > max_array:
+            if count > max_array or count > self.elements:
                 self.skip_array(etype, count, what, depth)
                 return SkippedArray(etype, count, start)
+            self.elements -= count
             if etype in _SCALAR:
                 fmt, n = _SCALAR[etype]
                 vals = list(struct.unpack_from(f"{self.order}{count}{fmt}", self.buf, self.pos))
@@ -326,7 +337,8 @@ def read_array(path: str | os.PathLike[str], arr: SkippedArray, version: int = 3
 
 def _with_map(path: Path, fn: Any) -> Any:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as e:
         raise GGUFError(f"cannot open file: {e.strerror}") from None
     try:
@@ -435,7 +447,16 @@ def model_info(g: GGUFFile, *, verbose: bool = False) -> dict[str, Any]:
             v = read_array(g.path, v, g.version, g.byteorder) if verbose else []
         elif isinstance(v, list) and len(v) > 5 and not verbose:
             v = []
-        out[k] = v
+        out[k] = _plain(v)
     if g.tensors:
         out["general.parameter_count"] = g.parameter_count
     return out
+
+
+def _plain(v: Any) -> Any:
+    """JSON-ready: an array nested in an array that was too long to keep shows as []."""
+    if isinstance(v, SkippedArray):
+        return []
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v

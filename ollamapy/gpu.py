@@ -217,7 +217,9 @@ def system_info() -> SystemInfo:
     except Exception:
         swap_free = 0
     threads = psutil.cpu_count(logical=True) or os.cpu_count() or 1
-    cores = psutil.cpu_count(logical=False) or threads
+    if hasattr(os, "sched_getaffinity"):  # a container or taskset may allow fewer CPUs
+        threads = min(threads, len(os.sched_getaffinity(0)) or threads)
+    cores = min(psutil.cpu_count(logical=False) or threads, threads)
     return SystemInfo(total=int(vm.total), free=int(vm.available), swap_free=swap_free,
                       cores=int(cores), threads=int(threads))
 

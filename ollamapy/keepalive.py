@@ -53,15 +53,20 @@ def parse_keep_alive(value: Any) -> float | None:
     raise BadRequest(f"Unsupported type: '{_go_type_name(value)}'")
 
 
+# Go's Duration is int64 nanoseconds: nothing longer exists (~292 years).
+MAX_SECONDS = (2**63 - 1) / 1e9
+
+
 def normalize(seconds: float) -> float:
-    """A keep_alive from settings or JSON: negative or infinite -> FOREVER, else itself."""
-    if seconds < 0 or math.isinf(seconds):
+    """A keep_alive from settings or JSON: negative, infinite or beyond Go's duration range
+    -> FOREVER, else itself."""
+    if is_forever(seconds):
         return FOREVER
     return seconds
 
 
 def is_forever(seconds: float) -> bool:
-    return seconds < 0 or math.isinf(seconds)
+    return seconds < 0 or seconds >= MAX_SECONDS or math.isinf(seconds)
 
 
 def sort_key(seconds: float) -> float:

@@ -25,6 +25,7 @@ QUANTIZED_KV = frozenset(KV_BYTES) - {"f32", "f16", "bf16"}
 LLAMA_LIKE = frozenset({"llama", "llama4", "mistral", "mistral3", "granite", "smollm3"})
 QWEN_LIKE = frozenset({"qwen2", "qwen3", "qwen2moe", "qwen3moe"})
 GEMMA_LIKE = frozenset({"gemma", "gemma2", "gemma3", "gemma3n"})
+MAX_LAYERS = 512  # llama.cpp's LLAMA_MAX_LAYERS
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,9 @@ def facts_from_metadata(kv: Mapping[str, Any], tensors: Iterable[tuple[str, int]
         else:
             sizes[name] = sizes.get(name, 0) + int(nbytes)
     block_count = _int(a("block_count"), 0) or (max(blocks) + 1 if blocks else 0)
+    if not 0 <= block_count <= MAX_LAYERS:  # a hostile file: never size tuples by it
+        raise ValueError(f"invalid GGUF: block count {block_count} (llama.cpp allows at most "
+                         f"{MAX_LAYERS})")
     layer_bytes = tuple(blocks.get(i, 0) for i in range(block_count))
     output = sizes.get("output_norm.weight", 0) + sizes.get("output_norm.bias", 0)
     if "output.weight" in sizes:

@@ -360,8 +360,7 @@ class OpenAICompletionStream:
     def convert(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         c: dict[str, Any] = {"id": self.id, "object": "text_completion", "created": self.created,
                              "model": self.model, "system_fingerprint": "fp_ollama",
-                             "choices": [{"text": chunk.get("response", ""), "index": 0,
-                                          "finish_reason": finish_reason(chunk, False)}]}
+                             "choices": [_completion_choice(chunk)]}
         if self.include_usage:
             c["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         out = [c]
@@ -375,6 +374,12 @@ class OpenAICompletionStream:
 def openai_completion_response(cid: str, model: str, result: dict[str, Any]) -> dict[str, Any]:
     return {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
             "system_fingerprint": "fp_ollama",
-            "choices": [{"text": result.get("response", ""), "index": 0,
-                         "finish_reason": finish_reason(result, False)}],
-            "usage": usage(result)}
+            "choices": [_completion_choice(result)], "usage": usage(result)}
+
+
+def _completion_choice(chunk: dict[str, Any]) -> dict[str, Any]:
+    choice: dict[str, Any] = {"text": chunk.get("response", ""), "index": 0,
+                              "finish_reason": finish_reason(chunk, False)}
+    if chunk.get("logprobs"):
+        choice["logprobs"] = {"content": chunk["logprobs"]}
+    return choice

@@ -242,8 +242,13 @@ def to_generate(req: CompletionRequest) -> GenerateRequest:
         opts["seed"] = req.seed
     if req.stop is not None:
         opts["stop"] = _stop(req.stop)
+    # `logprobs: N` (N > 0) = log probabilities with the N most likely alternatives
+    top = req.logprobs if req.logprobs is not None and req.logprobs > 0 else None
+    if top is not None and top > 20:
+        raise BadRequest("top_logprobs must be between 0 and 20")
     return GenerateRequest(model=req.model, prompt=req.prompt, suffix=req.suffix,
-                           stream=req.stream, options=opts)
+                           stream=req.stream, options=opts, logprobs=top is not None or None,
+                           top_logprobs=top)
 
 
 def embedding_inputs(req: EmbeddingRequest) -> list[str]:

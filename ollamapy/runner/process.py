@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -131,6 +132,7 @@ class RunnerProcess:
         self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.lines_seen = 0
         self.buffers: dict[tuple[str, str], int] = {}
+        self.props: dict[str, Any] = {}  # its /props, read once it is healthy
         self._on_line = on_line
         self._reader = asyncio.create_task(self._pump(), name=f"runner-log-{name}")
 
@@ -141,6 +143,22 @@ class RunnerProcess:
     @property
     def returncode(self) -> int | None:
         return self.proc.returncode
+
+    @property
+    def num_ctx(self) -> int:
+        """Effective per-slot context from /props (0 when unknown)."""
+        settings = self.props.get("default_generation_settings") or {}
+        try:
+            return int(settings.get("n_ctx") or 0)
+        except (TypeError, ValueError, AttributeError):
+            return 0
+
+    def sizes(self) -> tuple[int, int]:
+        """(total, vram) bytes of its buffers, parsed from its log (/api/ps)."""
+        return buffer_sizes(self.buffers)
+
+    async def wait(self) -> int:
+        return await self.proc.wait()
 
     @classmethod
     async def start(cls, binary: Path, args: Sequence[str], *, port: int, env: Mapping[str, str],
@@ -214,9 +232,10 @@ class RunnerProcess:
                 last_progress, last_progress_at = p, now
             if stall_timeout > 0 and now - last_progress_at > stall_timeout:
                 await self.stop()
-                raise RunnerError(
-                    f"timed out waiting for llama runner to start - progress {last_progress:.2f}"
-                )
+                # Ollama: "... to start - <last error>"; the last log line says where it hung.
+                detail = self.last_error() or "no output"
+                raise RunnerError(f"timed out waiting for llama runner to start after "
+                                  f"{stall_timeout:g}s without progress - {detail}")
             await asyncio.sleep(poll)
 
     def exit_message(self) -> str:
@@ -264,7 +283,7 @@ async def launch(binary: Path, args: Sequence[str], *, env: Mapping[str, str], n
             await proc.wait_ready(session, stall_timeout=stall_timeout)
             return proc
         except RunnerError:
-            await proc.stop(grace=1.0)
+            await asyncio.shield(proc.stop(grace=1.0))  # reaped even if cancelled meanwhile
             if attempt < attempts and is_bind_failure(proc.stderr_tail(50)):
                 log.warning("runner port %d was taken, retrying on another", proc.port)
                 continue

@@ -100,6 +100,13 @@ class _Runner:
     unload_waiters: list[asyncio.Future[bool]] = field(default_factory=list)
     started: float = 0.0
 
+    def unloaded(self) -> None:
+        """Tell everyone waiting for this runner to go (`ollamapy stop`) that it is gone."""
+        for f in self.unload_waiters:
+            if not f.done():
+                f.set_result(True)
+        self.unload_waiters.clear()
+
     @property
     def num_ctx(self) -> int:
         if self.handle is not None and self.handle.num_ctx > 0:
@@ -278,9 +285,7 @@ class Scheduler:
         if waits:
             await asyncio.wait(waits, timeout=SHUTDOWN_GRACE_S + 4)
         for r in runners:
-            for f in r.unload_waiters:
-                if not f.done():
-                    f.set_result(True)
+            r.unloaded()
         self._runners.clear()
         self._stopping.clear()
         if self.session is not None:
@@ -399,6 +404,9 @@ class Scheduler:
                 self._schedule()
             except Exception:
                 log.exception("scheduler event %s failed", event[0])
+                # Never leave the request that triggered a bug waiting for ever.
+                if event[0] == "request" and not event[1].future.done():
+                    event[1].future.set_exception(OllamaError("internal scheduler error"))
 
     def _handle(self, ev: tuple[Any, ...]) -> None:
         kind = ev[0]
@@ -421,10 +429,7 @@ class Scheduler:
         elif kind == "unloaded":
             r = ev[1]
             self._stopping.discard(r)
-            for f in r.unload_waiters:
-                if not f.done():
-                    f.set_result(True)
-            r.unload_waiters.clear()
+            r.unloaded()
         elif kind == "expire":
             r, gen = ev[1], ev[2]
             if r.timer_gen == gen and r.state == "ready" and r.refcount == 0:
@@ -485,6 +490,10 @@ class Scheduler:
             self._on_idle(r)
 
     def _on_idle(self, r: _Runner) -> None:
+        if r.state == "ready" and r.keep_alive == 0 and any(
+                p.key == r.key and not p.future.done() and not needs_reload(r.spec, p.spec)
+                for p in self._pending):
+            return  # keep_alive 0 unloads after the request, not under a queued one for it
         r.armed = True
         if r.state == "draining" or r.keep_alive == 0:
             self._begin_unload(r)
@@ -563,9 +572,7 @@ class Scheduler:
                 self._pending.remove(p)
                 if not p.future.done():
                     p.future.set_exception(err)
-        for f in r.unload_waiters:
-            if not f.done():
-                f.set_result(True)
+        r.unloaded()
 
     def _on_need_room(self, r: _Runner) -> None:
         if self._loading is r:
@@ -596,9 +603,7 @@ class Scheduler:
         if self._runners.get(r.key) is r:
             del self._runners[r.key]
         self._record_crash(r.key)
-        for f in r.unload_waiters:
-            if not f.done():
-                f.set_result(True)
+        r.unloaded()
 
     def _on_failed(self, r: _Runner, exc: BaseException) -> None:
         if r.state not in ("ready", "draining") or r.handle is None:

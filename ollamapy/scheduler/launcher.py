@@ -1,7 +1,7 @@
 """The real runner factory: build argv, spawn llama-server, wait for /health, read /props.
 
-The scheduler only sees the small `RunnerHandle` surface, so unit tests swap in a fake
-launcher and exercise every scheduling path without processes.
+The scheduler only sees the small `RunnerHandle` surface (which `RunnerProcess` provides), so
+unit tests swap in a fake launcher and exercise every scheduling path without processes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import aiohttp
 from ollamapy.errors import RunnerError, RunnerNotFound
 from ollamapy.runner.flags import LaunchConfig, build_args
 from ollamapy.runner.locate import Runner
-from ollamapy.runner.process import RunnerProcess, buffer_sizes, child_env, launch
+from ollamapy.runner.process import RunnerProcess, child_env, launch
 
 log = logging.getLogger("ollamapy.scheduler")
 
@@ -53,46 +53,6 @@ class Launcher(Protocol):
     async def launch(self, cfg: LaunchConfig, name: str) -> RunnerHandle: ...
 
 
-class ProcessRunner:
-    """RunnerHandle over a RunnerProcess plus the /props it answered after start-up."""
-
-    def __init__(self, proc: RunnerProcess, props: dict[str, Any]) -> None:
-        self.proc = proc
-        self.props = props
-        self.base_url = proc.base_url
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return self.proc.returncode
-
-    @property
-    def num_ctx(self) -> int:
-        settings = self.props.get("default_generation_settings") or {}
-        try:
-            return int(settings.get("n_ctx") or 0)
-        except (TypeError, ValueError):
-            return 0
-
-    def sizes(self) -> tuple[int, int]:
-        return buffer_sizes(self.proc.buffers)
-
-    async def wait(self) -> int:
-        return await self.proc.proc.wait()
-
-    async def stop(self, grace: float) -> None:
-        await self.proc.stop(grace)
-
-    def exit_message(self) -> str:
-        return self.proc.exit_message()
-
-    def last_error(self) -> str:
-        return self.proc.last_error()
-
-
 class ProcessLauncher:
     def __init__(self, pick: Callable[[], Runner], config_home: Path, *, stall_timeout: float,
                  environ: Mapping[str, str] | None = None) -> None:
@@ -112,7 +72,7 @@ class ProcessLauncher:
                 log.warning("%s", e)
         return self.runner
 
-    async def launch(self, cfg: LaunchConfig, name: str) -> ProcessRunner:
+    async def launch(self, cfg: LaunchConfig, name: str) -> RunnerProcess:
         if self.runner is None:
             try:
                 self.runner = self._pick()
@@ -127,11 +87,11 @@ class ProcessLauncher:
             proc = await launch(self.runner.binary, args, env=env, name=name, session=probe,
                                 stall_timeout=self.stall_timeout)
             try:
-                props = await self._props(probe, proc)
+                proc.props = await self._props(probe, proc)
             except BaseException:
                 await asyncio.shield(proc.stop(1.0))
                 raise
-        return ProcessRunner(proc, props)
+        return proc
 
     async def _props(self, probe: aiohttp.ClientSession, proc: RunnerProcess) -> dict[str, Any]:
         """/props after /health: slots, effective per-slot context, template caps."""

@@ -17,6 +17,7 @@ from ollamapy.memory import ModelFacts
 from ollamapy.options import LOAD_OPTIONS
 
 DEFAULT_BATCH = 512
+GGML_MAX_THREADS = 512  # ggml's GGML_MAX_N_THREADS
 # Families Ollama always runs with one slot (recurrent/vision state that can't be shared).
 SINGLE_SLOT_FAMILIES = frozenset({
     "mllama", "qwen3vl", "qwen3vlmoe", "qwen35", "qwen35moe", "qwen3next", "lfm2", "lfm2moe",
@@ -71,6 +72,15 @@ def clamp_num_ctx(num_ctx: int, train_ctx: int, *, vision: bool = False) -> int:
     return n
 
 
+def clamp_num_thread(n: int, inventory: Inventory) -> int:
+    """0 = llama-server's default; otherwise at most one thread per logical CPU (more only
+    oversubscribe: a request asking for 5000 made llama-server spin up 5000 threads and hang
+    its load)."""
+    if n <= 0:
+        return 0
+    return min(n, max(1, inventory.system.threads), GGML_MAX_THREADS)
+
+
 def _opt_int(options: Mapping[str, Any], name: str) -> int | None:
     v = options.get(name)
     if v is None or isinstance(v, bool):
@@ -106,7 +116,7 @@ def resolve_spec(model_path: Path, options: Mapping[str, Any], *, settings: Sett
         num_gpu=num_gpu if num_gpu is not None and num_gpu >= 0 else -1,
         main_gpu=_opt_int(merged, "main_gpu"),
         use_mmap=mmap if isinstance(mmap, bool) else None,
-        num_thread=max(0, _opt_int(merged, "num_thread") or 0),
+        num_thread=clamp_num_thread(_opt_int(merged, "num_thread") or 0, inventory),
         embedding=embedding or emb_model,
         projectors=tuple(Path(p) for p in projectors),
         adapters=tuple(Path(p) for p in adapters),

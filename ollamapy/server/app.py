@@ -21,7 +21,7 @@ log = logging.getLogger("ollamapy.server")
 def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or load_settings()
     app = web.Application(middlewares=[*security.middlewares(settings), middleware.errors],
-                          client_max_size=1024**3)
+                          client_max_size=settings["OLLAMAPY_MAX_BODY_BYTES"])
     security.setup(app, settings)  # CORS headers on every response, exposure warning at start
     app[SETTINGS_KEY] = settings
     for family in (base, models, scheduler, inference, openai, registry):

@@ -58,6 +58,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.Response(status=404, text="404 page not found", content_type="text/plain")
     except web.HTTPMethodNotAllowed:
         return web.Response(status=405, text="405 method not allowed", content_type="text/plain")
+    except web.HTTPRequestEntityTooLarge as e:  # client_max_size exceeded
+        return render_error(request, 413, f"request body too large: {e.text}")
     except web.HTTPException:
         raise
     except Exception:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -49,6 +51,11 @@ MEDIA_CONFIG = "application/vnd.docker.container.image.v1+json"
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_TEXT_LAYER_BYTES = 16 << 20
 PRUNE_GRACE_S = 3600.0
+# A resumable pull (`sha256-<hex>-partial` + its `-partial-<N>` progress records) survives
+# start-up pruning this long after its last progress, so a pull interrupted by a restart (or a
+# weekend) resumes instead of starting over; Ollama deletes partials at every start.
+PARTIAL_GRACE_S = 7 * 24 * 3600.0
+_PARTIAL = re.compile(r"(sha256-[0-9a-fA-F]{64})-partial(?:-\d+(?:\.tmp)?)?")
 
 
 def _fsync_dir(d: Path) -> None:
@@ -171,6 +178,8 @@ class ModelStore:
 
     def read_blob_text(self, digest: str, limit: int = MAX_TEXT_LAYER_BYTES) -> str:
         p = self.blob_path(digest)
+        if not p.is_file():  # missing, or not a regular file (a FIFO would block the read)
+            raise OllamaError(f"layer {digest} is missing from the store")
         with p.open("rb") as f:
             data = f.read(limit + 1)
         if len(data) > limit:
@@ -397,28 +406,46 @@ class ModelStore:
                     removed.append(d)
             return removed
 
-    def prune(self, grace_s: float = PRUNE_GRACE_S) -> list[str]:
-        """Start-up GC: unreferenced blobs and stray files older than `grace_s`, empty dirs."""
+    def prune(self, grace_s: float = PRUNE_GRACE_S,
+              partial_grace_s: float = PARTIAL_GRACE_S) -> list[str]:
+        """Start-up GC: unreferenced blobs and stray temp files older than `grace_s`, resumable
+        partial downloads idle for longer than `partial_grace_s` (or whose blob is complete),
+        empty manifest dirs."""
         removed: list[str] = []
         with self.lock:
             refs = self.referenced()
             if refs is None:
                 return removed
             now = time.time()
+            files: list[tuple[Path, os.stat_result]] = []
             if self.blobs_dir.is_dir():
                 for f in self.blobs_dir.iterdir():
-                    try:
+                    with contextlib.suppress(FileNotFoundError):
                         st = f.lstat()
-                    except FileNotFoundError:
-                        continue
-                    if now - st.st_mtime < grace_s or not f.is_file():
-                        continue
-                    name = f.name
-                    if is_valid_digest(name) and validate_digest(name) in refs:
-                        continue
+                        if not f.is_symlink() and f.is_file():
+                            files.append((f, st))
+            partials: dict[str, list[tuple[Path, os.stat_result]]] = {}
+            for f, st in files:
+                m = _PARTIAL.fullmatch(f.name)
+                if m is not None:
+                    partials.setdefault(validate_digest(m.group(1)), []).append((f, st))
+                    continue
+                if now - st.st_mtime < grace_s:
+                    continue
+                if is_valid_digest(f.name) and validate_digest(f.name) in refs:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    f.unlink()
+                    removed.append(f.name)
+            for digest, group in partials.items():
+                idle = now - max(st.st_mtime for _, st in group)
+                done = self.has_blob(digest)
+                if idle < (grace_s if done else partial_grace_s) or _locked(group):
+                    continue
+                for f, _ in group:
                     with contextlib.suppress(FileNotFoundError):
                         f.unlink()
-                        removed.append(name)
+                        removed.append(f.name)
             if self.manifests_dir.is_dir():
                 for d in sorted(self.manifests_dir.rglob("*"), key=lambda x: -len(x.parts)):
                     if d.is_dir():
@@ -427,6 +454,26 @@ class ModelStore:
         if removed:
             log.info("pruned unused blobs count=%d", len(removed))
         return removed
+
+
+def _locked(group: list[tuple[Path, os.stat_result]]) -> bool:
+    """Is a download holding this partial's lock (another server sharing the store)?"""
+    for f, _ in group:
+        if not f.name.endswith("-partial"):
+            continue
+        try:
+            fd = os.open(f, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)  # closing drops a lock we took
+    return False
 
 
 def _no_links(base: Path, p: Path) -> bool:
@@ -484,14 +531,10 @@ def parse_manifest(data: bytes) -> dict[str, Any]:
 # ---------- capabilities (server/images.go Capabilities) ----------
 def template_vars(template: str) -> set[str]:
     """Lower-cased identifiers a Go template refers to (`.Tools` -> 'tools')."""
-    import re
-
     return {v.lower() for v in re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)", _go_actions(template))}
 
 
 def _go_actions(template: str) -> str:
-    import re
-
     return " ".join(re.findall(r"\{\{(.*?)\}\}", template, flags=re.S))
 
 
@@ -499,8 +542,6 @@ def capabilities(gguf: GGUFFile | None, template: str | None, projectors: list[P
                  config: dict[str, Any]) -> list[str]:
     """completion|embedding, vision, tools, insert, thinking — Ollama's rules. Without a TEMPLATE
     layer the GGUF's Jinja chat template (what the runner uses) is inspected instead."""
-    import re
-
     caps: list[str] = []
     if gguf is not None:
         caps.append("embedding" if gguf.is_embedding else "completion")

@@ -8,7 +8,6 @@ import asyncio
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -189,4 +188,5 @@ def fake_server() -> Iterator[tuple[str, FakeState]]:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         t.join(10)
-        time.sleep(0)
+        if not t.is_alive():
+            loop.close()

@@ -45,9 +45,18 @@ def answer(p: pexpect.spawn) -> str:
     return ANSI.sub("", p.before).strip()
 
 
-def test_repl_session(short_model: ServerProc, tmp_path: Path) -> None:
+@pytest.fixture
+def repl(short_model: ServerProc, tmp_path: Path) -> Iterator[pexpect.spawn]:
+    """`ollamapy run` in a pty, ended even when an expectation fails."""
     p = pexpect.spawn(CLI[0], [*CLI[1:], "run", SHORT], env=env_for(short_model, tmp_path),
                       encoding="utf-8", timeout=120, dimensions=(40, 200))
+    yield p
+    if p.isalive():
+        p.close(force=True)
+
+
+def test_repl_session(repl: pexpect.spawn, short_model: ServerProc, tmp_path: Path) -> None:
+    p = repl
     answer(p)  # preloaded, prompt shown
     ps = httpx.get(short_model.url + "/api/ps", timeout=10).json()["models"]
     assert [m["name"] for m in ps] == [SHORT]  # the REPL preloads before the first prompt

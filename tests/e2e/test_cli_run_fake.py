@@ -32,9 +32,24 @@ def env_for(host: str, home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+SPAWNED: list[pexpect.spawn] = []
+
+
+@pytest.fixture(autouse=True)
+def close_spawned() -> Iterator[None]:
+    """A failed expect leaves its CLI running: end every spawned child after each test."""
+    yield
+    while SPAWNED:
+        p = SPAWNED.pop()
+        if p.isalive():
+            p.close(force=True)
+
+
 def spawn(args: list[str], env: dict[str, str]) -> pexpect.spawn:
-    return pexpect.spawn(CLI[0], [*CLI[1:], *args], env=env, encoding="utf-8", timeout=20,
-                         dimensions=(40, 200))
+    p = pexpect.spawn(CLI[0], [*CLI[1:], *args], env=env, encoding="utf-8", timeout=20,
+                      dimensions=(40, 200))
+    SPAWNED.append(p)
+    return p
 
 
 def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess:

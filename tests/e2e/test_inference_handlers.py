@@ -48,17 +48,19 @@ def runners(runner_binary: Path, model_path: Path, tmp_path_factory: pytest.Temp
     tmp = tmp_path_factory.mktemp("runners")
     procs: list[subprocess.Popen] = []
     urls: dict[str, str] = {}
+    # One thread: llama.cpp's spinning workers crawl when they share 2 cores with anything else
+    # (see FAST_PARAMS in conftest). --context-shift as ollamapy launches generation runners.
     common = ["-m", str(model_path), "--host", "127.0.0.1", "--jinja", "--no-ui", "--offline",
-              "-t", "2", "--no-warmup"]
-    specs = {"gen": ["-c", "2048", "-np", "1"],
+              "-t", "1", "-tb", "1", "--no-warmup"]
+    specs = {"gen": ["-c", "2048", "-np", "1", "--context-shift"],
              "emb": ["-c", "1024", "-np", "1", "--embeddings", "--pooling", "mean"]}
     try:
         for name, extra in specs.items():
             port = free_port()
-            procs.append(subprocess.Popen(
-                [str(runner_binary), *common, *extra, "--port", str(port)],
-                env=child_env(os.environ, tmp), stdout=subprocess.DEVNULL,
-                stderr=(tmp / f"{name}.log").open("wb")))
+            with (tmp / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor
+                procs.append(subprocess.Popen(
+                    [str(runner_binary), *common, *extra, "--port", str(port)],
+                    env=child_env(os.environ, tmp), stdout=subprocess.DEVNULL, stderr=log))
             urls[name] = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         for url in urls.values():
@@ -300,8 +302,16 @@ async def test_context_overflow_is_400(app_url: tuple[str, FakeScheduler]) -> No
         assert "turn 0 " not in text and "last question" in text and "turn 11 " in text
 
 
+# Greedy counting never reaches an end-of-sequence token (checked: 2000 of 2000 tokens, stop_type
+# "limit"), so this request keeps the runner's only slot busy for 20000 tokens (minutes on any
+# CPU) unless ollamapy cancels it upstream.
+ENDLESS = {"model": "smollm2:135m", "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "raw": True,
+           "options": {"num_predict": 20000, "temperature": 0, "seed": 1}}
+
+
 async def slot_idle_within(runner: str, seconds: float) -> float:
-    """Seconds until llama-server reports its slot idle (fails after `seconds`)."""
+    """Seconds until llama-server reports its slot idle (fails after `seconds`: a liveness
+    bound far below the minutes an uncancelled ENDLESS request would keep it busy)."""
     t0 = time.monotonic()
     async with httpx.AsyncClient(timeout=10) as h:
         while time.monotonic() - t0 < seconds:
@@ -314,25 +324,25 @@ async def slot_idle_within(runner: str, seconds: float) -> float:
 
 async def test_disconnect_frees_single_slot(app_url: tuple[str, FakeScheduler],
                                            runners: dict[str, str]) -> None:
-    """A client that leaves mid-stream cancels upstream: the 1-slot runner is idle at once
-    instead of generating 2000 tokens nobody reads (~25 s at 80 tok/s)."""
+    """A client that leaves mid-stream cancels upstream: the 1-slot runner goes idle instead of
+    generating 20000 tokens nobody reads."""
     url, sched = app_url
-    body = {"model": "smollm2:135m", "prompt": "Write a very long story.",
-            "options": {"num_predict": 2000, "temperature": 0}}
-    async with httpx.AsyncClient(timeout=30) as h:
-        async with h.stream("POST", url + "/api/generate", json=body) as resp:
+    async with httpx.AsyncClient(timeout=60) as h:
+        async with h.stream("POST", url + "/api/generate", json=ENDLESS) as resp:
             n = 0
             async for _line in resp.aiter_lines():
                 n += 1
                 if n >= 3:
+                    slots = (await h.get(runners["gen"] + "/slots")).json()
+                    assert any(s.get("is_processing") for s in slots)  # generating as we leave
                     break
-    await slot_idle_within(runners["gen"], 3.0)
+    await slot_idle_within(runners["gen"], 30.0)
     assert sched.active == 0
     # a non-streaming client leaving while upstream generates (aggregating, nothing written)
-    async with httpx.AsyncClient(timeout=1.0) as h:
+    async with httpx.AsyncClient(timeout=2.0) as h:
         with pytest.raises(httpx.ReadTimeout):
-            await h.post(url + "/api/generate", json={**body, "stream": False})
-    await slot_idle_within(runners["gen"], 3.0)
+            await h.post(url + "/api/generate", json={**ENDLESS, "stream": False})
+    await slot_idle_within(runners["gen"], 30.0)
     assert sched.active == 0
     async with httpx.AsyncClient(timeout=30) as h:
         r = await h.post(url + "/api/generate", json={

@@ -113,6 +113,12 @@ def test_create_stream_statuses(http: httpx.Client) -> None:
     body = http.post("/api/show", json={"model": "kid"}).json()
     assert body["template"] == "{{ .Prompt }}"
     assert body["details"]["parent_model"] == "smollm2:135m"
+    # /api/tags (like /api/ps) reports the config's details only: Ollama's ListHandler sets no
+    # parent_model, and every ModelDetails field is always written.
+    tag = next(m for m in http.get("/api/tags").json()["models"] if m["name"] == "kid:latest")
+    assert tag["details"] == {"parent_model": "", "format": "gguf", "family": "llama",
+                              "families": ["llama"], "parameter_size": "134.52M",
+                              "quantization_level": "Q4_1"}
     assert http.request("DELETE", "/api/delete", json={"model": "kid"}).status_code == 200
 
 

@@ -9,9 +9,16 @@ from collections.abc import Iterator
 
 import httpx
 import ollama
+import psutil
 import pytest
 
-from tests.conftest import ServerProc, register_default_model, start_server, stop_server
+from tests.conftest import (
+    FAST_PARAMS,
+    ServerProc,
+    register_default_model,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -22,15 +29,16 @@ OPTS = {"num_predict": 8, "temperature": 0, "seed": 42}
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     tmp = tmp_path_factory.mktemp("serve")
-    register_default_model(tmp / "models")
+    register_default_model(tmp / "models", params=FAST_PARAMS)
     s = start_server(tmp, {"OLLAMA_NUM_PARALLEL": "1", "OLLAMA_CONTEXT_LENGTH": "2048"})
     yield s
     stop_server(s)
 
 
 @pytest.fixture
-def client(srv: ServerProc) -> ollama.Client:
-    return ollama.Client(host=srv.url, timeout=120)
+def client(srv: ServerProc) -> Iterator[ollama.Client]:
+    with ollama.Client(host=srv.url, timeout=120) as c:
+        yield c
 
 
 def test_generate(client: ollama.Client) -> None:
@@ -74,10 +82,11 @@ def test_chat(client: ollama.Client) -> None:
 
 
 def test_format_json(client: ollama.Client) -> None:
+    # greedy + seed: the model closes its object after ~20 tokens, so the whole answer parses
     r = client.generate(model=M, prompt="Describe a cat as JSON with keys name and age.",
-                        format="json", options={"num_predict": 60, "temperature": 0})
-    if r.done_reason == "stop":
-        assert isinstance(json.loads(r.response), dict)
+                        format="json", options={"num_predict": 60, "temperature": 0, "seed": 42})
+    assert r.done_reason == "stop", r.response
+    assert isinstance(json.loads(r.response), dict)
     schema = {"type": "object", "properties": {"age": {"type": "integer"}},
               "required": ["age"]}
     c = client.chat(model=M, messages=[{"role": "user", "content": "Age 7 cat."}],
@@ -125,27 +134,105 @@ def test_errors_and_load_unload(srv: ServerProc, client: ollama.Client) -> None:
     assert r.done
 
 
+def generation_runner(srv: ServerProc) -> str:
+    """Base URL of the server's (only) generation llama-server, from its command line."""
+    found = [c.cmdline() for c in psutil.Process(srv.proc.pid).children(recursive=True)
+             if "llama-server" in c.name()]
+    gen = [argv for argv in found if "--embeddings" not in argv]
+    assert len(gen) == 1, found
+    return f"http://127.0.0.1:{gen[0][gen[0].index('--port') + 1]}"
+
+
+def slot_busy(runner: str) -> bool:
+    return any(s.get("is_processing") for s in httpx.get(runner + "/slots", timeout=10).json())
+
+
+def wait_slot_idle(runner: str, seconds: float = 30.0) -> None:
+    """A liveness bound, far below the minutes an uncancelled ENDLESS request keeps it busy."""
+    deadline = time.monotonic() + seconds
+    while slot_busy(runner):
+        assert time.monotonic() < deadline, f"runner slot still busy after {seconds} s"
+        time.sleep(0.05)
+
+
+# Greedy counting never reaches an end-of-sequence token (checked: 2000 of 2000 tokens), so this
+# request keeps the only slot busy for 20000 tokens (minutes on any CPU) unless it is cancelled.
+ENDLESS = {"model": M, "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "raw": True,
+           "options": {"num_predict": 20000, "temperature": 0, "seed": 1}}
+
+
 def test_disconnect_frees_the_only_slot(srv: ServerProc) -> None:
-    """OLLAMA_NUM_PARALLEL=1: after a streaming client walks away mid-generation, the next
-    request is answered at once (upstream was cancelled, not left generating 2000 tokens)."""
-    body = {"model": M, "prompt": "Write a long story about a dragon.",
-            "options": {"num_predict": 2000, "temperature": 0}}
+    """OLLAMA_NUM_PARALLEL=1: a client that walks away mid-generation (streaming or not) cancels
+    the upstream request, so the runner's only slot goes idle and the next request is served."""
     with httpx.Client(timeout=60) as h:
         h.post(srv.url + "/api/generate", json={"model": M, "prompt": ""})  # load first
-        with h.stream("POST", srv.url + "/api/generate", json=body) as resp:
+        runner = generation_runner(srv)
+        with h.stream("POST", srv.url + "/api/generate", json=ENDLESS) as resp:
             for n, _line in enumerate(resp.iter_lines()):
-                if n >= 3:
+                if n >= 3:  # leaving the loop closes the stream: the client is gone
+                    assert slot_busy(runner)  # still generating as the client leaves
                     break
-        t0 = time.monotonic()
+        wait_slot_idle(runner)
         r = h.post(srv.url + "/api/generate", json={
             "model": M, "prompt": "hi", "stream": False, "options": {"num_predict": 2}})
-        assert r.status_code == 200
-        assert time.monotonic() - t0 < 10.0, "the slot was not freed"  # vs ~25 s+ if not
-    with httpx.Client(timeout=0.7) as h, pytest.raises(httpx.ReadTimeout):
-        h.post(srv.url + "/api/generate", json={**body, "stream": False})
-    t0 = time.monotonic()
+        assert r.status_code == 200 and r.json()["done"]
+    with httpx.Client(timeout=2.0) as h, pytest.raises(httpx.ReadTimeout):
+        h.post(srv.url + "/api/generate", json={**ENDLESS, "stream": False})
+    wait_slot_idle(runner)
+    assert generation_runner(srv) == runner  # the same runner, not a reload
     with httpx.Client(timeout=60) as h:
         r = h.post(srv.url + "/api/chat", json={
             "model": M, "messages": [{"role": "user", "content": "hi"}], "stream": False,
             "options": {"num_predict": 2}})
-    assert r.status_code == 200 and time.monotonic() - t0 < 10.0
+    assert r.status_code == 200 and r.json()["done"]
+
+
+@pytest.fixture(scope="module")
+def broken_model(srv: ServerProc, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A well-formed GGUF (ollamapy's reader accepts it) that llama-server cannot load: its
+    architecture is one llama.cpp does not know. Created through the official client."""
+    import gguf
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("bogus") / "bogus.gguf"
+    w = gguf.GGUFWriter(str(path), "bogusarch")
+    w.add_block_count(1)
+    w.add_context_length(128)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with ollama.Client(host=srv.url, timeout=120) as c:
+        digest = c.create_blob(path)
+        assert c.create(model="broken", files={"bogus.gguf": digest}).status == "success"
+    return "broken"
+
+
+def load_error(client: ollama.Client, model: str, stream: bool) -> ollama.ResponseError:
+    with pytest.raises(ollama.ResponseError) as ei:
+        r = client.generate(model=model, prompt="hi", stream=stream)
+        if stream:
+            list(r)  # type: ignore[arg-type]
+    return ei.value
+
+
+def test_unloadable_model_is_a_clear_500_and_the_server_goes_on(
+        client: ollama.Client, broken_model: str) -> None:
+    for stream in (False, True):  # the load fails before the first byte: a real status
+        e = load_error(client, broken_model, stream)
+        assert e.status_code == 500
+        assert e.error.startswith("llama runner process has terminated: exit status 1: ")
+    assert all(m.model != f"{broken_model}:latest" for m in client.ps().models)
+    assert client.generate(model=M, prompt="hi", options=OPTS).done  # nothing wedged
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "product bug: RunnerProcess.last_error() (ollamapy/runner/process.py:202) reports "
+    "llama-server's closing line 'exiting due to model loading error' instead of the line that "
+    "names the cause ('error loading model: unknown model architecture: ...'), which Ollama's "
+    "StatusWriter picks by its prefixes ('error loading model', 'error:', ...)"))
+def test_unloadable_model_error_names_the_cause(client: ollama.Client,
+                                                broken_model: str) -> None:
+    e = load_error(client, broken_model, False)
+    assert "error loading model: unknown model architecture: 'bogusarch'" in e.error

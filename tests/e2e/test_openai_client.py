@@ -12,7 +12,13 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ServerProc, register_default_model, start_server, stop_server
+from tests.conftest import (
+    FAST_PARAMS,
+    ServerProc,
+    register_default_model,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -22,15 +28,16 @@ M = "smollm2:135m"
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     tmp = tmp_path_factory.mktemp("serve")
-    register_default_model(tmp / "models")
+    register_default_model(tmp / "models", params=FAST_PARAMS)
     s = start_server(tmp, {"OLLAMA_CONTEXT_LENGTH": "2048"})
     yield s
     stop_server(s)
 
 
 @pytest.fixture
-def client(srv: ServerProc) -> openai.OpenAI:
-    return openai.OpenAI(base_url=srv.url + "/v1", api_key="ollama", timeout=120)
+def client(srv: ServerProc) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=srv.url + "/v1", api_key="ollama", timeout=120) as c:
+        yield c
 
 
 MSGS = [{"role": "system", "content": "You are terse."},

@@ -154,6 +154,10 @@ def test_interrupted_pull_resumes_after_server_restart(
                          next(b for b in kept if b.endswith("-partial-0"))).read_text())
     assert record["Completed"] == 30 * 1000 * 1000
     served_before = registry.stats.range_bytes
+    # A long restart (past start-up pruning's 1 h grace for stray files) must not lose it.
+    two_hours_ago = time.time() - 2 * 3600
+    for b in kept:
+        os.utime(srv.models_dir / "blobs" / b, (two_hours_ago, two_hours_ago))
 
     registry.knobs.stall_after = None
     srv2 = start_server(tmp_path)

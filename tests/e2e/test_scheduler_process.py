@@ -46,8 +46,9 @@ async def test_stall_without_progress_times_out_and_kills(tmp_path: Path):
     proc = await start(exe, tmp_path)
     t0 = time.monotonic()
     async with aiohttp.ClientSession() as s:
-        with pytest.raises(RunnerError, match="timed out waiting for llama runner to start"):
+        with pytest.raises(RunnerError, match="timed out waiting for llama runner to start") as e:
             await proc.wait_ready(s, stall_timeout=0.5)
+    assert e.value.message.endswith("after 0.5s without progress - loading")  # its last line
     assert time.monotonic() - t0 < 5
     assert proc.returncode is not None  # killed and reaped
 
@@ -87,3 +88,58 @@ async def test_bind_failure_retries_then_gives_up(tmp_path: Path):
             await launch(exe, [], env=child_env(os.environ, tmp_path), name="fake", session=s,
                          stall_timeout=10, port_factory=port, attempts=3)
     assert len(tried) == 3
+
+
+PID1_PROBE = """
+import asyncio, os, sys
+from pathlib import Path
+from ollamapy.runner.process import RunnerProcess, child_env
+assert os.getpid() == 1, os.getpid()
+async def main():
+    exe, home = Path(sys.argv[1]), Path(sys.argv[2])
+    proc = await RunnerProcess.start(exe, [], port=1, env=child_env(os.environ, home), name="p")
+    rc = await proc.proc.wait()
+    await proc.stop()
+    print("rc", rc, "tail", "|".join(proc.tail))
+asyncio.run(main())
+"""
+
+
+def test_runner_starts_when_the_server_is_pid_1(tmp_path: Path):
+    """A container entrypoint server is pid 1: its runners must not take that for 'orphaned'."""
+    import shutil
+    import subprocess
+    import sys
+
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "-rpf", "true"],
+                                         capture_output=True).returncode != 0:
+        pytest.skip("needs unprivileged PID namespaces (unshare -rpf) to run as pid 1")
+    exe = script(tmp_path, "echo runner-alive\n")
+    out = subprocess.run([unshare, "-rpf", sys.executable, "-c", PID1_PROBE, str(exe),
+                          str(tmp_path)], capture_output=True, text=True, timeout=30,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    assert "rc 0 tail runner-alive" in out.stdout
+
+
+async def test_cancelled_load_kills_and_reaps_the_child(tmp_path: Path):
+    """Server shutdown (or the last waiter leaving) during a load: the child dies at once."""
+    import psutil
+
+    pid_file = tmp_path / "pid"
+    exe = script(tmp_path, f"echo $$ > {pid_file}\necho loading\nexec sleep 60\n")
+    async with aiohttp.ClientSession() as s:
+        task = asyncio.create_task(launch(exe, [], env=child_env(os.environ, tmp_path),
+                                          name="fake", session=s, stall_timeout=30))
+        for _ in range(200):
+            if pid_file.exists() and pid_file.read_text().strip():
+                break
+            await asyncio.sleep(0.02)
+        pid = int(pid_file.read_text())
+        t0 = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert time.monotonic() - t0 < 3
+    assert not psutil.pid_exists(pid), "the runner outlived its cancelled load (or a zombie)"

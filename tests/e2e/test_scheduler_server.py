@@ -74,6 +74,9 @@ def test_ps_and_stop(srv):
     body = httpx.get(f"{s.url}/api/ps").json()
     [m] = body["models"]
     assert m["name"] == m["model"] == MODEL and len(m["digest"]) == 64
+    assert set(m) == {"name", "model", "size", "digest", "details", "expires_at", "size_vram",
+                      "context_length"}  # api.ProcessModelResponse, every field written
+    assert m["details"] == httpx.get(f"{s.url}/api/tags").json()["models"][0]["details"]
     assert m["context_length"] == 2048 and m["size_vram"] == 0 and m["size"] > 90_000_000
     assert m["details"]["format"] == "gguf" and m["details"]["family"] == "llama"
     assert m["expires_at"][:2] == "20" and ("+" in m["expires_at"][19:] or
@@ -133,9 +136,13 @@ def test_sigterm_stops_runners_within_10s(srv):
     load(s)
     pids = [p.pid for p in runners_of(s)]
     assert len(pids) == 1
+    sigterm_stops_everything_within_10s(s, pids)
+
+
+def sigterm_stops_everything_within_10s(s, pids: list[int]) -> None:
     t0 = time.monotonic()
     s.proc.send_signal(signal.SIGTERM)
-    s.proc.wait(15)
+    assert s.proc.wait(15) == 0
     assert time.monotonic() - t0 < 10
     for pid in pids:
         wait_no_runner(pid, timeout=2)
@@ -198,10 +205,5 @@ def test_sigterm_with_a_stream_in_flight_stops_within_10s(srv):
     t = threading.Thread(target=_stream_lines, args=(s, lines, started))
     t.start()
     assert started.wait(60)
-    t0 = time.monotonic()
-    s.proc.send_signal(signal.SIGTERM)
-    s.proc.wait(15)
-    assert time.monotonic() - t0 < 10
-    for pid in pids:
-        wait_no_runner(pid, timeout=2)
+    sigterm_stops_everything_within_10s(s, pids)
     t.join(30)

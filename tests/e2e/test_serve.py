@@ -54,3 +54,17 @@ def test_port_in_use_is_clear(server, tmp_path):
     assert out.returncode == 1
     assert "Error: listen tcp" in out.stderr and "Traceback" not in out.stderr
     assert stop_server(server) == 0
+
+
+def test_oversized_body_is_a_json_413(tmp_path):
+    """A body over the server's size cap gets Ollama's error shape, not aiohttp's text page."""
+    from tests.conftest import start_server
+
+    s = start_server(tmp_path, {"OLLAMAPY_MAX_BODY_BYTES": "1024"})
+    try:
+        r = httpx.post(s.url + "/api/show", content=b"{" + b" " * 4096 + b"}",
+                       headers={"Content-Type": "application/json"})
+        assert r.status_code == 413
+        assert "too large" in r.json()["error"]
+    finally:
+        stop_server(s)

@@ -154,6 +154,17 @@ def test_device_and_directory_rejected(tmp_path: Path) -> None:
         read_gguf(tmp_path)
 
 
+@pytest.mark.timeout(10)
+def test_fifo_is_rejected_without_blocking(tmp_path: Path) -> None:
+    """A FIFO planted where a blob should be: opening it must not wait for a writer."""
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(GGUFError, match="not a regular file"):
+        read_gguf(fifo)
+
+
 def test_big_endian(tmp_path: Path) -> None:
     p = tmp_path / "be.gguf"
     w = ref.GGUFWriter(str(p), "llama", endianess=ref.GGUFEndian.BIG)

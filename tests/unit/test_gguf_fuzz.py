@@ -109,3 +109,42 @@ def test_file_truncated_on_disk(valid: bytes, tmp_path: Path) -> None:
     p.write_bytes(valid[: len(valid) - 100])
     with pytest.raises(GGUFError, match="past end of file"):
         read_gguf(p)
+
+
+def test_materialised_metadata_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many short arrays (and arrays nested in arrays) cost memory per element whatever the
+    file size: past the element budget arrays are skipped lazily, past the string budget the
+    file is refused, and model_info stays JSON-serialisable either way."""
+    import json
+
+    import ollamapy.gguf as g
+
+    monkeypatch.setattr(g, "MAX_ELEMENTS", 3000)
+    monkeypatch.setattr(g, "MAX_STRING_BYTES", 4096)
+    u32_array = struct.pack("<I", 9) + struct.pack("<I", 4) + Q.pack(1000) + b"\1\0\0\0" * 1000
+    kvs = b"".join(Q.pack(2) + f"a{i}".encode() + u32_array for i in range(5))
+    nested = (Q.pack(6) + b"nested" + struct.pack("<I", 9) + struct.pack("<I", 9) + Q.pack(2)
+              + (struct.pack("<I", 4) + Q.pack(1000) + b"\0" * 4000) * 2)
+    data = header(0, 6) + kvs + nested + b"\0" * 64
+    f = parse(data)
+    kept = [k for k, v in f.kv.items() if isinstance(v, list)]
+    assert kept == ["a0", "a1", "a2"]  # 3000 elements, then skipped
+    assert all(isinstance(f.kv[k], g.SkippedArray) for k in ("a3", "a4", "nested"))
+    json.dumps(g.model_info(f))
+    big = header(0, 1) + kv_string("t", b"x" * 5000) + b"\0" * 64
+    with pytest.raises(GGUFError, match="metadata strings exceed"):
+        parse(big)
+
+
+def test_arrays_nested_in_a_kept_array_stay_serialisable() -> None:
+    import json
+
+    import ollamapy.gguf as g
+
+    inner_long = struct.pack("<I", 4) + Q.pack(2000) + b"\0" * 8000
+    inner_short = struct.pack("<I", 4) + Q.pack(2) + b"\0" * 8
+    data = (header(0, 1) + Q.pack(1) + b"n" + struct.pack("<I", 9) + struct.pack("<I", 9)
+            + Q.pack(2) + inner_short + inner_long + b"\0" * 64)
+    f = parse(data)
+    assert f.kv["n"][0] == [0, 0] and isinstance(f.kv["n"][1], g.SkippedArray)
+    assert json.loads(json.dumps(g.model_info(f)))["n"] == [[0, 0], []]

@@ -142,3 +142,16 @@ def test_visibility_helpers_directly():
     assert [d.index for d in cuda_visible(devs, "0,0")] == [0]  # duplicates end the list
     assert [d.index for d in index_visible(devs, "2, 1")] == [2, 1]
     assert index_visible(devs, "x") == []
+
+
+def test_system_info_counts_only_the_cpus_this_process_may_use(monkeypatch):
+    import os
+
+    import psutil
+
+    from ollamapy.gpu import system_info
+
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 64 if logical else 32)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    info = system_info()
+    assert info.threads == 4 and info.cores == 4 and info.total > 0

@@ -44,3 +44,16 @@ def test_serialised_like_ollama():
     assert to_json(FOREVER) == -1
     assert to_json(300) == "5m0s"
     assert to_json(0) == "0s"
+
+
+@pytest.mark.parametrize("value", [1e12, "100000000h", 1e300])
+def test_durations_beyond_go_range_mean_forever(value):
+    """Go's Duration is int64 ns (~292 years): anything longer is "forever", never a datetime
+    overflow in the scheduler (which would leave the request waiting for ever)."""
+    from ollamapy.keepalive import normalize
+
+    seconds = normalize(parse_keep_alive(value))
+    assert is_forever(seconds)
+    now = datetime.now(UTC)
+    assert expiry(now, seconds) - now > timedelta(days=290 * 365)
+    assert expiry(now, 9e9) > now  # just inside the range still works

@@ -215,3 +215,15 @@ def test_decision_fields_one_log_line():
     fields = decision_fields(p, opts(8192))
     assert fields["library"] == "cuda" and fields["layers.offload"] == 33
     assert fields["layers.model"] == 33 and fields["memory.required.kv"] == "1.0 GiB"
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(("kv", "tensors"), [
+    ({"general.architecture": "llama", "llama.block_count": 1 << 40}, []),
+    ({"general.architecture": "llama"}, [("blk.99999999999.attn_q.weight", 8)]),
+])
+def test_hostile_block_count_is_refused_not_allocated(kv, tensors):
+    """A small GGUF claiming 2^40 layers must not make the scheduler build 2^40-entry tuples
+    (llama.cpp itself refuses more than LLAMA_MAX_LAYERS = 512)."""
+    with pytest.raises(ValueError, match="block count"):
+        facts_from_metadata(kv, tensors, 100)

@@ -170,3 +170,28 @@ def test_upstream_error_mapping() -> None:
     assert (e.status, e.message) == (501, "embeddings not enabled")
     e = upstream_error(500, "garbage")
     assert (e.status, e.message) == (500, "garbage")
+
+
+def test_openai_completions_logprobs_mapped_and_returned() -> None:
+    """/v1/completions `logprobs: N` asks for N top log probabilities (Ollama's
+    FromCompleteRequest) and the choices carry them; out of range -> 400, not a 500."""
+    import pytest
+
+    from ollamapy.api.openai import CompletionRequest, to_generate
+    from ollamapy.errors import BadRequest
+    from ollamapy.relay import openai_completion_response
+
+    req = to_generate(CompletionRequest(model="m", prompt="hi", logprobs=3))
+    assert req.logprobs is True and req.top_logprobs == 3
+    plain = to_generate(CompletionRequest(model="m", prompt="hi"))
+    assert not plain.logprobs and not plain.top_logprobs
+    with pytest.raises(BadRequest, match="between 0 and 20"):
+        to_generate(CompletionRequest(model="m", prompt="hi", logprobs=21))
+    lp = [{"token": "a", "logprob": -0.5, "bytes": [97], "top_logprobs": []}]
+    conv = OpenAICompletionStream("cmpl-1", "m", False)
+    chunk = conv.convert({"response": "a", "done": False, "logprobs": lp})[0]
+    assert chunk["choices"][0]["logprobs"] == {"content": lp}
+    assert "logprobs" not in conv.convert({"response": "b", "done": False})[0]["choices"][0]
+    whole = openai_completion_response("cmpl-1", "m", {"response": "a", "done": True,
+                                                      "done_reason": "stop", "logprobs": lp})
+    assert whole["choices"][0]["logprobs"] == {"content": lp}

@@ -215,6 +215,31 @@ async def test_keep_alive_zero_unloads_after_the_request(make):
     assert not launcher.handles[0].alive
 
 
+async def test_keep_alive_zero_hands_the_runner_to_a_queued_request(make):
+    """keep_alive 0 unloads after the request, but not under a request already queued for
+    the same runner: that one gets it (no reload), and the runner unloads after it."""
+    s, launcher = await make()
+    release = asyncio.Event()
+
+    async def first() -> None:
+        async with s.lease(model("a"), {}, 0):
+            await release.wait()
+
+    t1 = asyncio.create_task(first())
+    await settle()
+    t2 = asyncio.create_task(s.lease(model("a"), {}, None).__aenter__())
+    await settle()
+    assert not t2.done()  # one slot: queued behind the first request
+    release.set()
+    await asyncio.wait_for(t1, 5)
+    lease = await asyncio.wait_for(t2, 5)
+    assert len(launcher.handles) == 1 and launcher.handles[0].alive
+    assert lease.base_url == launcher.handles[0].base_url
+    s._post(("release", lease._runner, True))
+    await settle()
+    assert not launcher.handles[0].alive and len(launcher.handles) == 1
+
+
 async def test_omitted_keep_alive_keeps_the_runner_duration(make):
     s, _ = await make(OLLAMA_KEEP_ALIVE="5m")
     async with s.lease(model("a"), {}, FOREVER):
@@ -518,4 +543,32 @@ async def test_out_of_memory_evicts_the_others_and_retries_once(make):
     launcher.launch = always_oom  # type: ignore[method-assign]
     with pytest.raises(RunnerError, match="out of memory"):  # alone and still OOM: an error
         async with s.lease(model("c"), {}, None):
+            pass
+
+
+async def test_huge_keep_alive_is_forever_not_a_hang(make):
+    s, launcher = await make()
+    async with asyncio.timeout(2):
+        async with s.lease(model("a"), {}, 1e12):
+            pass
+    await settle()
+    assert launcher.handles[0].alive
+    assert s.ps()[0].expires_at.year > datetime.now().year + 200
+
+
+async def test_a_scheduler_bug_fails_the_request_instead_of_hanging_it(make, monkeypatch):
+    s, _ = await make()
+
+    def broken(p):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(s, "_on_request", broken)
+    async with asyncio.timeout(2):
+        with pytest.raises(OllamaError, match="internal scheduler error") as e:
+            async with s.lease(model("a"), {}, None):
+                pass
+    assert e.value.status == 500
+    monkeypatch.undo()
+    async with asyncio.timeout(2):  # the actor is still alive
+        async with s.lease(model("a"), {}, None):
             pass

@@ -73,7 +73,21 @@ def test_resolve_spec_merges_params_and_request():
     unknown = resolve_spec(Path("/m"), {"num_gpu": 0, "use_mmap": False, "num_thread": 3},
                            settings=s, inventory=CPU, facts=None)
     assert unknown.num_ctx == 4096 and unknown.num_gpu == 0
-    assert unknown.use_mmap is False and unknown.num_thread == 3
+    assert unknown.use_mmap is False and unknown.num_thread == 1  # one logical CPU
+
+
+def test_num_thread_is_capped_by_the_host():
+    s = load_settings({})
+    host = Inventory(replace(SYSTEM, cores=4, threads=8))
+
+    def threads(n: object) -> int:
+        return resolve_spec(Path("/m"), {"num_thread": n}, settings=s, inventory=host,
+                            facts=FACTS).num_thread
+    assert threads(3) == 3 and threads(0) == 0 and threads(-2) == 0
+    assert threads(5000) == 8  # never thousands of threads in llama-server
+    big = Inventory(replace(SYSTEM, threads=4096))
+    assert resolve_spec(Path("/m"), {"num_thread": 5000}, settings=s, inventory=big,
+                        facts=FACTS).num_thread == 512  # ggml's hard limit
 
 
 def test_needs_reload_rules():

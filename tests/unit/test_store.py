@@ -236,6 +236,41 @@ def test_prune(store: st.ModelStore, gguf_file: Path) -> None:
     assert store.prune(grace_s=0) == [fresh.name]
 
 
+def test_prune_keeps_resumable_partial_downloads(store: st.ModelStore, gguf_file: Path) -> None:
+    """A pull interrupted by a restart resumes: its partial file and progress records survive
+    start-up pruning for days, and go together once abandoned (or once the blob is complete)."""
+    import fcntl
+    import time
+
+    make(store, gguf_file, "keep")
+    blobs = store.root / "blobs"
+    now = time.time()
+
+    def partial(ch: str, age: float) -> list[Path]:
+        base = blobs / ("sha256-" + ch * 64 + "-partial")
+        files = [base, Path(f"{base}-0"), Path(f"{base}-1"), Path(f"{base}-1.tmp")]
+        for f in files:
+            f.write_bytes(b"{}")
+            os.utime(f, (now - age, now - age))
+        return files
+
+    resumable = partial("a", 2 * 3600)             # older than the 1 h stray-file grace
+    abandoned = partial("b", 8 * 24 * 3600)
+    done = partial("c", 2 * 3600)                  # its blob is already complete
+    (blobs / ("sha256-" + "c" * 64)).write_bytes(b"x")
+    locked = partial("e", 30 * 24 * 3600)          # another server is downloading it
+    fd = os.open(locked[0], os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        removed = store.prune()
+    finally:
+        os.close(fd)
+    assert all(f.exists() for f in resumable + locked)
+    assert not any(f.exists() for f in abandoned)
+    assert not any(f.exists() for f in done[:3]) and not done[3].exists()
+    assert sorted(removed) == sorted(f.name for f in abandoned + done)
+
+
 def test_prune_skipped_when_a_manifest_is_corrupt(store: st.ModelStore, gguf_file: Path) -> None:
     make(store, gguf_file, "keep")
     bad = store.root / "manifests/registry.ollama.ai/library/bad/latest"

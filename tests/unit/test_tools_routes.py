@@ -40,10 +40,12 @@ class Upstream:
         self.pieces: list[str] = []
         self.scripts: list[list[str]] = []  # per-request pieces, used first when present
         self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
         self.mode = "ok"
 
     async def completion(self, request: web.Request) -> web.StreamResponse:
         self.bodies.append(await request.json())
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
         if self.mode == "error_first":
             return web.json_response({"error": {
                 "code": 400, "type": "exceed_context_size_error", "n_ctx": 8,
@@ -312,3 +314,21 @@ def test_model_lookup_cache(tmp_path: Path) -> None:
     manifest.unlink()
     with pytest.raises(NotFound, match="try pulling"):
         inference.resolve_model(app, "m", not_found='model "m" not found, try pulling it first')
+
+
+async def test_client_headers_never_reach_llama_server(rig: tuple[str, Upstream]) -> None:
+    """X-Conversation-Id would turn off llama-server's cancel-on-disconnect; nothing the client
+    sends as a header (auth included) is passed upstream."""
+    url, up = rig
+    up.pieces = ["ok"]
+    sent = {"X-Conversation-Id": "conv-1", "Authorization": "Bearer secret-key",
+            "X-Custom": "1"}
+    async with httpx.AsyncClient(headers=sent) as h:
+        for path, body in (("/api/chat", {"messages": [{"role": "user", "content": "hi"}]}),
+                           ("/api/generate", {"prompt": "hi"}),
+                           ("/v1/chat/completions",
+                            {"messages": [{"role": "user", "content": "hi"}]})):
+            r = await h.post(url + path, json={"model": "qwen", "stream": False, **body})
+            assert r.status_code == 200, r.text
+            got = up.headers[-1]
+            assert not {"x-conversation-id", "authorization", "x-custom"} & set(got), got

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import re
 import time
 from collections import OrderedDict
@@ -66,40 +67,54 @@ Chunks = AsyncGenerator[dict[str, Any], None]
 # ------------------------------------------------------------------ shared plumbing
 
 
-_RESOLVED: OrderedDict[tuple[int, str], tuple[tuple[int, int, int], Model]] = OrderedDict()
+_RESOLVED: OrderedDict[tuple[int, str], tuple[str, tuple[int, int, int, int], Model]] = \
+    OrderedDict()
 MAX_RESOLVED = 64
 
 
+def _file_ident(path: str) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def resolve_model(app: web.Application, name: str, *, not_found: str | None = None) -> Model:
-    """Name -> Model through the store, reusing the last result while the manifest file is
-    the same file (manifests are replaced atomically, blobs are immutable): a stat instead of
-    re-reading every layer on each request."""
-    parsed = ModelName.parse(name)  # invalid -> BadRequest("invalid model name")
+    """Name -> Model through the store, reusing the last result while its manifest is the same
+    file (manifests are replaced atomically, blobs are immutable). A hit costs one stat of the
+    manifest path the store proved safe when it was cached (~5 us instead of ~200 us of name
+    parsing, case-insensitive lookup and symlink checks per request)."""
     store = app[keys.STORE_KEY]
     key = (id(store), name)
-    ident: tuple[int, int, int] | None = None
+    hit = _RESOLVED.get(key)
+    if hit is not None and _file_ident(hit[0]) == hit[1]:
+        _RESOLVED.move_to_end(key)
+        return hit[2]
+    parsed = ModelName.parse(name)  # invalid -> BadRequest("invalid model name")
+    path: str | None = None
+    ident: tuple[int, int, int, int] | None = None
     find = getattr(store, "find_manifest", None)
     if find is not None:
         try:
-            path = find(parsed)
-            if path is not None:
-                st = path.stat()
-                ident = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except OSError:
-            ident = None
-        hit = _RESOLVED.get(key)
-        if ident is not None and hit is not None and hit[0] == ident:
-            _RESOLVED.move_to_end(key)
-            return hit[1]
+            found = find(parsed)
+        except OllamaError:
+            found = None
+        if found is not None:
+            path = str(found)
+            ident = _file_ident(path)
     try:
         model = store.resolve(name)
     except NotFound:
         _RESOLVED.pop(key, None)
         raise NotFound(not_found or f"model '{name}' not found") from None
-    if ident is not None:
-        _RESOLVED[key] = (ident, model)
+    # cache only when the manifest did not change while it was read
+    if path is not None and ident is not None and _file_ident(path) == ident:
+        _RESOLVED[key] = (path, ident, model)
         while len(_RESOLVED) > MAX_RESOLVED:
             _RESOLVED.popitem(last=False)
+    else:
+        _RESOLVED.pop(key, None)
     return model
 
 
@@ -397,27 +412,35 @@ async def generate_chunks(app: web.Application, plan: Plan, req: GenerateRequest
         ctx_task: asyncio.Future[list[int]] | None = None
         out_tokens: list[int] = []
         parser = output_parser(plan, lease, template, p.text, None)
+
+        def prompt_ids() -> asyncio.Future[list[int]]:
+            return asyncio.ensure_future(
+                _const(p.tokens) if p.tokens is not None
+                else upstream.tokenize(lease.session, lease.base_url, p.text, add_special=True))
+
+        sent = False
         try:
             async with contextlib.aclosing(run_completion(plan, lease, body, parser)) as it:
                 async for s in it:
-                    if want_context and ctx_task is None:
-                        # the prompt's token ids for `context`, fetched while the answer streams
-                        # (started after the first event so it never delays the first token)
-                        ctx_task = asyncio.ensure_future(
-                            _const(p.tokens) if p.tokens is not None
-                            else upstream.tokenize(lease.session, lease.base_url, p.text,
-                                                   add_special=True))
                     if s.flush:
                         yield FLUSH
+                        # the prompt's token ids for `context` are fetched while the answer
+                        # streams, from the first resumption after the first chunk was flushed:
+                        # the extra upstream request never delays the first token
+                        if want_context and sent and ctx_task is None:
+                            ctx_task = prompt_ids()
                         continue
                     out_tokens.extend(s.tokens)
                     chunk = generate_chunk(plan.req_model, s)
                     if s.final is not None:
                         finish_chunk(chunk, s.final, plan.start_ns, load_s)
-                        if ctx_task is not None:
+                        if want_context:
+                            if ctx_task is None:
+                                ctx_task = prompt_ids()
                             chunk["context"] = list(await ctx_task) + out_tokens
                     elif s.empty():
                         continue
+                    sent = True
                     yield chunk
         finally:
             if ctx_task is not None and not ctx_task.done():

@@ -69,18 +69,23 @@ async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.to_thread(fn, *args)
 
 
-def details_of(m: dict[str, Any], config: dict[str, Any]) -> ModelDetails:
-    parent = ""
-    for layer in m.get("layers", []):
-        if layer.get("mediaType") == st.MEDIA_MODEL:
-            parent = layer.get("from") or ""
-            break
+def details_of(config: dict[str, Any], parent_model: str = "") -> ModelDetails:
+    """api.ModelDetails from a model's config blob: what /api/tags, /api/ps and /api/show all
+    report (only show names a parent model, as Ollama does)."""
     fams = config.get("model_families")
-    return ModelDetails(parent_model=parent, format=config.get("model_format") or "",
+    return ModelDetails(parent_model=parent_model, format=config.get("model_format") or "",
                         family=config.get("model_family") or "",
                         families=fams if isinstance(fams, list) else None,
                         parameter_size=config.get("model_type") or "",
                         quantization_level=config.get("file_type") or "")
+
+
+def parent_of(manifest: dict[str, Any]) -> str:
+    """The model a model was created FROM (its model layer's `from`), or ""."""
+    for layer in manifest.get("layers", []):
+        if layer.get("mediaType") == st.MEDIA_MODEL:
+            return layer.get("from") or ""
+    return ""
 
 
 def _config_of(store: st.ModelStore, m: dict[str, Any]) -> dict[str, Any]:
@@ -225,7 +230,7 @@ def _list(store: st.ModelStore) -> ListResponse:
             caps = None
         out.append(ListModel(name=short, model=short, modified_at=go_time(e.modified_at),
                              size=e.size, digest=e.digest,
-                             details=details_of(e.manifest, config), capabilities=caps))
+                             details=details_of(config), capabilities=caps))
     return ListResponse(models=out)
 
 
@@ -270,7 +275,7 @@ def show_model(store: st.ModelStore, req: ShowRequest) -> dict[str, Any]:
             projector_info = model_info(st.load_gguf(m.projector_paths[0]), verbose=req.verbose)
         except (OSError, GGUFError):
             projector_info = None
-    details = details_of(manifest, m.config)
+    details = details_of(m.config, parent_of(manifest))
     modelfile = render_model(
         short_name=m.short_name, model_path=str(m.model_path),
         adapters=[str(p) for p in m.adapter_paths],

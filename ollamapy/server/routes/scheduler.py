@@ -13,19 +13,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from ollamapy.api.decode import go_time
-from ollamapy.api.models import ModelDetails
 from ollamapy.api.ps import ProcessModel, ProcessResponse
 from ollamapy.scheduler import RunnerStatus, Scheduler
 from ollamapy.server.keys import SCHEDULER_KEY, SETTINGS_KEY
-
-
-def details_of(config: dict) -> ModelDetails:
-    fams = config.get("model_families")
-    return ModelDetails(format=config.get("model_format") or "gguf",
-                        family=config.get("model_family") or "",
-                        families=fams if isinstance(fams, list) else None,
-                        parameter_size=config.get("model_type") or "",
-                        quantization_level=config.get("file_type") or "")
+from ollamapy.server.routes.models import details_of
 
 
 def process_model(s: RunnerStatus) -> ProcessModel:
@@ -37,9 +28,7 @@ def process_model(s: RunnerStatus) -> ProcessModel:
 
 async def ps(request: web.Request) -> web.Response:
     body = ProcessResponse(models=[process_model(s) for s in request.app[SCHEDULER_KEY].ps()])
-    data = body.model_dump()
-    for m in data["models"]:  # Ollama always writes `families`, null when unknown
-        m["details"].setdefault("families", None)
+    data = body.model_dump()  # every field, `families` null when unknown, as Ollama writes
     return web.Response(body=json.dumps(data).encode(), content_type="application/json",
                         charset="utf-8")
 
