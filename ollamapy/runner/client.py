@@ -76,6 +76,15 @@ def _headers() -> dict[str, str]:
     return {"Content-Type": "application/json", "Accept": "text/event-stream"}
 
 
+def _dumps(body: dict[str, Any]) -> str:
+    """The JSON we send: strict, so a NaN/Infinity a client slipped in (Python's parser accepts
+    them) becomes a 400 here instead of invalid JSON that llama-server answers with a 500."""
+    try:
+        return json.dumps(body, allow_nan=False)
+    except ValueError:
+        raise BadRequest("invalid JSON: NaN and Infinity are not valid JSON numbers") from None
+
+
 async def _send(session: aiohttp.ClientSession, url: str, data: str,
                 headers: dict[str, str]) -> aiohttp.ClientResponse:
     """POST once, on a fresh connection (the scheduler's session uses force_close).
@@ -90,7 +99,7 @@ async def _send(session: aiohttp.ClientSession, url: str, data: str,
 
 async def _post_json(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> Any:
     try:
-        async with await _send(session, url, json.dumps(body), {
+        async with await _send(session, url, _dumps(body), {
                 "Content-Type": "application/json"}) as resp:
             text = await resp.text()
             if resp.status != 200:
@@ -140,8 +149,9 @@ async def completion_stream(session: aiohttp.ClientSession, base_url: str,
     """
     body = {**body, "stream": True}
     check_completion_body(body)
+    data = _dumps(body)
     try:
-        resp = await _send(session, f"{base_url}/completion", json.dumps(body), _headers())
+        resp = await _send(session, f"{base_url}/completion", data, _headers())
     except aiohttp.ClientError as e:
         raise RunnerConnectionError(f"llama runner connection error: {e}") from None
     try:

@@ -28,6 +28,9 @@ from ollamapy.errors import RunnerError
 log = logging.getLogger("ollamapy.runner")
 
 STDERR_TAIL_LINES = 200
+# Log fragments that name why llama-server failed (Ollama's llm/status.go uses the same idea).
+CAUSE_MARKERS = ("error loading model", "GGML_ASSERT", "CUDA error", "cudaMalloc failed",
+                 "failed to create_context", "couldn't bind HTTP server socket", "error:")
 STOP_GRACE_S = 5.0
 
 _PR_SET_PDEATHSIG = 1
@@ -200,7 +203,16 @@ class RunnerProcess:
         return "\n".join(list(self.tail)[-lines:])
 
     def last_error(self) -> str:
-        """The most telling line of the log for an error message (e.g. `error loading model`)."""
+        """The most telling line of the log for an error message.
+
+        Like Ollama's StatusWriter: the latest line carrying a known cause marker wins, from the
+        marker on (`error loading model: unknown model architecture: ...`); only without one do
+        generic words such as `exiting` count."""
+        for line in reversed(self.tail):
+            for marker in CAUSE_MARKERS:
+                idx = line.find(marker)
+                if idx >= 0:
+                    return line[idx:].strip()
         for line in reversed(self.tail):
             low = line.lower()
             if any(w in low for w in ("error", "failed", "exiting", "invalid", "unable")):

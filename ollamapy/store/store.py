@@ -447,6 +447,13 @@ class ModelStore:
                         f.unlink()
                         removed.append(f.name)
             if self.manifests_dir.is_dir():
+                # Temp files of atomic manifest writes that a crash left behind.
+                for f in self.manifests_dir.rglob(".tmp-*"):
+                    with contextlib.suppress(FileNotFoundError):
+                        st = f.lstat()
+                        if f.is_file() and not f.is_symlink() and now - st.st_mtime >= grace_s:
+                            f.unlink()
+                            removed.append(f.name)
                 for d in sorted(self.manifests_dir.rglob("*"), key=lambda x: -len(x.parts)):
                     if d.is_dir():
                         with contextlib.suppress(OSError):

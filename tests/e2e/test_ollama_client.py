@@ -227,11 +227,6 @@ def test_unloadable_model_is_a_clear_500_and_the_server_goes_on(
     assert client.generate(model=M, prompt="hi", options=OPTS).done  # nothing wedged
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: RunnerProcess.last_error() (ollamapy/runner/process.py:202) reports "
-    "llama-server's closing line 'exiting due to model loading error' instead of the line that "
-    "names the cause ('error loading model: unknown model architecture: ...'), which Ollama's "
-    "StatusWriter picks by its prefixes ('error loading model', 'error:', ...)"))
 def test_unloadable_model_error_names_the_cause(client: ollama.Client,
                                                 broken_model: str) -> None:
     e = load_error(client, broken_model, False)

@@ -268,10 +268,6 @@ def test_restart_after_a_crash_cleans_stale_blob_temp_files(tmp_path: Path) -> N
     assert not debris.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product gap: ModelStore.prune() (ollamapy/store/store.py:409) only sweeps blobs/; the "
-    "'.tmp-*' files atomic manifest writes leave in manifests/ after a crash are never removed "
-    "(issue 6: restart after a crash cleans stale temp files)"))
 def test_restart_after_a_crash_cleans_stale_manifest_temp_files(tmp_path: Path) -> None:
     from tests.conftest import register_default_model
 

@@ -109,3 +109,78 @@ def test_model_lookup_hit_is_one_stat(tmp_path: Path) -> None:
     manifest.write_text("v2!")  # replaced atomically by a new file: looked up again
     inference.resolve_model(app, "lookup-test")
     assert len(finds) == 2
+
+
+async def test_non_finite_numbers_never_reach_llama_server() -> None:
+    """Python's JSON parser accepts NaN/Infinity; llama-server answers such a body with a 500.
+    Any body carrying one (a client's schema or tool parameters) is refused with a 400 before
+    a connection is made (session None: nothing may be sent)."""
+    from ollamapy.errors import BadRequest
+    from ollamapy.runner import client
+
+    body = {"prompt": "x", "n_predict": 1, "json_schema": {"type": "number",
+                                                          "maximum": float("nan")}}
+    with pytest.raises(BadRequest, match="NaN and Infinity"):
+        async for _ in client.completion_stream(None, "http://upstream", body):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(BadRequest, match="NaN and Infinity"):
+        await client.apply_template(None, "http://upstream",  # type: ignore[arg-type]
+                                    [{"role": "user", "content": "x"}],
+                                    tools=[{"type": "function", "function": {
+                                        "name": "f", "parameters": {"x": float("inf")}}}])
+
+
+async def test_openai_completions_skip_context_tokenize(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/v1/completions never returns `context`, so it must not pay the /tokenize for it;
+    /api/generate still does."""
+    from aiohttp import ClientSession
+
+    from ollamapy.runner.process import free_port
+    from ollamapy.server import middleware
+    from ollamapy.server.routes import openai as openai_routes
+
+    calls: list[str] = []
+
+    async def tokenize(session: Any, url: str, text: str, *, add_special: bool = False
+                       ) -> list[int]:
+        calls.append(text)
+        return [1]
+
+    async def run_completion(plan: Any, lease: Any, body: Any, parser: Any
+                             ) -> AsyncIterator[Step]:
+        yield Step(content="a", tokens=[7])
+        yield Step(flush=True)
+        last = Step()
+        last.final = FINAL
+        yield last
+
+    monkeypatch.setattr(inference.upstream, "tokenize", tokenize)
+    monkeypatch.setattr(inference, "run_completion", run_completion)
+
+    class Store:
+        def resolve(self, name: str) -> Model:
+            return _model()
+
+    app = _app()
+    app.middlewares.append(middleware.errors)
+    app[keys.STORE_KEY] = Store()  # type: ignore[arg-type]
+    inference.setup(app)
+    openai_routes.setup(app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with ClientSession() as s:
+            for stream in (False, True):
+                async with s.post(f"http://127.0.0.1:{port}/v1/completions", json={
+                        "model": "cmpl-test", "prompt": "hi", "stream": stream}) as r:
+                    assert r.status == 200, await r.text()
+                    await r.read()
+            assert calls == []
+            async with s.post(f"http://127.0.0.1:{port}/api/generate", json={
+                    "model": "cmpl-test", "prompt": "hi", "stream": False}) as r:
+                assert (await r.json())["context"] == [1, 7]
+            assert calls == ["hi"]
+    finally:
+        await runner.cleanup()

@@ -360,7 +360,10 @@ async def run_completion(plan: Plan, lease: Any, body: dict[str, Any],
         raise lease.fail(e) from None
 
 
-async def generate_chunks(app: web.Application, plan: Plan, req: GenerateRequest) -> Chunks:
+async def generate_chunks(app: web.Application, plan: Plan, req: GenerateRequest, *,
+                          context: bool = True) -> Chunks:
+    """Ollama generate chunks; `context` False skips the prompt's token ids (an extra upstream
+    /tokenize) for callers that never return them (/v1/completions)."""
     scheduler = app[keys.SCHEDULER_KEY]
     images = check_images(req.images)
     async with scheduler.lease(plan.model, plan.options, plan.keep_alive) as lease:
@@ -408,7 +411,7 @@ async def generate_chunks(app: web.Application, plan: Plan, req: GenerateRequest
         p = await prompts.shift_fit(r, p, lease.num_ctx, int(plan.options.get("num_keep", 4)),
                                     plan.truncate, plan.shift)
         body = completion_body(plan, lease, p)
-        want_context = not req.raw
+        want_context = context and not req.raw
         ctx_task: asyncio.Future[list[int]] | None = None
         out_tokens: list[int] = []
         parser = output_parser(plan, lease, template, p.text, None)

@@ -102,7 +102,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     if plan is None:
         raise BadRequest("prompt is required")
     cid = completion_id()
-    chunks = generate_chunks(request.app, plan, req)
+    chunks = generate_chunks(request.app, plan, req, context=False)  # OpenAI has no context
     if not oreq.stream:
         async def whole() -> web.StreamResponse:
             return web.json_response(openai_completion_response(cid, oreq.model,
