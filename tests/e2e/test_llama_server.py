@@ -5,22 +5,23 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from ollamapy import pins
 from ollamapy.runner.process import RunnerProcess, child_env, free_port
 
 pytestmark = pytest.mark.e2e
 
 
-async def test_runner_streams_tokens(runner_binary: Path, model_path: Path) -> None:
-    env = child_env(os.environ, Path(tempfile.mkdtemp()))
+async def test_runner_streams_tokens(runner_binary: Path, model_path: Path,
+                                     tmp_path: Path) -> None:
+    env = child_env(os.environ, tmp_path)
     proc = await RunnerProcess.start(
         runner_binary, ["--model", str(model_path), "-c", "2048", "-np", "1", "--no-ui",
-                        "--offline", "-t", "2"],
+                        "--offline", "-t", "1"],
         port=free_port(), env=env, name="test")
     try:
         async with aiohttp.ClientSession() as s:
@@ -70,4 +71,4 @@ def test_runner_is_relocatable(runner_binary: Path, tmp_path: Path) -> None:
     out = subprocess.run([str(dest / "bin" / "llama-server"), "--version"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "0c1e570" in out.stdout + out.stderr
+    assert pins.llama_cpp().short_commit in out.stdout + out.stderr

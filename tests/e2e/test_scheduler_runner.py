@@ -104,7 +104,7 @@ async def test_load_on_first_use_then_reuse(sched, models):
         assert lease.props["total_slots"] == 1
         assert (await complete(lease))[-1]["stop"] is True
     async with s.lease(a, {"temperature": 0.5}, None) as lease:
-        assert lease.pid == pid and lease.load_duration < 0.5
+        assert lease.pid == pid  # the same process: reused, not reloaded
     await asyncio.sleep(0.05)
     [st] = s.ps()
     assert st.model is a and st.context_length == 2048 and st.pid == pid

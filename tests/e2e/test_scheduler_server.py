@@ -16,7 +16,13 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import ServerProc, register_default_model, start_server, stop_server
+from tests.conftest import (
+    FAST_PARAMS,
+    ServerProc,
+    register_default_model,
+    start_server,
+    stop_server,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -56,7 +62,7 @@ def srv(tmp_path: Path):
     started: list[ServerProc] = []
 
     def start(**env: str) -> ServerProc:
-        register_default_model(tmp_path / "models")
+        register_default_model(tmp_path / "models", params=FAST_PARAMS)
         s = start_server(tmp_path, {"OLLAMA_CONTEXT_LENGTH": "2048", **env})
         started.append(s)
         return s
