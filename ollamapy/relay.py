@@ -258,7 +258,7 @@ def finish_reason(chunk: dict[str, Any], had_tool_calls: bool) -> str | None:
     reason = chunk.get("done_reason")
     if reason is None or not chunk.get("done"):
         return None
-    if reason == "stop" and had_tool_calls:
+    if had_tool_calls:  # as Ollama: whatever ended the turn, it produced tool calls
         return "tool_calls"
     return reason if reason in ("stop", "length") else "stop"
 

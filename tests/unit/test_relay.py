@@ -195,3 +195,22 @@ def test_openai_completions_logprobs_mapped_and_returned() -> None:
     whole = openai_completion_response("cmpl-1", "m", {"response": "a", "done": True,
                                                       "done_reason": "stop", "logprobs": lp})
     assert whole["choices"][0]["logprobs"] == {"content": lp}
+
+
+def test_openai_finish_reason_tool_calls_whatever_the_stop() -> None:
+    """Ollama reports `tool_calls` once a call was produced, also when the budget ran out."""
+    from ollamapy.relay import finish_reason
+
+    assert finish_reason({"done": True, "done_reason": "length"}, True) == "tool_calls"
+    assert finish_reason({"done": True, "done_reason": "length"}, False) == "length"
+    assert finish_reason({"done": False, "done_reason": None}, True) is None
+
+
+def test_openai_midstream_error_type_follows_status() -> None:
+    from ollamapy.errors import BadRequest, OllamaError
+    from ollamapy.server.routes.openai import sse_error
+
+    bad = json.loads(sse_error(BadRequest("x"))[6:])
+    assert bad["error"]["type"] == "invalid_request_error"
+    other = json.loads(sse_error(OllamaError("y"))[6:])
+    assert other["error"] == {"message": "y", "type": "api_error", "param": None, "code": None}

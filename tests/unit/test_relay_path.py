@@ -3,6 +3,7 @@ client (nothing that waits on extra upstream round trips) and the cheap model lo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -184,3 +185,63 @@ async def test_openai_completions_skip_context_tokenize(monkeypatch: pytest.Monk
             assert calls == ["hi"]
     finally:
         await runner.cleanup()
+
+
+async def test_leading_textual_bos_stripped_only_when_tokenizer_adds_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gemma templates start with `<bos>`; llama-server's tokenizer adds BOS itself, so the
+    text one would make two (Ollama strips it). Models that add no BOS keep the text."""
+    from ollamapy import prompt as prompts
+
+    asked: list[str] = []
+    adds = {"http://a": True, "http://b": False}
+
+    async def tokenize(session: Any, url: str, text: str, *, add_special: bool = False
+                       ) -> list[int]:
+        asked.append(url)
+        assert text == "" and add_special
+        return [2] if adds[url] else []
+
+    monkeypatch.setattr(inference.upstream, "tokenize", tokenize)
+    m = _model()
+    lease_a = SimpleNamespace(base_url="http://a", session=None, model=m)
+    lease_b = SimpleNamespace(base_url="http://b", session=None, model=m)
+    gemma = prompts.Prompt("<bos><start_of_turn>user\nhi<end_of_turn>\n")
+    out = await inference.strip_leading_bos(lease_a, gemma)
+    assert out.text == "<start_of_turn>user\nhi<end_of_turn>\n"
+    assert (await inference.strip_leading_bos(lease_a, gemma)).text == out.text
+    assert asked == ["http://a"]  # asked once per runner and model
+    assert (await inference.strip_leading_bos(lease_b, gemma)).text == gemma.text
+    plain = prompts.Prompt("<|im_start|>user\nhi")
+    assert await inference.strip_leading_bos(lease_a, plain) is plain
+    assert asked == ["http://a", "http://b"]
+
+
+async def test_generate_and_chat_send_prompt_without_double_bos(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ollamapy.api.inference import ChatRequest, Message
+
+    async def tokenize(session: Any, url: str, text: str, *, add_special: bool = False
+                       ) -> list[int]:
+        return [2] if text == "" else [1]
+
+    sent: list[str] = []
+
+    async def run_completion(plan: Any, lease: Any, body: Any, parser: Any
+                             ) -> AsyncIterator[Step]:
+        sent.append(body["prompt"])
+        last = Step()
+        last.final = FINAL
+        yield last
+
+    monkeypatch.setattr(inference.upstream, "tokenize", tokenize)
+    monkeypatch.setattr(inference, "run_completion", run_completion)
+    gemma = dataclasses.replace(
+        _model(), digest="9" * 64,
+        template="<bos>{{ range .Messages }}<turn>{{ .Content }}{{ end }}<turn>")
+    plan = inference.Plan(gemma, "g", {}, None, {}, None, 0, True, True)
+    [c async for c in inference.generate_chunks(_app(), plan, GenerateRequest(
+        model="g", prompt="hi"))]
+    [c async for c in inference.chat_chunks(_app(), plan, ChatRequest(
+        model="g", messages=[Message(role="user", content="yo")]))]
+    assert sent == ["<turn>hi<turn>", "<turn>yo<turn>"]

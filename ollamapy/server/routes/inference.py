@@ -307,6 +307,29 @@ def completion_body(plan: Plan, lease: Any, p: prompts.Prompt) -> dict[str, Any]
     return body
 
 
+LEADING_BOS = "<bos>"
+_ADDS_BOS: OrderedDict[str, bool] = OrderedDict()
+
+
+async def strip_leading_bos(lease: Any, p: prompts.Prompt) -> prompts.Prompt:
+    """A prompt starting with a textual `<bos>` (gemma templates) loses it when the runner's
+    tokenizer adds BOS itself, as in Ollama; otherwise llama-server would see two BOS tokens.
+    Whether it does is asked once per runner and model (an empty /tokenize with specials)."""
+    if p.tokens is not None or not p.text.startswith(LEADING_BOS):
+        return p
+    key = f"{lease.base_url}|{lease.model.digest}"
+    adds = _ADDS_BOS.get(key)
+    if adds is None:
+        adds = bool(await upstream.tokenize(lease.session, lease.base_url, "",
+                                            add_special=True))
+        _ADDS_BOS[key] = adds
+        while len(_ADDS_BOS) > MAX_RESOLVED:
+            _ADDS_BOS.popitem(last=False)
+    if not adds:
+        return p
+    return prompts.Prompt(p.text[len(LEADING_BOS):], p.images)
+
+
 async def run_completion(plan: Plan, lease: Any, body: dict[str, Any],
                          parser: OutputParser) -> AsyncGenerator[Step, None]:
     """Stream one completion as steps. A thinking model asked for a `format` thinks freely
@@ -408,6 +431,7 @@ async def generate_chunks(app: web.Application, plan: Plan, req: GenerateRequest
             yield {"model": plan.req_model, "created_at": now_rfc3339(), "done": True,
                    "_debug_info": {"rendered_template": p.text, "image_count": len(p.images)}}
             return
+        p = await strip_leading_bos(lease, p)
         p = await prompts.shift_fit(r, p, lease.num_ctx, int(plan.options.get("num_keep", 4)),
                                     plan.truncate, plan.shift)
         body = completion_body(plan, lease, p)
@@ -484,6 +508,7 @@ async def chat_chunks(app: web.Application, plan: Plan, req: ChatRequest) -> Chu
                    "message": {"role": "assistant", "content": ""}, "done": True,
                    "_debug_info": {"rendered_template": p.text, "image_count": len(p.images)}}
             return
+        p = await strip_leading_bos(lease, p)
         p = await prompts.shift_fit(r, p, lease.num_ctx, int(plan.options.get("num_keep", 4)),
                                     plan.truncate, plan.shift)
         body = completion_body(plan, lease, p)

@@ -51,8 +51,9 @@ DONE = b"data: [DONE]\n\n"
 
 
 def sse_error(e: OllamaError) -> bytes:
-    return sse({"error": {"message": e.message, "type": "api_error", "param": None,
-                          "code": None}})
+    """A mid-stream error in the OpenAI envelope (type by status, as openai.NewError)."""
+    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(e.status, "api_error")
+    return sse({"error": {"message": e.message, "type": kind, "param": None, "code": None}})
 
 
 async def aggregate(chunks: Chunks) -> dict[str, Any]:
