@@ -64,17 +64,24 @@ def _describe(cls: type[BaseModel], e: ValidationError) -> str:
             f"{cls.__name__}.{loc} of type {go_type}")
 
 
+def _reject_constant(name: str) -> Any:
+    """NaN/Infinity are not JSON (Go refuses them; llama-server answers them with a 500)."""
+    raise ValueError(f"invalid character '{name[0]}' looking for beginning of value")
+
+
 def decode(cls: type[M], body: bytes) -> M:
     """Request bytes -> `cls`, or BadRequest worded like Ollama's decoder. Strict types (no
     "5" -> 5 coercion, as in Go); a top-level null leaves the field's zero value, as in Go."""
     if not body.strip():
         raise BadRequest("missing request body")
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_reject_constant)
     except json.JSONDecodeError as e:
         raise BadRequest(go_json_error(e)) from None
-    except ValueError as e:  # undecodable bytes
+    except ValueError as e:  # undecodable bytes, or NaN/Infinity
         raise BadRequest(str(e)) from None
+    except RecursionError:
+        raise BadRequest("exceeded max depth") from None
     if not isinstance(data, dict):
         raise BadRequest(f"json: cannot unmarshal {json_kind(data)} into Go value of type "
                          f"api.{cls.__name__}")

@@ -37,7 +37,8 @@ async def test_exit_during_load_reports_status_and_last_error(tmp_path: Path):
         with pytest.raises(RunnerError) as e:
             await proc.wait_ready(s, stall_timeout=10)
     assert e.value.message.startswith("llama runner process has terminated: exit status 1: ")
-    assert "exiting due to model loading error" in e.value.message
+    # the line naming the cause wins over the generic closing line (Ollama's StatusWriter)
+    assert e.value.message.endswith(": error loading model: bad magic")
     await proc.stop()
 
 

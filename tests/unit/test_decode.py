@@ -1,0 +1,39 @@
+import pytest
+from pydantic import BaseModel
+
+from ollamapy.api.decode import decode
+from ollamapy.errors import BadRequest
+
+
+class Req(BaseModel):
+    model: str = ""
+    n: int = 0
+    opts: dict = {}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "missing request body"),
+        (b"  \n", "missing request body"),
+        (b"{x", "invalid character 'x' looking for beginning of object key string"),
+        (b'{"model": ', "unexpected EOF"),
+        (b"[]", "json: cannot unmarshal array into Go value of type api.Req"),
+        (b'{"n": "5"}', "json: cannot unmarshal string into Go struct field Req.n of type int"),
+        (b'{"model": 5}',
+         "json: cannot unmarshal number into Go struct field Req.model of type string"),
+        (b'{"opts": {"x": NaN}}', "invalid character 'N' looking for beginning of value"),
+        (b'{"n": Infinity}', "invalid character 'I' looking for beginning of value"),
+        (b'{"opts": ' + b"[" * 100000 + b"]" * 100000 + b"}", "exceeded max depth"),
+    ],
+)
+def test_bad_bodies_are_400_with_go_wording(body, message):
+    with pytest.raises(BadRequest) as e:
+        decode(Req, body)
+    assert e.value.status == 400
+    assert e.value.message == message
+
+
+def test_null_leaves_zero_value_and_unknown_fields_are_ignored():
+    r = decode(Req, b'{"model": "m", "n": null, "extra": 1}')
+    assert (r.model, r.n) == ("m", 0)
