@@ -351,11 +351,11 @@ def why_not(results: dict[int, dict[str, Series]], relay: float, relay_ttft: flo
         f"range of the /api/generate TTFT differences: {noise}), so decode-speed ratios "
         "within a few percent of 1.0 are within this machine's noise. The proxy's own cost "
         f"against a fake upstream: {relay_ttft:+.2f} ms to the first event and {relay:,.0f} "
-        "events/s on one core, far above any model's token rate. Measured separately "
-        "(2026-11-22, same machine, 4 interleaved runs of 60 rounds at 1 stream): the same "
-        "server on uvloop instead of asyncio's default loop had +0.0 to +1.5 ms TTFT "
-        "overhead where the default loop had +2.3 to +5.8 ms -- the remaining gap is mostly "
-        "the event loop's per-hop cost, not ollamapy's request path."
+        "events/s on one core, far above any model's token rate. `ollamapy serve` runs on "
+        "uvloop (a dependency since this measurement: 4 interleaved runs of 60 rounds at 1 "
+        "stream on this machine gave +0.0 to +1.5 ms TTFT overhead on uvloop against +2.3 to "
+        "+5.8 ms on asyncio's default loop); what remains is mostly the event loop's per-hop "
+        "cost, not ollamapy's request path."
     )
 
 
