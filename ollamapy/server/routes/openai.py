@@ -8,6 +8,7 @@ import base64
 import json
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -75,22 +76,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     plan = plan_chat(request.app, req, start)
     if plan is None:  # keep_alive is not an OpenAI field; cannot happen, kept for safety
         raise BadRequest("[] is too short - 'messages'")
-    cid = chat_id()
-    chunks = chat_chunks(request.app, plan, req)
-    if not oreq.stream:
-        async def whole() -> web.StreamResponse:
-            return web.json_response(openai_chat_response(cid, oreq.model,
-                                                          await aggregate(chunks)))
-        return await until_disconnect(request, whole())
-    conv = OpenAIChatStream(cid, oreq.model, bool(oreq.stream_options and
-                                                  oreq.stream_options.include_usage))
-
-    def encode(ch: dict[str, Any]) -> bytes:
-        return b"".join(sse(c) for c in conv.convert(ch))
-
-    return await until_disconnect(request, write_stream(
-        request, chunks, encode=encode, content_type="text/event-stream", error=sse_error,
-        tail=DONE, sse=True))
+    return await reply(request, oreq, chat_chunks(request.app, plan, req), chat_id(),
+                       openai_chat_response, OpenAIChatStream)
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
@@ -102,15 +89,22 @@ async def completions(request: web.Request) -> web.StreamResponse:
     plan = plan_generate(request.app, req, start)
     if plan is None:
         raise BadRequest("prompt is required")
-    cid = completion_id()
     chunks = generate_chunks(request.app, plan, req, context=False)  # OpenAI has no context
+    return await reply(request, oreq, chunks, completion_id(), openai_completion_response,
+                       OpenAICompletionStream)
+
+
+async def reply(request: web.Request, oreq: Any, chunks: Any, cid: str,
+                whole: Callable[[str, str, dict[str, Any]], dict[str, Any]],
+                stream_cls: type[OpenAIChatStream] | type[OpenAICompletionStream]
+                ) -> web.StreamResponse:
+    """One OpenAI answer from native chunks: aggregated JSON, or SSE chunks + `[DONE]`."""
     if not oreq.stream:
-        async def whole() -> web.StreamResponse:
-            return web.json_response(openai_completion_response(cid, oreq.model,
-                                                                await aggregate(chunks)))
-        return await until_disconnect(request, whole())
-    conv = OpenAICompletionStream(cid, oreq.model, bool(oreq.stream_options and
-                                                        oreq.stream_options.include_usage))
+        async def body() -> web.StreamResponse:
+            return web.json_response(whole(cid, oreq.model, await aggregate(chunks)))
+        return await until_disconnect(request, body())
+    conv = stream_cls(cid, oreq.model, bool(oreq.stream_options and
+                                            oreq.stream_options.include_usage))
 
     def encode(ch: dict[str, Any]) -> bytes:
         return b"".join(sse(c) for c in conv.convert(ch))
