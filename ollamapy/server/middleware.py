@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -30,10 +31,14 @@ def is_openai(request: web.Request) -> bool:
     return request.path.startswith("/v1/")
 
 
-def openai_error_response(status: int, message: str) -> web.Response:
-    # Ollama's openai.NewError: 400 invalid_request_error, 404 not_found_error, else api_error.
+def openai_error_body(status: int, message: str) -> dict[str, Any]:
+    """The OpenAI error envelope; type by status as Ollama's openai.NewError picks it."""
     kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
-    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def openai_error_response(status: int, message: str) -> web.Response:
+    body = openai_error_body(status, message)
     return web.Response(status=status, body=json.dumps(body).encode(),
                         content_type="application/json", charset="utf-8")
 

@@ -85,33 +85,6 @@ async def test_context_tokenize_starts_only_after_first_chunk_is_flushed(
     assert final["done"] is True and final["context"] == [1, 2, 3, 7, 8]
 
 
-def test_model_lookup_hit_is_one_stat(tmp_path: Path) -> None:
-    """A repeated name costs a stat of the cached manifest path, not the store's lookup
-    (name parsing, case-insensitive search, symlink checks: ~0.2 ms per request)."""
-    manifest = tmp_path / "manifest"
-    manifest.write_text("v1")
-    finds: list[object] = []
-    m = _model()
-
-    class Store:
-        def find_manifest(self, name: object) -> Path | None:
-            finds.append(name)
-            return manifest
-
-        def resolve(self, name: str) -> Model:
-            return m
-
-    app = web.Application()
-    app[keys.STORE_KEY] = Store()  # type: ignore[arg-type]
-    for _ in range(3):
-        assert inference.resolve_model(app, "lookup-test") is m
-    assert len(finds) == 1
-    manifest.unlink()
-    manifest.write_text("v2!")  # replaced atomically by a new file: looked up again
-    inference.resolve_model(app, "lookup-test")
-    assert len(finds) == 2
-
-
 async def test_non_finite_numbers_never_reach_llama_server() -> None:
     """Python's JSON parser accepts NaN/Infinity; llama-server answers such a body with a 500.
     Any body carrying one (a client's schema or tool parameters) is refused with a 400 before

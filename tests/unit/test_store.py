@@ -401,3 +401,45 @@ def test_symlinked_manifest_dirs_are_ignored(store: st.ModelStore, tmp_path: Pat
     assert store.list_models() == []
     with pytest.raises(NotFound):
         store.resolve("m")
+
+
+def test_resolve_reuses_the_model_until_the_manifest_is_replaced(
+        store: st.ModelStore, gguf_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every inference request resolves its model: a repeated name costs a stat of the cached
+    manifest path, not the lookup (name parsing, case-insensitive search, layer reads)."""
+    make(store, gguf_file, "tiny", system="S1")
+    finds: list[object] = []
+    real_find = store.find_manifest
+
+    def counting_find(name: ModelName) -> Path | None:
+        finds.append(name)
+        return real_find(name)
+
+    monkeypatch.setattr(store, "find_manifest", counting_find)
+    first = store.resolve("tiny")
+    for _ in range(3):
+        assert store.resolve("tiny") is first
+    assert len(finds) == 1
+    make(store, gguf_file, "tiny", system="S2")  # create-over: a new manifest file
+    finds.clear()
+    second = store.resolve("tiny")
+    assert len(finds) == 1 and second.system == "S2"  # looked up again, not served stale
+    store.delete("tiny")
+    with pytest.raises(NotFound, match="model 'tiny' not found"):
+        store.resolve("tiny")
+
+
+def test_route_lookup_keeps_its_not_found_wording(store: st.ModelStore) -> None:
+    from aiohttp import web
+
+    from ollamapy.server import keys
+    from ollamapy.server.routes import inference
+
+    app = web.Application()
+    app[keys.STORE_KEY] = store
+    with pytest.raises(NotFound, match="try pulling"):
+        inference.resolve_model(app, "m", not_found='model "m" not found, try pulling it first')
+    with pytest.raises(NotFound, match="model 'm' not found"):
+        inference.resolve_model(app, "m")
+    with pytest.raises(BadRequest, match="invalid model name"):
+        inference.resolve_model(app, "bad name!")

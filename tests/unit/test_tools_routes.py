@@ -285,37 +285,6 @@ async def test_format_with_thinking_is_two_pass(rig: tuple[str, Upstream]) -> No
     assert r["message"]["content"] == '{"a": 1}'
 
 
-def test_model_lookup_cache(tmp_path: Path) -> None:
-    """The route layer re-reads a model only when its manifest file changed."""
-    manifest = tmp_path / "manifest"
-    manifest.write_text("v1")
-    calls: list[str] = []
-    m = model("m:latest", "{{ .Prompt }}", ("completion",))
-
-    class Store:
-        def find_manifest(self, name: object) -> Path | None:
-            return manifest if manifest.exists() else None
-
-        def resolve(self, name: str) -> Model:
-            calls.append(name)
-            if not manifest.exists():
-                raise NotFound(f"model '{name}' not found")
-            return m
-
-    app = web.Application()
-    app[keys.STORE_KEY] = Store()  # type: ignore[arg-type]
-    assert inference.resolve_model(app, "m") is m
-    assert inference.resolve_model(app, "m") is m
-    assert len(calls) == 1
-    manifest.unlink()
-    manifest.write_text("v2 longer")  # replaced: new file
-    inference.resolve_model(app, "m")
-    assert len(calls) == 2
-    manifest.unlink()
-    with pytest.raises(NotFound, match="try pulling"):
-        inference.resolve_model(app, "m", not_found='model "m" not found, try pulling it first')
-
-
 async def test_client_headers_never_reach_llama_server(rig: tuple[str, Upstream]) -> None:
     """X-Conversation-Id would turn off llama-server's cancel-on-disconnect; nothing the client
     sends as a header (auth included) is passed upstream."""

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import re
 import time
 from collections import OrderedDict
@@ -67,55 +66,13 @@ Chunks = AsyncGenerator[dict[str, Any], None]
 # ------------------------------------------------------------------ shared plumbing
 
 
-_RESOLVED: OrderedDict[tuple[int, str], tuple[str, tuple[int, int, int, int], Model]] = \
-    OrderedDict()
-MAX_RESOLVED = 64
-
-
-def _file_ident(path: str) -> tuple[int, int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-
-
 def resolve_model(app: web.Application, name: str, *, not_found: str | None = None) -> Model:
-    """Name -> Model through the store, reusing the last result while its manifest is the same
-    file (manifests are replaced atomically, blobs are immutable). A hit costs one stat of the
-    manifest path the store proved safe when it was cached (~5 us instead of ~200 us of name
-    parsing, case-insensitive lookup and symlink checks per request)."""
-    store = app[keys.STORE_KEY]
-    key = (id(store), name)
-    hit = _RESOLVED.get(key)
-    if hit is not None and _file_ident(hit[0]) == hit[1]:
-        _RESOLVED.move_to_end(key)
-        return hit[2]
-    parsed = ModelName.parse(name)  # invalid -> BadRequest("invalid model name")
-    path: str | None = None
-    ident: tuple[int, int, int, int] | None = None
-    find = getattr(store, "find_manifest", None)
-    if find is not None:
-        try:
-            found = find(parsed)
-        except OllamaError:
-            found = None
-        if found is not None:
-            path = str(found)
-            ident = _file_ident(path)
+    """Name -> Model through the store (which caches it while the manifest is unchanged)."""
+    ModelName.parse(name)  # invalid -> BadRequest("invalid model name")
     try:
-        model = store.resolve(name)
+        return app[keys.STORE_KEY].resolve(name)
     except NotFound:
-        _RESOLVED.pop(key, None)
         raise NotFound(not_found or f"model '{name}' not found") from None
-    # cache only when the manifest did not change while it was read
-    if path is not None and ident is not None and _file_ident(path) == ident:
-        _RESOLVED[key] = (path, ident, model)
-        while len(_RESOLVED) > MAX_RESOLVED:
-            _RESOLVED.popitem(last=False)
-    else:
-        _RESOLVED.pop(key, None)
-    return model
 
 
 def has_cap(model: Model, cap: str) -> bool:
@@ -219,10 +176,8 @@ def ndjson_error(e: OllamaError) -> bytes:
     return ndjson({"error": e.message})
 
 
-async def respond(request: web.Request, chunks: Chunks, stream: bool) -> web.StreamResponse:
-    if stream:
-        return await write_stream(request, chunks, encode=ndjson,
-                                  content_type="application/x-ndjson", error=ndjson_error)
+async def aggregate(chunks: Chunks) -> dict[str, Any]:
+    """A non-streaming answer: every chunk folded into one (upstream is still streamed)."""
     agg = Aggregate()
     try:
         async for ch in chunks:
@@ -231,7 +186,14 @@ async def respond(request: web.Request, chunks: Chunks, stream: bool) -> web.Str
         await chunks.aclose()
     if agg.last is None:
         raise RunnerError("no response from llama runner")
-    return web.json_response(agg.result())
+    return agg.result()
+
+
+async def respond(request: web.Request, chunks: Chunks, stream: bool) -> web.StreamResponse:
+    if stream:
+        return await write_stream(request, chunks, encode=ndjson,
+                                  content_type="application/x-ndjson", error=ndjson_error)
+    return web.json_response(await aggregate(chunks))
 
 
 # ------------------------------------------------------------------ generation core
@@ -308,7 +270,8 @@ def completion_body(plan: Plan, lease: Any, p: prompts.Prompt) -> dict[str, Any]
 
 
 LEADING_BOS = "<bos>"
-_ADDS_BOS: OrderedDict[str, bool] = OrderedDict()
+_ADDS_BOS: OrderedDict[str, bool] = OrderedDict()  # runner+model -> tokenizer adds BOS
+MAX_ADDS_BOS = 64
 
 
 async def strip_leading_bos(lease: Any, p: prompts.Prompt) -> prompts.Prompt:
@@ -323,7 +286,7 @@ async def strip_leading_bos(lease: Any, p: prompts.Prompt) -> prompts.Prompt:
         adds = bool(await upstream.tokenize(lease.session, lease.base_url, "",
                                             add_special=True))
         _ADDS_BOS[key] = adds
-        while len(_ADDS_BOS) > MAX_RESOLVED:
+        while len(_ADDS_BOS) > MAX_ADDS_BOS:
             _ADDS_BOS.popitem(last=False)
     if not adds:
         return p
@@ -530,6 +493,15 @@ async def chat_chunks(app: web.Application, plan: Plan, req: ChatRequest) -> Chu
 # ------------------------------------------------------------------ request planning
 
 
+def make_plan(model: Model, req: GenerateRequest | ChatRequest, keep_alive: float | None,
+              start_ns: int) -> Plan:
+    """The fields generate and chat share, once the request-specific checks have passed."""
+    return Plan(model, req.model, merged_options(model, req.options), keep_alive,
+                sampling.format_fields(req.format), check_think(model, req.model, req.think),
+                start_ns, req.truncate is not False, req.shift is not False,
+                bool(req.logprobs), req.top_logprobs or 0)
+
+
 def plan_generate(app: web.Application, req: GenerateRequest, start_ns: int) -> Plan | None:
     """Validate a generate request. None = the unload shortcut applies."""
     if not req.model:
@@ -544,11 +516,7 @@ def plan_generate(app: web.Application, req: GenerateRequest, start_ns: int) -> 
         raise BadRequest(f'"{req.model}" does not support generate')
     if req.suffix and not has_cap(model, "insert"):
         raise BadRequest(f"{model.name} does not support insert")
-    think = check_think(model, req.model, req.think)
-    return Plan(model, req.model, merged_options(model, req.options), keep_alive,
-                sampling.format_fields(req.format), think, start_ns,
-                req.truncate is not False, req.shift is not False, bool(req.logprobs),
-                req.top_logprobs or 0)
+    return make_plan(model, req, keep_alive, start_ns)
 
 
 def plan_chat(app: web.Application, req: ChatRequest, start_ns: int) -> Plan | None:
@@ -562,11 +530,7 @@ def plan_chat(app: web.Application, req: ChatRequest, start_ns: int) -> Plan | N
         raise BadRequest(f'"{req.model}" does not support chat')
     if req.tools and not has_cap(model, "tools"):
         raise BadRequest(f"{model.name} does not support tools")
-    think = check_think(model, req.model, req.think)
-    return Plan(model, req.model, merged_options(model, req.options), keep_alive,
-                sampling.format_fields(req.format), think, start_ns,
-                req.truncate is not False, req.shift is not False, bool(req.logprobs),
-                req.top_logprobs or 0)
+    return make_plan(model, req, keep_alive, start_ns)
 
 
 async def unload(app: web.Application, model_name: str) -> None:

@@ -27,15 +27,15 @@ from ollamapy.api.openai import (
 from ollamapy.errors import BadRequest, OllamaError
 from ollamapy.keepalive import parse_keep_alive
 from ollamapy.relay import (
-    Aggregate,
     OpenAIChatStream,
     OpenAICompletionStream,
     openai_chat_response,
     openai_completion_response,
     sse,
 )
+from ollamapy.server.middleware import openai_error_body
 from ollamapy.server.routes.inference import (
-    Chunks,
+    aggregate,
     chat_chunks,
     embed_inputs,
     generate_chunks,
@@ -52,21 +52,8 @@ DONE = b"data: [DONE]\n\n"
 
 
 def sse_error(e: OllamaError) -> bytes:
-    """A mid-stream error in the OpenAI envelope (type by status, as openai.NewError)."""
-    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(e.status, "api_error")
-    return sse({"error": {"message": e.message, "type": kind, "param": None, "code": None}})
-
-
-async def aggregate(chunks: Chunks) -> dict[str, Any]:
-    agg = Aggregate()
-    try:
-        async for ch in chunks:
-            agg.add(ch)
-    finally:
-        await chunks.aclose()
-    if agg.last is None:
-        raise OllamaError("no response from llama runner")
-    return agg.result()
+    """A mid-stream error in the OpenAI envelope."""
+    return sse(openai_error_body(e.status, e.message))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
