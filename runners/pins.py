@@ -1,32 +1,23 @@
-"""Reads ollamapy/pins.toml for the build scripts (stdlib only: they run before any venv exists)."""
+"""ollamapy/pins.toml and the cache location for the build scripts, which run with the system
+Python before any venv exists: they import only stdlib-only modules of the package."""
 
 from __future__ import annotations
 
-import hashlib
-import os
+import sys
 import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PINS_FILE = REPO / "ollamapy" / "pins.toml"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from ollamapy.default_model import sha256_file  # noqa: E402
+from ollamapy.paths import cache_dir  # noqa: E402
+from ollamapy.pins import PINS_FILE  # noqa: E402
+
+__all__ = ["REPO", "cache_dir", "pins", "sha256_file"]
 
 
 def pins() -> dict:
     with PINS_FILE.open("rb") as f:
         return tomllib.load(f)
-
-
-def cache_dir() -> Path:
-    """Downloads and builds live outside the clone so fresh clones reuse them."""
-    root = os.environ.get("OLLAMAPY_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ollamapy"
-    )
-    return Path(root)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
