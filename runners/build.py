@@ -25,6 +25,9 @@ from pathlib import Path
 from pins import REPO, cache_dir, pins
 
 VARIANTS = ("cpu", "cuda", "metal", "rocm", "vulkan")
+# What a runner directory holds besides the shared libraries: the server ollamapy supervises, the
+# RPC worker `ollamapy worker` supervises, and the quantizer `create --quantize` runs.
+BINARIES = ("llama-server", "ggml-rpc-server", "llama-quantize")
 
 
 def have(tool: str) -> bool:
@@ -94,10 +97,11 @@ def build(variant: str, cpu_variants: str, extra: list[str], jobs: int) -> Path:
         seconds = round(time.monotonic() - started)
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{variant}-", dir=cached.parent))
+        tmp.chmod(0o755)  # mkdtemp makes 0700: a service user must be able to run the runner
         bin_dir = tmp / "bin"
         bin_dir.mkdir()
         for f in (bdir / "bin").iterdir():
-            if f.name == "llama-server" or ".so" in f.name or f.suffix in (".dylib", ".metallib"):
+            if f.name in BINARIES or ".so" in f.name or f.suffix in (".dylib", ".metallib"):
                 shutil.copy2(f, bin_dir / f.name, follow_symlinks=False)
         manifest = {
             "variant": variant,

@@ -6,6 +6,7 @@ reads. Idempotent: a stamp file records the sdist checksum that produced the tre
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,23 @@ def fetch_sdist(pin: dict) -> Path:
     return path
 
 
+def safe_member(m: tarfile.TarInfo) -> tarfile.TarInfo:
+    """What tarfile's "data" filter refuses, for interpreters that lack it (3.11.0-3.11.3)."""
+    parts = Path(m.name).parts
+    if m.name.startswith("/") or ".." in parts:
+        sys.exit(f"vendor: refusing unsafe path in sdist: {m.name!r}")
+    if m.issym() or m.islnk():
+        target = Path(m.name).parent / m.linkname if m.issym() else Path(m.linkname)
+        if m.linkname.startswith("/") or ".." in Path(os.path.normpath(target)).parts:
+            sys.exit(f"vendor: refusing link out of the tree in sdist: {m.name!r}")
+    elif not (m.isfile() or m.isdir()):
+        sys.exit(f"vendor: refusing special file in sdist: {m.name!r}")
+    m.mode &= 0o755
+    m.uid = m.gid = 0
+    m.uname = m.gname = ""
+    return m
+
+
 def extract(sdist: Path, pin: dict) -> None:
     prefix = f'llama_cpp_python-{pin["sdist_version"]}/vendor/llama.cpp/'
     tmp = Path(tempfile.mkdtemp(prefix=".llama.cpp-", dir=DEST.parent))
@@ -59,7 +77,10 @@ def extract(sdist: Path, pin: dict) -> None:
                     continue
                 m.name = rel
                 members.append(m)
-            tar.extractall(tmp, members=members, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(tmp, members=members, filter="data")
+            else:  # Python < 3.11.4 (Debian 12's 3.11.2): same rules, checked by hand
+                tar.extractall(tmp, members=[safe_member(m) for m in members])
         (tmp / STAMP.name).write_text(pin["sdist_sha256"] + "\n")
         if DEST.exists():
             shutil.rmtree(DEST)
