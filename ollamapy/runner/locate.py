@@ -68,7 +68,7 @@ def find_runners(environ: dict[str, str] | None = None) -> list[Runner]:
     return sorted(found.values(), key=lambda r: order.get(r.variant, len(order)))
 
 
-# GPU libraries (as ollamapy.gpu names them) a variant needs at least one device of.
+# GPU libraries (as ollamapy.placement.gpu names them) a variant needs at least one device of.
 VARIANT_NEEDS: dict[str, tuple[str, ...]] = {
     "cuda": ("cuda",), "rocm": ("rocm",), "metal": ("metal",), "vulkan": ("cuda", "rocm"),
 }

@@ -27,9 +27,9 @@ import aiohttp
 from ollamapy import keepalive
 from ollamapy.config import Settings
 from ollamapy.errors import OllamaError, RunnerError, RunnerNotFound, ServerBusy
-from ollamapy.gpu import GpuDevice, Inventory, discover
 from ollamapy.logs import kv
-from ollamapy.memory import (
+from ollamapy.placement.gpu import GpuDevice, Inventory, discover
+from ollamapy.placement.memory import (
     EstimateOptions,
     ModelFacts,
     Placement,

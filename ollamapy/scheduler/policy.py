@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from ollamapy.config import Settings
-from ollamapy.gpu import GiB, Inventory
 from ollamapy.keepalive import sort_key
-from ollamapy.memory import ModelFacts
 from ollamapy.options import LOAD_OPTIONS
+from ollamapy.placement.gpu import GiB, Inventory
+from ollamapy.placement.memory import ModelFacts
 
 DEFAULT_BATCH = 512
 GGML_MAX_THREADS = 512  # ggml's GGML_MAX_N_THREADS

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from ollamapy.gpu import GiB, GpuDevice, SystemInfo, cuda_visible, discover, index_visible
+from ollamapy.placement.gpu import GiB, GpuDevice, SystemInfo, cuda_visible, discover, index_visible
 
 SYSTEM = SystemInfo(total=32 * GiB, free=20 * GiB, cores=8, threads=16)
 
@@ -149,7 +149,7 @@ def test_system_info_counts_only_the_cpus_this_process_may_use(monkeypatch):
 
     import psutil
 
-    from ollamapy.gpu import system_info
+    from ollamapy.placement.gpu import system_info
 
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 64 if logical else 32)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ollamapy.gpu import GiB, GpuDevice, Inventory, MiB, SystemInfo
-from ollamapy.memory import (
+from ollamapy.placement.gpu import GiB, GpuDevice, Inventory, MiB, SystemInfo
+from ollamapy.placement.memory import (
     EstimateOptions,
     ModelFacts,
     decision_fields,
@@ -202,7 +202,7 @@ def test_facts_from_metadata():
 
 
 def test_facts_from_the_real_test_model(model_path: Path):
-    from ollamapy.memory import read_facts
+    from ollamapy.placement.memory import read_facts
 
     f = read_facts(model_path)
     assert f.architecture == "llama" and f.block_count == 30 and f.context_length == 8192

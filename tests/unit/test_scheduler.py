@@ -12,8 +12,8 @@ import pytest
 
 from ollamapy.config import load_settings
 from ollamapy.errors import OllamaError, RunnerError, ServerBusy
-from ollamapy.gpu import GiB, Inventory, SystemInfo
 from ollamapy.keepalive import FOREVER
+from ollamapy.placement.gpu import GiB, Inventory, SystemInfo
 from ollamapy.runner.flags import LaunchConfig
 from ollamapy.scheduler import Scheduler
 from ollamapy.store.model import Model
@@ -451,7 +451,7 @@ async def test_shutdown_stops_runners_and_fails_waiters(make):
 
 
 async def test_memory_pressure_evicts_and_waits_without_spinning():
-    from ollamapy.memory import ModelFacts
+    from ollamapy.placement.memory import ModelFacts
 
     big = ModelFacts(architecture="llama", block_count=10, context_length=4096,
                      embedding_length=512, head_count=8, head_count_kv=(8,) * 10, key_length=64,

@@ -6,9 +6,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from ollamapy.config import load_settings
-from ollamapy.gpu import GiB, GpuDevice, Inventory, SystemInfo
 from ollamapy.keepalive import FOREVER
-from ollamapy.memory import ModelFacts
+from ollamapy.placement.gpu import GiB, GpuDevice, Inventory, SystemInfo
+from ollamapy.placement.memory import ModelFacts
 from ollamapy.scheduler.policy import (
     RunnerSpec,
     RunnerView,

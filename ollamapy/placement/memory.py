@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ollamapy.gpu import GiB, GpuDevice, Inventory, MiB
+from ollamapy.placement.gpu import GiB, GpuDevice, Inventory, MiB
 
 # Bytes per element of the KV cache for OLLAMA_KV_CACHE_TYPE (ggml block sizes).
 KV_BYTES = {

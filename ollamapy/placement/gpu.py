@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("ollamapy.gpu")
+log = logging.getLogger("ollamapy.placement.gpu")
 
 GiB = 1024**3
 MiB = 1024**2
