@@ -443,3 +443,53 @@ def test_route_lookup_keeps_its_not_found_wording(store: st.ModelStore) -> None:
         inference.resolve_model(app, "m")
     with pytest.raises(BadRequest, match="invalid model name"):
         inference.resolve_model(app, "bad name!")
+
+
+async def test_resolve_on_the_loop_never_waits_for_a_create_in_a_thread(
+        store: st.ModelStore, gguf_file: Path) -> None:
+    """A long /api/create holds the store lock in a worker thread; resolve() runs on the event
+    loop for every request and must not wait for it (it used to take the same lock)."""
+    import asyncio
+
+    make(store, gguf_file, "warm")
+    make(store, gguf_file, "cold")
+    store.resolve("warm")  # cached: the hit path
+    in_create, release, created = threading.Event(), threading.Event(), threading.Event()
+
+    def progress(p: dict[str, Any]) -> None:
+        if p["status"] == "writing manifest":  # inside create's `with store.lock:`
+            in_create.set()
+            release.wait(60)  # guard only: the test never relies on it expiring
+
+    def create() -> None:
+        try:
+            create_model(store, ModelName.parse("new"),
+                         CreateSpec(files={"tiny.gguf": import_blob(store, gguf_file)}), progress)
+        finally:
+            created.set()
+
+    worker = threading.Thread(target=create)
+    worker.start()
+    try:
+        assert await asyncio.to_thread(in_create.wait, 60)
+        assert store.resolve("warm").short_name == "warm:latest"
+        assert store.resolve("cold").short_name == "cold:latest"  # the miss path too
+        assert not created.is_set()  # both answered while the create still held the lock
+    finally:
+        release.set()
+        worker.join()
+    assert created.is_set() and store.resolve("new").short_name == "new:latest"
+
+
+def test_template_actions_scan_is_linear() -> None:
+    """A TEMPLATE layer of 400k `{` made the lazy `{{(.*?)}}` regex quadratic (minutes per
+    /api/tags). The scan must finish; the join deadline only keeps a regression from hanging."""
+    out: list[set[str]] = []
+    t = threading.Thread(target=lambda: out.append(st.template_vars("{" * 400_000)))
+    t.daemon = True
+    t.start()
+    t.join(60)
+    assert not t.is_alive() and out == [set()]
+    assert st.template_vars("{{ .Tools }}x{{{ .Suffix}}}{{ if .Thinking }}") == {
+        "tools", "suffix", "thinking"}
+    assert st._go_actions("a{{ .A }}b{{}}c{{ .B") == " .A  "
