@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -166,6 +166,7 @@ def _models_dir(value: str) -> Path:
 @dataclass(frozen=True)
 class Setting:
     env: str
+    attr: str  # the typed attribute of Settings that holds the parsed value
     parse: Callable[[str], Any]
     default: str
     description: str
@@ -173,28 +174,47 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("OLLAMA_HOST", parse_host, "127.0.0.1:11434", "server bind address / client target"),
-    Setting("OLLAMA_MODELS", _models_dir, "", "model store directory (default ~/.ollama/models)"),
-    Setting("OLLAMA_KEEP_ALIVE", parse_seconds, "5m", "how long a model stays loaded when idle"),
-    Setting("OLLAMA_LOAD_TIMEOUT", parse_seconds, "5m", "load stall timeout (no progress)"),
-    Setting("OLLAMA_MAX_LOADED_MODELS", parse_uint, "0", "loaded models at once (0 = 3 per GPU)"),
-    Setting("OLLAMA_NUM_PARALLEL", parse_uint, "1", "parallel request slots per loaded model"),
-    Setting("OLLAMA_MAX_QUEUE", parse_uint, "512", "pending requests before 503 server busy"),
-    Setting("OLLAMA_CONTEXT_LENGTH", parse_uint, "0", "default num_ctx (0 = by GPU memory tier)"),
-    Setting("OLLAMA_DEBUG", parse_debug_level, "0", "log level: 0 info, 1 debug, 2 trace"),
-    Setting("OLLAMA_FLASH_ATTENTION", parse_flash_attention, "auto", "flash attention on/off/auto"),
-    Setting("OLLAMA_KV_CACHE_TYPE", parse_kv_cache_type, "f16", "KV cache type: f16, q8_0, q4_0"),
-    Setting("OLLAMA_GPU_OVERHEAD", parse_uint, "0", "bytes of VRAM to keep free per GPU"),
-    Setting("OLLAMA_SCHED_SPREAD", parse_bool, "false", "spread every model over all GPUs"),
-    Setting("OLLAMA_NOPRUNE", parse_bool, "false", "do not prune unused blobs"),
-    Setting("OLLAMA_NOHISTORY", parse_bool, "false", "CLI: no REPL history file"),
-    Setting("OLLAMA_ORIGINS", parse_list, "", "extra allowed CORS origins, comma separated"),
-    Setting("OLLAMA_LLM_LIBRARY", _clean, "", "force a runner variant (cpu, cuda, rocm, ...)"),
-    Setting("OLLAMA_API_KEYS", parse_list, "", "accepted Bearer API keys (ollamapy)", secret=True),
-    Setting("OLLAMA_API_KEYS_FILE", _clean, "", "file of accepted API keys, one per line"),
-    Setting("OLLAMA_API_KEY", _clean, "", "client: Bearer key sent to the server", secret=True),
-    Setting("OLLAMAPY_RUNNERS", _clean, "", "directory of built runners (before repo runners/)"),
-    Setting("OLLAMAPY_MAX_BODY_BYTES", parse_uint, str(1024**3),
+    Setting("OLLAMA_HOST", "host", parse_host, "127.0.0.1:11434",
+            "server bind address / client target"),
+    Setting("OLLAMA_MODELS", "models_dir", _models_dir, "",
+            "model store directory (default ~/.ollama/models)"),
+    Setting("OLLAMA_KEEP_ALIVE", "keep_alive", parse_seconds, "5m",
+            "how long a model stays loaded when idle"),
+    Setting("OLLAMA_LOAD_TIMEOUT", "load_timeout", parse_seconds, "5m",
+            "load stall timeout (no progress)"),
+    Setting("OLLAMA_MAX_LOADED_MODELS", "max_loaded_models", parse_uint, "0",
+            "loaded models at once (0 = 3 per GPU)"),
+    Setting("OLLAMA_NUM_PARALLEL", "num_parallel", parse_uint, "1",
+            "parallel request slots per loaded model"),
+    Setting("OLLAMA_MAX_QUEUE", "max_queue", parse_uint, "512",
+            "pending requests before 503 server busy"),
+    Setting("OLLAMA_CONTEXT_LENGTH", "context_length", parse_uint, "0",
+            "default num_ctx (0 = by GPU memory tier)"),
+    Setting("OLLAMA_DEBUG", "debug", parse_debug_level, "0",
+            "log level: 0 info, 1 debug, 2 trace"),
+    Setting("OLLAMA_FLASH_ATTENTION", "flash_attention", parse_flash_attention, "auto",
+            "flash attention on/off/auto"),
+    Setting("OLLAMA_KV_CACHE_TYPE", "kv_cache_type", parse_kv_cache_type, "f16",
+            "KV cache type: f16, q8_0, q4_0"),
+    Setting("OLLAMA_GPU_OVERHEAD", "gpu_overhead", parse_uint, "0",
+            "bytes of VRAM to keep free per GPU"),
+    Setting("OLLAMA_SCHED_SPREAD", "sched_spread", parse_bool, "false",
+            "spread every model over all GPUs"),
+    Setting("OLLAMA_NOPRUNE", "noprune", parse_bool, "false", "do not prune unused blobs"),
+    Setting("OLLAMA_NOHISTORY", "nohistory", parse_bool, "false", "CLI: no REPL history file"),
+    Setting("OLLAMA_ORIGINS", "origins", parse_list, "",
+            "extra allowed CORS origins, comma separated"),
+    Setting("OLLAMA_LLM_LIBRARY", "llm_library", _clean, "",
+            "force a runner variant (cpu, cuda, rocm, ...)"),
+    Setting("OLLAMA_API_KEYS", "api_keys", parse_list, "",
+            "accepted Bearer API keys (ollamapy)", secret=True),
+    Setting("OLLAMA_API_KEYS_FILE", "api_keys_file", _clean, "",
+            "file of accepted API keys, one per line"),
+    Setting("OLLAMA_API_KEY", "api_key", _clean, "", "client: Bearer key sent to the server",
+            secret=True),
+    Setting("OLLAMAPY_RUNNERS", "runners_dir", _clean, "",
+            "directory of built runners (before repo runners/)"),
+    Setting("OLLAMAPY_MAX_BODY_BYTES", "max_body_bytes", parse_uint, str(1024**3),
             "largest request body accepted (413 above it)"),
 )
 _BY_ENV = {s.env: s for s in SETTINGS}
@@ -202,24 +222,40 @@ _BY_ENV = {s.env: s for s in SETTINGS}
 
 @dataclass(frozen=True)
 class Settings:
-    values: Mapping[str, Any] = field(default_factory=dict)
+    """Parsed settings, read through typed attributes (`settings.keep_alive`)."""
+
+    host: HostPort
+    models_dir: Path
+    keep_alive: float  # seconds; negative = forever
+    load_timeout: float  # seconds
+    max_loaded_models: int  # 0 = 3 per GPU
+    num_parallel: int
+    max_queue: int
+    context_length: int  # 0 = by GPU memory
+    debug: int
+    flash_attention: str  # auto | on | off
+    kv_cache_type: str
+    gpu_overhead: int  # bytes
+    sched_spread: bool
+    noprune: bool
+    nohistory: bool
+    origins: tuple[str, ...]
+    llm_library: str
+    api_keys: tuple[str, ...]
+    api_keys_file: str
+    api_key: str
+    runners_dir: str
+    max_body_bytes: int
 
     def __getitem__(self, env: str) -> Any:
-        return self.values[env]
-
-    @property
-    def host(self) -> HostPort:
-        return self.values["OLLAMA_HOST"]
-
-    @property
-    def models_dir(self) -> Path:
-        return self.values["OLLAMA_MODELS"]
+        """Transitional `settings["OLLAMA_X"]` for modules not yet on the typed attributes."""
+        return getattr(self, _BY_ENV[env].attr)
 
     def redacted(self) -> dict[str, str]:
         """For the start-up log line: secrets shown only as set/unset."""
         out = {}
         for s in SETTINGS:
-            v = self.values[s.env]
+            v = getattr(self, s.attr)
             if s.secret:
                 out[s.env] = "<redacted>" if v else ""
             elif isinstance(v, HostPort):
@@ -238,11 +274,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raw = env.get(s.env)
         text = s.default if raw is None or _clean(raw) == "" else raw
         try:
-            values[s.env] = s.parse(text)
+            values[s.attr] = s.parse(text)
         except (ValueError, TypeError) as e:
             shown = "<redacted>" if s.secret else _clean(raw or "")
             raise ConfigError(f"invalid {s.env}={shown!r}: {e}") from None
-    return Settings(values)
+    return Settings(**values)
 
 
 def describe(env: str) -> Setting:

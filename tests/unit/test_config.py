@@ -101,3 +101,12 @@ def test_secrets_redacted():
     s = load_settings({"OLLAMA_API_KEYS": "sekrit1,sekrit2"})
     assert "sekrit" not in repr(s.redacted())
     assert s.redacted()["OLLAMA_API_KEYS"] == "<redacted>"
+
+
+def test_typed_attributes_match_the_env_names() -> None:
+    s = load_settings({"OLLAMA_KEEP_ALIVE": "10m", "OLLAMA_NUM_PARALLEL": "4",
+                       "OLLAMA_SCHED_SPREAD": "1", "OLLAMA_ORIGINS": "a,b"})
+    assert s.keep_alive == 600.0 and s.num_parallel == 4 and s.sched_spread is True
+    assert s.origins == ("a", "b") and s.max_queue == 512 and s.flash_attention == "auto"
+    assert s.host.port == 11434 and s.models_dir.name == "models"
+    assert s["OLLAMA_KEEP_ALIVE"] == s.keep_alive  # the transitional mapping view agrees
