@@ -24,7 +24,9 @@ from pathlib import Path
 
 from pins import REPO, cache_dir, pins
 
-VARIANTS = ("cpu", "cuda", "metal", "rocm", "vulkan")
+from ollamapy.runner.variants import BUILDABLE as VARIANTS  # the one variant table (stdlib only)
+from ollamapy.runner.variants import backend
+
 # What a runner directory holds besides the shared libraries: the server ollamapy supervises, the
 # RPC worker `ollamapy worker` supervises, and the quantizer `create --quantize` runs.
 BINARIES = ("llama-server", "ggml-rpc-server", "llama-quantize")
@@ -105,7 +107,7 @@ def build(variant: str, cpu_variants: str, extra: list[str], jobs: int) -> Path:
                 shutil.copy2(f, bin_dir / f.name, follow_symlinks=False)
         manifest = {
             "variant": variant,
-            "backend": {"cpu": "cpu", "rocm": "hip"}.get(variant, variant),
+            "backend": backend(variant),
             "llama_cpp_commit": pins()["llama_cpp"]["commit"],
             "llama_cpp_sdist": pins()["llama_cpp"]["sdist_file"],
             "cmake_flags": flags,

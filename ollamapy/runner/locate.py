@@ -4,17 +4,20 @@ data dir, then `llama-server` on PATH — the first place that has any wins for 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ollamapy.errors import RunnerNotFound
+from ollamapy.logs import kv
 from ollamapy.paths import repo_root
+from ollamapy.runner import variants
 
-# Preference when several variants are present and usable on this host.
-VARIANT_ORDER = ("cuda", "rocm", "metal", "vulkan", "cpu")
+log = logging.getLogger("ollamapy.runner")
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,7 @@ class Runner:
     binary: Path
     commit: str
     source: str  # which search location found it
-    manifest: dict
+    manifest: dict[str, Any]
 
 
 def search_dirs(environ: dict[str, str] | None = None) -> list[tuple[str, Path]]:
@@ -38,7 +41,7 @@ def search_dirs(environ: dict[str, str] | None = None) -> list[tuple[str, Path]]
     return dirs
 
 
-def _read_manifest(d: Path) -> dict | None:
+def _read_manifest(d: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((d / "manifest.json").read_text())
     except (OSError, ValueError):
@@ -64,20 +67,30 @@ def find_runners(environ: dict[str, str] | None = None) -> list[Runner]:
     on_path = shutil.which("llama-server", path=env.get("PATH"))
     if on_path and "system" not in found:
         found["system"] = Runner("system", Path(on_path), "", "PATH", {})
-    order = {v: i for i, v in enumerate((*VARIANT_ORDER, "system"))}
+    order = variants.ORDER
     return sorted(found.values(), key=lambda r: order.get(r.variant, len(order)))
-
-
-# GPU libraries (as ollamapy.placement.gpu names them) a variant needs at least one device of.
-VARIANT_NEEDS: dict[str, tuple[str, ...]] = {
-    "cuda": ("cuda",), "rocm": ("rocm",), "metal": ("metal",), "vulkan": ("cuda", "rocm"),
-}
 
 
 def usable(r: Runner, libraries: Sequence[str]) -> bool:
     """Can this variant use the hardware? GPU variants need a device of their kind."""
-    needs = VARIANT_NEEDS.get(r.variant)
-    return needs is None or any(lib in libraries for lib in needs)
+    return variants.unusable_reason(r.variant, list(libraries)) is None
+
+
+def choose(runners: Sequence[Runner], variant: str,
+           libraries: Sequence[str] | None) -> tuple[Runner | None, list[tuple[str, str]]]:
+    """Pure pick: the runner to use and (variant, why not) for each better one skipped."""
+    if variant:
+        return next((r for r in runners if r.variant == variant), None), []
+    skipped: list[tuple[str, str]] = []
+    if libraries is not None:
+        for r in runners:
+            why = variants.unusable_reason(r.variant, list(libraries))
+            if why is None:
+                return r, skipped
+            skipped.append((r.variant, why))
+        if runners:  # nothing fits the hardware: the first one still runs (on the CPU)
+            return runners[0], [s for s in skipped if s[0] != runners[0].variant]
+    return (runners[0] if runners else None), skipped
 
 
 def pick_runner(variant: str = "", environ: Mapping[str, str] | None = None,
@@ -90,15 +103,11 @@ def pick_runner(variant: str = "", environ: Mapping[str, str] | None = None,
             "no llama-server runner found: run `make runner` (or set OLLAMAPY_RUNNERS, "
             "or put llama-server on PATH)"
         )
-    if variant:
-        for r in runners:
-            if r.variant == variant:
-                return r
+    picked, skipped = choose(runners, variant, libraries)
+    for name, why in skipped:  # e.g. a CUDA build on a host without a GPU
+        log.info("not using runner", extra=kv(variant=name, reason=why))
+    if picked is None:
         raise RunnerNotFound(
             f"runner variant {variant!r} not found (have: {', '.join(r.variant for r in runners)})"
         )
-    if libraries is not None:
-        for r in runners:
-            if usable(r, libraries):
-                return r
-    return runners[0]
+    return picked

@@ -56,3 +56,34 @@ def test_not_executable_is_ignored(tmp_path):
     os.chmod(exe, 0o644)
     env = {"OLLAMAPY_RUNNERS": str(tmp_path / "env"), "PATH": ""}
     assert all(r.source != "OLLAMAPY_RUNNERS" for r in find_runners(env))
+
+
+def test_without_a_gpu_the_cuda_runner_is_skipped_and_the_reason_logged(tmp_path, caplog):
+    import logging
+
+    from ollamapy.runner.locate import choose
+
+    make_runner(tmp_path / "env", "cpu")
+    make_runner(tmp_path / "env", "cuda")
+    make_runner(tmp_path / "env", "rocm")
+    env = {"OLLAMAPY_RUNNERS": str(tmp_path / "env"), "PATH": ""}
+    runners = find_runners(env)
+    picked, skipped = choose(runners, "", [])
+    assert picked is not None and picked.variant == "cpu"
+    assert skipped == [("cuda", "no cuda GPU found"), ("rocm", "no rocm GPU found")]
+    with caplog.at_level(logging.INFO, logger="ollamapy.runner"):
+        assert pick_runner("", env, libraries=[]).variant == "cpu"
+    reasons = [(r.kv["variant"], r.kv["reason"]) for r in caplog.records  # type: ignore[attr-defined]
+               if r.getMessage() == "not using runner"]
+    assert reasons == skipped
+    # a GPU of the right kind: no skip; OLLAMA_LLM_LIBRARY forces one regardless
+    assert choose(runners, "", ["cuda"])[0].variant == "cuda"  # type: ignore[union-attr]
+    assert choose(runners, "cuda", [])[0].variant == "cuda"  # type: ignore[union-attr]
+
+
+def test_variant_table_is_one_table():
+    from ollamapy.runner import variants
+
+    assert variants.BUILDABLE == ("cuda", "rocm", "metal", "vulkan", "cpu")
+    assert variants.libraries("vulkan") == ("cuda", "rocm") and variants.libraries("cpu") == ()
+    assert variants.libraries("system") is None and variants.backend("rocm") == "hip"
