@@ -70,3 +70,31 @@ class RunnerError(OllamaError):
 
 class RunnerNotFound(Exception):
     """No llama-server binary could be located."""
+
+
+class ServerShuttingDown(OllamaError):
+    """The server is stopping: queued requests and streams cut by the planned stop say so."""
+
+    status = 503
+
+    def __init__(self, message: str = "server is shutting down") -> None:
+        super().__init__(message)
+
+
+class InsufficientStorage(OllamaError):
+    status = 507
+
+
+class InternalError(OllamaError):
+    """An unexpected failure: the client gets this fixed text, the details go to the log."""
+
+    status = 500
+
+    def __init__(self, message: str = "internal server error") -> None:
+        super().__init__(message)
+
+
+class StoreError(OllamaError):
+    """The model store holds something unreadable (a corrupt manifest, a missing layer)."""
+
+    status = 500

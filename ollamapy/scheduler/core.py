@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,28 +26,57 @@ import aiohttp
 
 from ollamapy import keepalive
 from ollamapy.config import Settings
-from ollamapy.errors import OllamaError, RunnerError, RunnerNotFound, ServerBusy
-from ollamapy.logs import kv
-from ollamapy.placement.gpu import GpuDevice, Inventory, discover
-from ollamapy.placement.memory import (
-    EstimateOptions,
-    ModelFacts,
-    Placement,
-    decision_fields,
-    place,
-    read_facts,
+from ollamapy.errors import (
+    InternalError,
+    OllamaError,
+    RunnerError,
+    RunnerNotFound,
+    ServerBusy,
+    ServerShuttingDown,
 )
-from ollamapy.runner.flags import LaunchConfig, cache_ram_mib
+from ollamapy.logs import kv
+from ollamapy.placement.gpu import Inventory, discover
+from ollamapy.placement.memory import ModelFacts, Placement, decision_fields, place, read_facts
+from ollamapy.runner import variants
+from ollamapy.runner.flags import LaunchConfig
 from ollamapy.runner.locate import Runner, pick_runner
+from ollamapy.scheduler.events import (
+    Event,
+    Exited,
+    Expired,
+    HealthChecked,
+    Loaded,
+    LoadFailed,
+    NeedRoom,
+    Released,
+    RequestArrived,
+    RequestCancelled,
+    RequestFailed,
+    Tick,
+    Unloaded,
+    UnloadRequested,
+)
 from ollamapy.scheduler.launcher import Launcher, ProcessLauncher, RunnerHandle
 from ollamapy.scheduler.policy import (
-    RunnerSpec,
     RunnerView,
+    account_for_loaded,
     crash_backoff,
+    estimate_options,
+    fits,
+    is_oom,
+    launch_config,
     max_loaded_models,
     needs_reload,
     pick_victim,
     resolve_spec,
+)
+from ollamapy.scheduler.state import (
+    GONE,
+    SERVING,
+    Grant,
+    LoadedRunner,
+    PendingRequest,
+    RunnerState,
 )
 from ollamapy.store.model import Model
 
@@ -58,66 +87,6 @@ RUNNER_STOPPED = ("model runner has unexpectedly stopped, this may be due to res
 UNLOAD_GRACE_S = 5.0  # idle runners exit on SIGTERM in ~0.1 s; a wedged one gets SIGKILL
 SHUTDOWN_GRACE_S = 3.0  # server shutdown: SIGTERM, SIGKILL after this, all runners at once
 CRASH_WINDOW_S = 60.0
-
-# Which discovered GPUs a runner variant can use (None = all of them).
-VARIANT_LIBRARIES: dict[str, tuple[str, ...] | None] = {
-    "cuda": ("cuda",), "rocm": ("rocm",), "metal": ("metal",), "vulkan": ("cuda", "rocm"),
-    "cpu": (), "system": None,
-}
-
-
-@dataclass(eq=False)
-class _Pending:
-    model: Model
-    spec: RunnerSpec
-    keep_alive: float | None
-    facts: ModelFacts | None
-    future: asyncio.Future[_Grant]
-    arrived: float
-
-    @property
-    def key(self) -> str:
-        return str(self.spec.model_path)
-
-
-@dataclass(eq=False)
-class _Runner:
-    key: str
-    model: Model
-    spec: RunnerSpec
-    facts: ModelFacts | None
-    keep_alive: float
-    state: str = "loading"  # loading | ready | draining | checking | stopping | dead
-    resume_state: str = "ready"  # where a health check that passes returns to
-    handle: RunnerHandle | None = None
-    refcount: int = 0
-    expires_at: datetime | None = None
-    timer: asyncio.TimerHandle | None = None
-    timer_gen: int = 0
-    armed: bool = False  # idle bookkeeping (timer or unload) done since the last release
-    placement: Placement | None = None
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    unload_waiters: list[asyncio.Future[bool]] = field(default_factory=list)
-    started: float = 0.0
-
-    def unloaded(self) -> None:
-        """Tell everyone waiting for this runner to go (`ollamapy stop`) that it is gone."""
-        for f in self.unload_waiters:
-            if not f.done():
-                f.set_result(True)
-        self.unload_waiters.clear()
-
-    @property
-    def num_ctx(self) -> int:
-        if self.handle is not None and self.handle.num_ctx > 0:
-            return self.handle.num_ctx
-        return self.spec.num_ctx
-
-
-@dataclass(frozen=True)
-class _Grant:
-    runner: _Runner
-    load_duration: float
 
 
 @dataclass(frozen=True)
@@ -136,7 +105,7 @@ class RunnerStatus:
 class Lease:
     """A slot on a healthy runner for the duration of one request."""
 
-    def __init__(self, scheduler: Scheduler, grant: _Grant, model: Model) -> None:
+    def __init__(self, scheduler: Scheduler, grant: Grant, model: Model) -> None:
         r = grant.runner
         assert r.handle is not None and scheduler.session is not None
         self._scheduler = scheduler
@@ -153,11 +122,14 @@ class Lease:
     def pid(self) -> int | None:
         return self._runner.handle.pid if self._runner.handle else None
 
-    def fail(self, exc: BaseException) -> RunnerError:
+    def fail(self, exc: BaseException) -> OllamaError:
         """The runner broke mid-request: the scheduler checks it and replaces it if dead.
-        Returns the error to report (Ollama's wording, plus the runner's last error line)."""
+        Returns the error to report: Ollama's wording plus the runner's last error line, or
+        "server is shutting down" when the stop was planned (the server is stopping)."""
         self.failed = exc
-        self._scheduler._post(("failed", self._runner, exc))
+        if self._scheduler.closed:
+            return ServerShuttingDown()
+        self._scheduler._post(RequestFailed(self._runner, exc))
         return RunnerError(runner_failure_message(self._runner.handle))
 
 
@@ -183,11 +155,11 @@ class Scheduler:
         self._facts_fn = facts_fn
         self._environ = dict(os.environ if environ is None else environ)
         self._facts_cache: dict[tuple[str, int, int], ModelFacts | None] = {}
-        self._runners: dict[str, _Runner] = {}
-        self._stopping: set[_Runner] = set()
-        self._pending: list[_Pending] = []
-        self._loading: _Runner | None = None
-        self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self._runners: dict[str, LoadedRunner] = {}
+        self._stopping: set[LoadedRunner] = set()
+        self._pending: list[PendingRequest] = []
+        self._loading: LoadedRunner | None = None
+        self._inbox: asyncio.Queue[Event] = asyncio.Queue()
         self._crashes: dict[str, list[float]] = {}
         self._backoff_until: dict[str, float] = {}
         self._oom_retried: set[str] = set()
@@ -198,9 +170,14 @@ class Scheduler:
         self._variant_libs: tuple[str, ...] | None = None
         self.inventory: Inventory | None = None
         self.session: aiohttp.ClientSession | None = None
-        self.default_keep_alive = keepalive.normalize(float(settings["OLLAMA_KEEP_ALIVE"]))
-        self.max_queue = max(1, int(settings["OLLAMA_MAX_QUEUE"] or 0))
+        self.default_keep_alive = keepalive.normalize(settings.keep_alive)
+        self.max_queue = max(1, settings.max_queue)
         self.max_loaded = 3
+
+    @property
+    def closed(self) -> bool:
+        """True once stop() began (server shutdown): cut streams say so, not "crashed"."""
+        return self._closed
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -229,7 +206,7 @@ class Scheduler:
                 available=f"{sysinfo.free / 2**30:.1f} GiB"))
         log.info("scheduler started", extra=kv(
             gpus=len(self.inventory.gpus), max_loaded_models=self.max_loaded,
-            num_parallel=self.settings["OLLAMA_NUM_PARALLEL"], max_queue=self.max_queue))
+            num_parallel=self.settings.num_parallel, max_queue=self.max_queue))
         self._task = asyncio.create_task(self._run(), name="scheduler")
 
     def _process_launcher(self) -> ProcessLauncher:
@@ -238,15 +215,14 @@ class Scheduler:
         libraries = self.inventory.libraries()
 
         def pick() -> Runner:
-            runner = pick_runner(self.settings["OLLAMA_LLM_LIBRARY"], self._environ,
+            runner = pick_runner(self.settings.llm_library, self._environ,
                                  libraries=libraries)
-            self._variant_libs = VARIANT_LIBRARIES.get(runner.variant)
+            self._variant_libs = variants.libraries(runner.variant)
             log.info("using runner", extra=kv(variant=runner.variant, path=runner.binary))
             return runner
 
         launcher = ProcessLauncher(pick, self._config_home,
-                                   stall_timeout=max(0.0, float(
-                                       self.settings["OLLAMA_LOAD_TIMEOUT"])),
+                                   stall_timeout=max(0.0, self.settings.load_timeout),
                                    environ=self._environ)
         launcher.find_runner()
         return launcher
@@ -264,13 +240,13 @@ class Scheduler:
             self._tick.cancel()
         for p in self._pending:
             if not p.future.done():
-                p.future.set_exception(OllamaError("server is shutting down", status=503))
+                p.future.set_exception(ServerShuttingDown())
         self._pending.clear()
         handles: list[RunnerHandle] = []
         while not self._inbox.empty():  # a load that finished but was never processed
             ev = self._inbox.get_nowait()
-            if ev[0] == "loaded":
-                handles.append(ev[2])
+            if isinstance(ev, Loaded):
+                handles.append(ev.handle)
         runners = [*self._runners.values(), *self._stopping]
         for r in runners:
             if r.timer is not None:
@@ -301,7 +277,7 @@ class Scheduler:
                     keep_alive: float | None, *, embedding: bool = False) -> AsyncIterator[Lease]:
         """A runner slot for `model`; released (and keep_alive applied) on exit."""
         if self._closed or self._task is None:
-            raise OllamaError("server is shutting down", status=503)
+            raise ServerShuttingDown()
         arrived = time.monotonic()
         facts = await self._facts(model)
         assert self.inventory is not None
@@ -310,22 +286,22 @@ class Scheduler:
                             embedding=embedding, projectors=model.projector_paths,
                             adapters=model.adapter_paths, params=model.params)
         ka = None if keep_alive is None else keepalive.normalize(keep_alive)
-        fut: asyncio.Future[_Grant] = asyncio.get_running_loop().create_future()
-        pending = _Pending(model, spec, ka, facts, fut, arrived)
-        self._post(("request", pending))
+        fut: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
+        pending = PendingRequest(model, spec, ka, facts, fut, arrived)
+        self._post(RequestArrived(pending))
         try:
             grant = await fut
         except asyncio.CancelledError:
             if fut.cancelled():
-                self._post(("cancel", pending))
+                self._post(RequestCancelled(pending))
             elif fut.exception() is None:  # granted just as the client went away
-                self._post(("release", fut.result().runner, True))
+                self._post(Released(fut.result().runner, True))
             raise
         lease = Lease(self, grant, model)
         try:
             yield lease
         finally:
-            self._post(("release", grant.runner, lease.failed is None))
+            self._post(Released(grant.runner, lease.failed is None))
 
     async def unload(self, model: Model) -> bool:
         """Unload `model` without loading it (keep_alive 0 with an empty prompt). Waits for an
@@ -334,7 +310,7 @@ class Scheduler:
         if self._closed or self._task is None:
             return False
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._post(("unload", str(model.model_path), fut))
+        self._post(UnloadRequested(str(model.model_path), fut))
         try:
             return await asyncio.wait_for(asyncio.shield(fut), UNLOAD_GRACE_S + 5)
         except TimeoutError:  # the runner is being killed; it is no longer serving
@@ -345,17 +321,18 @@ class Scheduler:
         out = []
         now = _now()
         for r in list(self._runners.values()):
-            if r.state in ("stopping", "dead"):
+            if r.state in GONE:
                 continue
             size, vram = self._sizes(r)
             expires = r.expires_at or keepalive.expiry(now, r.keep_alive)
             out.append(RunnerStatus(model=r.model, size=size, size_vram=vram, expires_at=expires,
                                     context_length=r.num_ctx,
-                                    pid=r.handle.pid if r.handle else None, state=r.state))
+                                    pid=r.handle.pid if r.handle else None,
+                                    state=r.state.value))
         out.sort(key=lambda s: s.expires_at, reverse=True)
         return out
 
-    def _sizes(self, r: _Runner) -> tuple[int, int]:
+    def _sizes(self, r: LoadedRunner) -> tuple[int, int]:
         if r.handle is not None:
             size, vram = r.handle.sizes()
             if size > 0:
@@ -367,7 +344,7 @@ class Scheduler:
 
     # ------------------------------------------------------------------ helpers
 
-    def _post(self, event: tuple[Any, ...]) -> None:
+    def _post(self, event: Event) -> None:
         self._inbox.put_nowait(event)
 
     async def _facts(self, model: Model) -> ModelFacts | None:
@@ -403,61 +380,60 @@ class Scheduler:
                 self._handle(event)
                 self._schedule()
             except Exception:
-                log.exception("scheduler event %s failed", event[0])
+                log.exception("scheduler event %s failed", type(event).__name__)
                 # Never leave the request that triggered a bug waiting for ever.
-                if event[0] == "request" and not event[1].future.done():
-                    event[1].future.set_exception(OllamaError("internal scheduler error"))
+                if isinstance(event, RequestArrived) and not event.pending.future.done():
+                    event.pending.future.set_exception(InternalError("internal scheduler error"))
 
-    def _handle(self, ev: tuple[Any, ...]) -> None:
-        kind = ev[0]
-        if kind == "request":
-            self._on_request(ev[1])
-        elif kind == "cancel":
-            p = ev[1]
-            if p in self._pending:
-                self._pending.remove(p)
-        elif kind == "release":
-            self._on_release(ev[1], ev[2])
-        elif kind == "loaded":
-            self._on_loaded(ev[1], ev[2])
-        elif kind == "load_failed":
-            self._on_load_failed(ev[1], ev[2])
-        elif kind == "need_room":
-            self._on_need_room(ev[1])
-        elif kind == "exited":
-            self._on_exited(ev[1])
-        elif kind == "unloaded":
-            r = ev[1]
-            self._stopping.discard(r)
-            r.unloaded()
-        elif kind == "expire":
-            r, gen = ev[1], ev[2]
-            if r.timer_gen == gen and r.state == "ready" and r.refcount == 0:
-                log.info("model expired", extra=kv(model=r.model.short_name))
-                self._begin_unload(r)
-        elif kind == "failed":
-            self._on_failed(ev[1], ev[2])
-        elif kind == "health":
-            self._on_health(ev[1], ev[2])
-        elif kind == "unload":
-            self._on_unload(ev[1], ev[2])
-        # "tick" only re-runs _schedule
+    def _handle(self, ev: Event) -> None:
+        """The one dispatch: every state change goes through here, on the actor task."""
+        match ev:
+            case RequestArrived(p):
+                self._on_request(p)
+            case RequestCancelled(p):
+                if p in self._pending:
+                    self._pending.remove(p)
+            case Released(r, ok):
+                self._on_release(r, ok)
+            case RequestFailed(r, exc):
+                self._on_failed(r, exc)
+            case UnloadRequested(key, fut):
+                self._on_unload(key, fut)
+            case Loaded(r, handle):
+                self._on_loaded(r, handle)
+            case LoadFailed(r, exc):
+                self._on_load_failed(r, exc)
+            case NeedRoom(r):
+                self._on_need_room(r)
+            case Exited(r):
+                self._on_exited(r)
+            case Unloaded(r):
+                self._stopping.discard(r)
+                r.unloaded()
+            case Expired(r, gen):
+                if r.timer_gen == gen and r.state == RunnerState.READY and r.refcount == 0:
+                    log.info("model expired", extra=kv(model=r.model.short_name))
+                    self._begin_unload(r)
+            case HealthChecked(r, ok):
+                self._on_health(r, ok)
+            case Tick():
+                pass  # only re-runs _schedule
 
-    def _ready(self, key: str) -> _Runner | None:
+    def _ready(self, key: str) -> LoadedRunner | None:
         """The runner for `key`; one whose process already exited is retired on the spot, so
         a request arriving right after a crash never lands on the corpse."""
         r = self._runners.get(key)
-        if (r is not None and r.state in ("ready", "draining") and r.handle is not None
+        if (r is not None and r.state in SERVING and r.handle is not None
                 and r.handle.returncode is not None):
             self._on_exited(r)
             return None
         return r
 
-    def _on_request(self, p: _Pending) -> None:
+    def _on_request(self, p: PendingRequest) -> None:
         if p.future.done():
             return
         r = self._ready(p.key)
-        if (r is not None and r.state == "ready" and not needs_reload(r.spec, p.spec)
+        if (r is not None and r.state == RunnerState.READY and not needs_reload(r.spec, p.spec)
                 and r.refcount < r.spec.num_parallel
                 and not any(q.key == p.key for q in self._pending)):
             self._grant(r, p)  # a loaded, compatible runner never waits behind a load
@@ -467,7 +443,7 @@ class Scheduler:
             return
         self._pending.append(p)
 
-    def _grant(self, r: _Runner, p: _Pending) -> None:
+    def _grant(self, r: LoadedRunner, p: PendingRequest) -> None:
         if p.future.done():
             return
         assert r.handle is not None
@@ -480,22 +456,22 @@ class Scheduler:
             r.keep_alive = p.keep_alive
         if r.expires_at is None:
             r.expires_at = keepalive.expiry(_now(), r.keep_alive)
-        p.future.set_result(_Grant(r, time.monotonic() - p.arrived))
+        p.future.set_result(Grant(r, time.monotonic() - p.arrived))
 
-    def _on_release(self, r: _Runner, ok: bool) -> None:
+    def _on_release(self, r: LoadedRunner, ok: bool) -> None:
         r.refcount = max(0, r.refcount - 1)
         if not ok:
             log.debug("request on %s ended with a runner failure", r.model.short_name)
-        if r.refcount == 0 and r.state in ("ready", "draining"):
+        if r.refcount == 0 and r.state in SERVING:
             self._on_idle(r)
 
-    def _on_idle(self, r: _Runner) -> None:
-        if r.state == "ready" and r.keep_alive == 0 and any(
+    def _on_idle(self, r: LoadedRunner) -> None:
+        if r.state == RunnerState.READY and r.keep_alive == 0 and any(
                 p.key == r.key and not p.future.done() and not needs_reload(r.spec, p.spec)
                 for p in self._pending):
             return  # keep_alive 0 unloads after the request, not under a queued one for it
         r.armed = True
-        if r.state == "draining" or r.keep_alive == 0:
+        if r.state == RunnerState.DRAINING or r.keep_alive == 0:
             self._begin_unload(r)
             return
         r.expires_at = keepalive.expiry(_now(), r.keep_alive)
@@ -505,15 +481,15 @@ class Scheduler:
         if not keepalive.is_forever(r.keep_alive):
             r.timer_gen += 1
             r.timer = asyncio.get_running_loop().call_later(
-                r.keep_alive, self._post, ("expire", r, r.timer_gen))
+                r.keep_alive, self._post, Expired(r, r.timer_gen))
 
-    def _begin_unload(self, r: _Runner) -> None:
-        if r.state in ("stopping", "dead"):
+    def _begin_unload(self, r: LoadedRunner) -> None:
+        if r.state in GONE:
             return
         if r.timer is not None:
             r.timer.cancel()
             r.timer = None
-        r.state = "stopping"
+        r.state = RunnerState.STOPPING
         if self._runners.get(r.key) is r:
             del self._runners[r.key]
         if r.handle is None:
@@ -522,40 +498,40 @@ class Scheduler:
         log.info("unloading model", extra=kv(model=r.model.short_name, pid=r.handle.pid))
         r.tasks.append(asyncio.create_task(self._unload(r), name=f"unload-{r.key}"))
 
-    async def _unload(self, r: _Runner) -> None:
+    async def _unload(self, r: LoadedRunner) -> None:
         try:
             assert r.handle is not None
             await r.handle.stop(UNLOAD_GRACE_S)
         finally:
-            self._post(("unloaded", r))
+            self._post(Unloaded(r))
 
-    def _on_loaded(self, r: _Runner, handle: RunnerHandle) -> None:
+    def _on_loaded(self, r: LoadedRunner, handle: RunnerHandle) -> None:
         if self._loading is r:
             self._loading = None
         self._oom_retried.discard(r.key)
         r.handle = handle
-        if r.state != "loading" or self._closed:  # unloaded while loading
-            r.state = "ready"
+        if r.state != RunnerState.LOADING or self._closed:  # unloaded while loading
+            r.state = RunnerState.READY
             self._begin_unload(r)
             return
-        r.state = "ready"
+        r.state = RunnerState.READY
         log.info("llama runner started", extra=kv(
             model=r.model.short_name, pid=handle.pid, seconds=f"{time.monotonic() - r.started:.2f}",
             num_ctx=r.num_ctx, parallel=r.spec.num_parallel))
         r.tasks.append(asyncio.create_task(self._watch(r), name=f"watch-{r.key}"))
 
-    async def _watch(self, r: _Runner) -> None:
+    async def _watch(self, r: LoadedRunner) -> None:
         assert r.handle is not None
         await r.handle.wait()
-        self._post(("exited", r))
+        self._post(Exited(r))
 
-    def _on_load_failed(self, r: _Runner, exc: BaseException) -> None:
+    def _on_load_failed(self, r: LoadedRunner, exc: BaseException) -> None:
         if self._loading is r:
             self._loading = None
         if self._runners.get(r.key) is r:
             del self._runners[r.key]
-        r.state = "dead"
-        others = [x for x in self._runners.values() if x.state in ("ready", "draining")]
+        r.state = RunnerState.DEAD
+        others = [x for x in self._runners.values() if x.state in SERVING]
         if is_oom(str(exc)) and others and r.key not in self._oom_retried:
             # Ollama: out of memory with other models resident -> evict them all, retry once.
             log.warning("out of memory loading model, unloading the others and retrying",
@@ -574,12 +550,12 @@ class Scheduler:
                     p.future.set_exception(err)
         r.unloaded()
 
-    def _on_need_room(self, r: _Runner) -> None:
+    def _on_need_room(self, r: LoadedRunner) -> None:
         if self._loading is r:
             self._loading = None
         if self._runners.get(r.key) is r:
             del self._runners[r.key]
-        r.state = "dead"
+        r.state = RunnerState.DEAD
         victim = self._victim()
         if victim is not None:
             log.info("evicting model to make room", extra=kv(
@@ -591,33 +567,33 @@ class Scheduler:
                     self._start_load(p, allow_evict=False)
                     break
 
-    def _on_exited(self, r: _Runner) -> None:
-        if r.state in ("stopping", "dead"):
+    def _on_exited(self, r: LoadedRunner) -> None:
+        if r.state in GONE:
             return
         msg = r.handle.exit_message() if r.handle is not None else "exited"
         log.warning("runner exited unexpectedly", extra=kv(model=r.model.short_name, error=msg))
         if r.timer is not None:
             r.timer.cancel()
             r.timer = None
-        r.state = "dead"
+        r.state = RunnerState.DEAD
         if self._runners.get(r.key) is r:
             del self._runners[r.key]
         self._record_crash(r.key)
         r.unloaded()
 
-    def _on_failed(self, r: _Runner, exc: BaseException) -> None:
-        if r.state not in ("ready", "draining") or r.handle is None:
+    def _on_failed(self, r: LoadedRunner, exc: BaseException) -> None:
+        if r.state not in SERVING or r.handle is None:
             return
         log.warning("request failed on runner: %r", exc, extra=kv(model=r.model.short_name))
         if r.handle.returncode is not None:
             self._on_exited(r)
             return
         # No new work until /health answers: the process may be dead but not yet reaped.
-        r.resume_state, r.state = r.state, "checking"
+        r.resume_state, r.state = r.state, RunnerState.CHECKING
         r.tasks.append(asyncio.create_task(self._check_health(r)))
 
-    def _on_health(self, r: _Runner, ok: bool) -> None:
-        if r.state != "checking":
+    def _on_health(self, r: LoadedRunner, ok: bool) -> None:
+        if r.state != RunnerState.CHECKING:
             return
         if ok and r.handle is not None and r.handle.returncode is None:
             r.state = r.resume_state
@@ -629,14 +605,14 @@ class Scheduler:
         self._record_crash(r.key)
         self._begin_unload(r)
 
-    async def _check_health(self, r: _Runner) -> None:
+    async def _check_health(self, r: LoadedRunner) -> None:
         assert r.handle is not None and self.session is not None
         ok = False
         with contextlib.suppress(TimeoutError, aiohttp.ClientError):
             async with self.session.get(f"{r.handle.base_url}/health",
                                         timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 ok = resp.status == 200
-        self._post(("health", r, ok))
+        self._post(HealthChecked(r, ok))
 
     def _on_unload(self, key: str, fut: asyncio.Future[bool]) -> None:
         r = self._runners.get(key)
@@ -648,7 +624,7 @@ class Scheduler:
                 fut.set_result(False)
             return
         r.keep_alive = 0.0
-        if r.state in ("ready", "draining") and r.refcount == 0:
+        if r.state in SERVING and r.refcount == 0:
             r.unload_waiters.append(fut)
             self._begin_unload(r)
         else:  # busy or still loading: it unloads as soon as it is idle
@@ -672,7 +648,7 @@ class Scheduler:
         now = time.monotonic()
         # One load at a time, and none while an evicted or reloading runner drains or stops.
         turn_taken = (self._loading is not None or bool(self._stopping)
-                      or any(r.state == "draining" for r in self._runners.values()))
+                      or any(r.state == RunnerState.DRAINING for r in self._runners.values()))
         blocked: set[str] = set()
         for p in list(self._pending):
             if p.future.done():
@@ -680,22 +656,22 @@ class Scheduler:
                 continue
             r = self._ready(p.key)
             if r is not None:
-                if r.state == "ready" and not needs_reload(r.spec, p.spec):
+                if r.state == RunnerState.READY and not needs_reload(r.spec, p.spec):
                     if p.key not in blocked and r.refcount < r.spec.num_parallel:
                         self._pending.remove(p)
                         self._grant(r, p)
                     else:
                         blocked.add(p.key)  # FIFO per model: later ones wait behind this one
                     continue
-                if r.state in ("loading", "checking"):
+                if r.state in (RunnerState.LOADING, RunnerState.CHECKING):
                     continue
                 if turn_taken:
                     continue
                 turn_taken = True
-                if r.state == "ready":  # different runner options: reload once drained
+                if r.state == RunnerState.READY:  # different runner options: reload once drained
                     log.info("reloading model with new options", extra=kv(
                         model=r.model.short_name, num_ctx=p.spec.num_ctx))
-                    r.state = "draining"
+                    r.state = RunnerState.DRAINING
                     if r.refcount == 0:
                         self._begin_unload(r)
                 continue
@@ -706,7 +682,7 @@ class Scheduler:
                 self._arm_tick(until - now)
                 continue
             turn_taken = True
-            active = [x for x in self._runners.values() if x.state != "stopping"]
+            active = [x for x in self._runners.values() if x.state != RunnerState.STOPPING]
             if len(active) >= self.max_loaded:
                 victim = self._victim()
                 if victim is not None:
@@ -714,54 +690,54 @@ class Scheduler:
                 continue
             self._start_load(p, allow_evict=bool(active))
         for r in self._runners.values():  # loaded for a request that went away meanwhile
-            if r.state == "ready" and r.refcount == 0 and not r.armed:
+            if r.state == RunnerState.READY and r.refcount == 0 and not r.armed:
                 self._on_idle(r)
 
-    def _victim(self) -> _Runner | None:
-        candidates = [r for r in self._runners.values() if r.state in ("ready", "draining")]
+    def _victim(self) -> LoadedRunner | None:
+        candidates = [r for r in self._runners.values() if r.state in SERVING]
         view = pick_victim([RunnerView(r.key, r.keep_alive, r.refcount, str(r.spec.model_path))
                             for r in candidates])
         if view is None:
             return None
         return self._runners.get(view.key)
 
-    def _evict(self, victim: _Runner) -> None:
+    def _evict(self, victim: LoadedRunner) -> None:
         if victim.refcount == 0:
             self._begin_unload(victim)
-        elif victim.state == "ready":
-            victim.state = "draining"  # unloads when its requests finish
+        elif victim.state == RunnerState.READY:
+            victim.state = RunnerState.DRAINING  # unloads when its requests finish
 
     def _arm_tick(self, delay: float) -> None:
         if self._tick is not None:
             self._tick.cancel()
-        self._tick = asyncio.get_running_loop().call_later(delay, self._post, ("tick",))
+        self._tick = asyncio.get_running_loop().call_later(delay, self._post, Tick())
 
-    def _start_load(self, p: _Pending, *, allow_evict: bool) -> None:
-        r = _Runner(key=p.key, model=p.model, spec=p.spec, facts=p.facts,
+    def _start_load(self, p: PendingRequest, *, allow_evict: bool) -> None:
+        r = LoadedRunner(key=p.key, model=p.model, spec=p.spec, facts=p.facts,
                     keep_alive=p.keep_alive if p.keep_alive is not None
                     else self.default_keep_alive, started=time.monotonic())
         self._runners[r.key] = r
         self._loading = r
-        others = [(x.placement, x.handle) for x in self._runners.values() if x is not r]
+        others = [x.placement for x in self._runners.values() if x is not r]
         r.tasks.append(asyncio.create_task(self._load(r, others, allow_evict),
                                            name=f"load-{r.key}"))
 
-    async def _load(self, r: _Runner, others: list[tuple[Placement | None, Any]],
+    async def _load(self, r: LoadedRunner, others: list[Placement | None],
                     allow_evict: bool) -> None:
         try:
             if isinstance(self._launcher, ProcessLauncher):
                 self._launcher.find_runner()  # its variant decides which GPUs count
             # Fresh numbers for every load: free VRAM and RAM change as models come and go.
             inv = await asyncio.to_thread(self._discover)
-            inv = self._runner_inventory(_account_for_loaded(inv, others))
-            opts = self._estimate_options(r.spec)
+            inv = self._runner_inventory(account_for_loaded(inv, others))
+            opts = estimate_options(r.spec, self.settings)
             placement = None
             if r.facts is not None:
-                placement = place(r.facts, inv, opts, spread=bool(
-                    self.settings["OLLAMA_SCHED_SPREAD"]), main_gpu=r.spec.main_gpu)
+                placement = place(r.facts, inv, opts, spread=self.settings.sched_spread,
+                                  main_gpu=r.spec.main_gpu)
                 log.info("offload decision", extra=kv(**decision_fields(placement, opts)))
-                if allow_evict and not _fits(placement, inv):
-                    self._post(("need_room", r))
+                if allow_evict and not fits(placement, inv):
+                    self._post(NeedRoom(r))
                     return
             r.placement = placement
             cfg = self._launch_config(r, placement, inv)
@@ -770,80 +746,18 @@ class Scheduler:
         except asyncio.CancelledError:
             raise
         except (OllamaError, RunnerNotFound, OSError, ValueError) as e:
-            self._post(("load_failed", r, e))
+            self._post(LoadFailed(r, e))
             return
-        except Exception as e:  # never wedge the actor on an unexpected launcher bug
+        except Exception:  # never wedge the actor on an unexpected launcher bug
             log.exception("unexpected error loading %s", r.model.short_name)
-            self._post(("load_failed", r, e))
+            self._post(LoadFailed(r, InternalError("unexpected error loading the model, "
+                                                   "check the server log")))
             return
-        self._post(("loaded", r, handle))
+        self._post(Loaded(r, handle))
 
-    def _estimate_options(self, spec: RunnerSpec) -> EstimateOptions:
-        fa = self.settings["OLLAMA_FLASH_ATTENTION"]
-        return EstimateOptions(
-            num_ctx=spec.num_ctx, num_parallel=spec.num_parallel, num_batch=spec.num_batch,
-            kv_cache_type=self.settings["OLLAMA_KV_CACHE_TYPE"], flash_attention=fa != "off",
-            num_gpu=spec.num_gpu, gpu_overhead=int(self.settings["OLLAMA_GPU_OVERHEAD"] or 0))
-
-    def _launch_config(self, r: _Runner, placement: Placement | None,
+    def _launch_config(self, r: LoadedRunner, placement: Placement | None,
                        inv: Inventory) -> LaunchConfig:
-        spec = r.spec
-        layers: int | None = None  # None: unknown model facts, let llama.cpp fit it
-        if not inv.gpus:
-            layers = 0
-        elif spec.num_gpu >= 0:
-            layers = spec.num_gpu
-        elif placement is not None:
-            layers = placement.n_gpu_layers
-        main_gpu = spec.main_gpu
-        split: tuple[int, ...] = ()
-        if placement is not None and main_gpu is None:
-            main_gpu = placement.main_gpu
-            split = placement.tensor_split
-        return LaunchConfig(
-            model_path=spec.model_path, num_ctx=spec.num_ctx, num_parallel=spec.num_parallel,
-            num_batch=spec.num_batch, n_gpu_layers=layers, tensor_split=split,
-            gpu_backend=self._variant_libs != (),
-            main_gpu=main_gpu if inv.gpus else None, num_thread=spec.num_thread,
-            flash_attention=self.settings["OLLAMA_FLASH_ATTENTION"],
-            kv_cache_type=self.settings["OLLAMA_KV_CACHE_TYPE"], use_mmap=spec.use_mmap,
-            embedding=spec.embedding,
-            embedding_model=bool(r.facts and r.facts.embedding_model),
-            projectors=spec.projectors, adapters=spec.adapters, alias=r.model.short_name,
-            cache_ram_mib=cache_ram_mib(inv.system.total, self.max_loaded),
-        )
-
-
-OOM_MARKERS = ("out of memory", "cudamalloc failed", "failed to allocate", "not enough memory",
-               "unable to allocate", "erroroutofdevicememory")
-
-
-def is_oom(message: str) -> bool:
-    """Does a runner's error say it ran out of (device) memory?"""
-    low = message.lower()
-    return any(m in low for m in OOM_MARKERS)
-
-
-def _account_for_loaded(inv: Inventory, others: list[tuple[Placement | None, Any]]) -> Inventory:
-    """Free memory per GPU (and RAM) = min(reported free, total − what our loaded runners use),
-    since a runner that just started may not show up in the driver's numbers yet."""
-    used: dict[str, int] = {}
-    ram = 0
-    for placement, _ in others:
-        if placement is None:
-            continue
-        for g, size in zip(placement.gpus, placement.estimate.gpu_sizes, strict=False):
-            used[g.id] = used.get(g.id, 0) + size
-        # mmap'd weights count as reclaimable cache in "available" RAM: charge them here
-        ram += placement.estimate.total_size - placement.estimate.vram_size
-    gpus: list[GpuDevice] = [replace(g, free=max(0, min(g.free, g.total - used.get(g.id, 0))))
-                             for g in inv.gpus]
-    system = replace(inv.system, free=max(0, min(inv.system.free, inv.system.total - ram)))
-    return replace(inv, gpus=tuple(gpus), system=system)
-
-
-def _fits(placement: Placement, inv: Inventory) -> bool:
-    """May this model join the loaded ones? Fully on GPU, or (CPU) within free RAM."""
-    if placement.gpus:
-        return placement.estimate.fully_loaded
-    return placement.estimate.total_size <= inv.system.free
+        return launch_config(r.spec, placement, inv, settings=self.settings,
+                             gpu_backend=self._variant_libs != (),
+                             embedding_model=bool(r.facts and r.facts.embedding_model),
+                             alias=r.model.short_name, max_loaded=self.max_loaded)

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ollamapy.config import Settings
 from ollamapy.keepalive import sort_key
 from ollamapy.options import LOAD_OPTIONS
-from ollamapy.placement.gpu import GiB, Inventory
-from ollamapy.placement.memory import ModelFacts
+from ollamapy.placement.gpu import GiB, GpuDevice, Inventory
+from ollamapy.placement.memory import EstimateOptions, ModelFacts, Placement
+from ollamapy.runner.flags import LaunchConfig, cache_ram_mib
 
 DEFAULT_BATCH = 512
 GGML_MAX_THREADS = 512  # ggml's GGML_MAX_N_THREADS
@@ -45,10 +46,10 @@ class RunnerSpec:
 def default_num_ctx(settings: Settings, inventory: Inventory) -> int:
     """Ollama ≥0.15.5: OLLAMA_CONTEXT_LENGTH, else by total VRAM: ≥47 GiB 256k, ≥23 GiB 32k,
     else (CPU-only and small GPUs) 4096."""
-    configured = int(settings["OLLAMA_CONTEXT_LENGTH"] or 0)
+    configured = settings.context_length
     if configured > 0:
         return configured
-    vram = inventory.total_vram(int(settings["OLLAMA_GPU_OVERHEAD"] or 0))
+    vram = inventory.total_vram(settings.gpu_overhead)
     if vram >= 47 * GiB:
         return 262144
     if vram >= 23 * GiB:
@@ -58,7 +59,7 @@ def default_num_ctx(settings: Settings, inventory: Inventory) -> int:
 
 def max_loaded_models(settings: Settings, inventory: Inventory) -> int:
     """OLLAMA_MAX_LOADED_MODELS; 0 = 3 per GPU (3 on a CPU-only host)."""
-    n = int(settings["OLLAMA_MAX_LOADED_MODELS"] or 0)
+    n = settings.max_loaded_models
     return n if n > 0 else 3 * max(1, len(inventory.gpus))
 
 
@@ -102,7 +103,7 @@ def resolve_spec(model_path: Path, options: Mapping[str, Any], *, settings: Sett
     num_ctx = _opt_int(merged, "num_ctx") or default_num_ctx(settings, inventory)
     num_ctx = clamp_num_ctx(num_ctx, train, vision=bool(projectors))
     emb_model = bool(facts and facts.embedding_model)
-    parallel = max(1, int(settings["OLLAMA_NUM_PARALLEL"] or 1))
+    parallel = max(1, settings.num_parallel)
     if emb_model or (facts and facts.architecture in SINGLE_SLOT_FAMILIES):
         parallel = 1
     batch = _opt_int(merged, "num_batch")
@@ -168,3 +169,73 @@ def crash_backoff(recent_crashes: int) -> float:
     if recent_crashes <= 1:
         return 0.0
     return min(30.0, 0.5 * math.pow(2, recent_crashes - 2))
+
+
+OOM_MARKERS = ("out of memory", "cudamalloc failed", "failed to allocate", "not enough memory",
+               "unable to allocate", "erroroutofdevicememory")
+
+
+def is_oom(message: str) -> bool:
+    """Does a runner's error say it ran out of (device) memory?"""
+    low = message.lower()
+    return any(m in low for m in OOM_MARKERS)
+
+
+def account_for_loaded(inv: Inventory, loaded: Sequence[Placement | None]) -> Inventory:
+    """Free memory per GPU (and RAM) = min(reported free, total - what our loaded runners use),
+    since a runner that just started may not show up in the driver's numbers yet."""
+    used: dict[str, int] = {}
+    ram = 0
+    for placement in loaded:
+        if placement is None:
+            continue
+        for g, size in zip(placement.gpus, placement.estimate.gpu_sizes, strict=False):
+            used[g.id] = used.get(g.id, 0) + size
+        # mmap'd weights count as reclaimable cache in "available" RAM: charge them here
+        ram += placement.estimate.total_size - placement.estimate.vram_size
+    gpus: list[GpuDevice] = [replace(g, free=max(0, min(g.free, g.total - used.get(g.id, 0))))
+                             for g in inv.gpus]
+    system = replace(inv.system, free=max(0, min(inv.system.free, inv.system.total - ram)))
+    return replace(inv, gpus=tuple(gpus), system=system)
+
+
+def fits(placement: Placement, inv: Inventory) -> bool:
+    """May this model join the loaded ones? Fully on GPU, or (CPU) within free RAM."""
+    if placement.gpus:
+        return placement.estimate.fully_loaded
+    return placement.estimate.total_size <= inv.system.free
+
+
+def estimate_options(spec: RunnerSpec, settings: Settings) -> EstimateOptions:
+    return EstimateOptions(
+        num_ctx=spec.num_ctx, num_parallel=spec.num_parallel, num_batch=spec.num_batch,
+        kv_cache_type=settings.kv_cache_type, flash_attention=settings.flash_attention != "off",
+        num_gpu=spec.num_gpu, gpu_overhead=settings.gpu_overhead)
+
+
+def launch_config(spec: RunnerSpec, placement: Placement | None, inv: Inventory, *,
+                  settings: Settings, gpu_backend: bool, embedding_model: bool, alias: str,
+                  max_loaded: int) -> LaunchConfig:
+    """The llama-server launch for `spec`: layers from the request (num_gpu), else the
+    placement, else (unknown model facts) None = let llama.cpp fit it; 0 without a GPU."""
+    layers: int | None = None
+    if not inv.gpus:
+        layers = 0
+    elif spec.num_gpu >= 0:
+        layers = spec.num_gpu
+    elif placement is not None:
+        layers = placement.n_gpu_layers
+    main_gpu = spec.main_gpu
+    split: tuple[int, ...] = ()
+    if placement is not None and main_gpu is None:
+        main_gpu = placement.main_gpu
+        split = placement.tensor_split
+    return LaunchConfig(
+        model_path=spec.model_path, num_ctx=spec.num_ctx, num_parallel=spec.num_parallel,
+        num_batch=spec.num_batch, n_gpu_layers=layers, tensor_split=split,
+        gpu_backend=gpu_backend, main_gpu=main_gpu if inv.gpus else None,
+        num_thread=spec.num_thread, flash_attention=settings.flash_attention,
+        kv_cache_type=settings.kv_cache_type, use_mmap=spec.use_mmap, embedding=spec.embedding,
+        embedding_model=embedding_model, projectors=spec.projectors, adapters=spec.adapters,
+        alias=alias, cache_ram_mib=cache_ram_mib(inv.system.total, max_loaded),
+    )

@@ -16,6 +16,7 @@ from ollamapy.keepalive import FOREVER
 from ollamapy.placement.gpu import GiB, Inventory, SystemInfo
 from ollamapy.runner.flags import LaunchConfig
 from ollamapy.scheduler import Scheduler
+from ollamapy.scheduler.events import Released
 from ollamapy.store.model import Model
 
 pytestmark = pytest.mark.timeout(30)
@@ -235,7 +236,7 @@ async def test_keep_alive_zero_hands_the_runner_to_a_queued_request(make):
     lease = await asyncio.wait_for(t2, 5)
     assert len(launcher.handles) == 1 and launcher.handles[0].alive
     assert lease.base_url == launcher.handles[0].base_url
-    s._post(("release", lease._runner, True))
+    s._post(Released(lease._runner, True))
     await settle()
     assert not launcher.handles[0].alive and len(launcher.handles) == 1
 
@@ -572,3 +573,18 @@ async def test_a_scheduler_bug_fails_the_request_instead_of_hanging_it(make, mon
     async with asyncio.timeout(2):  # the actor is still alive
         async with s.lease(model("a"), {}, None):
             pass
+
+
+async def test_a_stream_cut_by_shutdown_says_the_server_is_shutting_down(make):
+    """Issue 16: a planned stop (SIGTERM, systemctl restart) ends in-flight streams with
+    "server is shutting down", not "model runner has unexpectedly stopped"."""
+    from ollamapy.errors import ServerShuttingDown
+
+    s, launcher = await make()
+    with pytest.raises(ServerShuttingDown) as e:
+        async with s.lease(model("a"), {}, None) as lease:
+            await s.stop()  # what the server's on_shutdown does under open streams
+            assert not launcher.handles[0].alive
+            raise lease.fail(ConnectionResetError("runner went away"))
+    assert e.value.message == "server is shutting down" and e.value.status == 503
+    assert s.closed
