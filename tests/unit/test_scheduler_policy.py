@@ -139,3 +139,55 @@ def test_runner_variant_follows_the_hardware(tmp_path: Path):
     assert pick_runner("", env, libraries=["cuda"]).variant == "cuda"
     assert pick_runner("", env, libraries=["rocm"]).variant == "rocm"
     assert pick_runner("cpu", env, libraries=["cuda"]).variant == "cpu"  # OLLAMA_LLM_LIBRARY
+
+
+def _placement(gpu_list: tuple[GpuDevice, ...], sizes: tuple[int, ...], total: int,
+               layers: int = 31) -> Placement:
+    from ollamapy.placement.memory import Estimate, Placement
+
+    est = Estimate(layers=layers, total_layers=31, gpu_sizes=sizes, tensor_split=(layers,),
+                   kv_bytes=0, graph_full=0, graph_partial=0, weights=total, total_size=total,
+                   gpus=gpu_list)
+    return Placement(gpus=gpu_list, estimate=est)
+
+
+def test_oom_markers():
+    from ollamapy.scheduler.policy import is_oom
+
+    assert is_oom("CUDA error: out of memory") and is_oom("ggml: cudaMalloc failed")
+    assert not is_oom("GGML_ASSERT failed")
+
+
+def test_loaded_runners_are_charged_against_free_memory():
+    from ollamapy.scheduler.policy import account_for_loaded, fits
+
+    inv = gpus(24)
+    g = inv.gpus[0]
+    on_gpu = _placement((g,), (10 * GiB,), 12 * GiB)  # 10 GiB VRAM + 2 GiB RAM
+    after = account_for_loaded(inv, [on_gpu, None])
+    assert after.gpus[0].free == 14 * GiB  # the driver's free (24) said more: min wins
+    assert after.system.free == 32 * GiB  # total 64 - 2 GiB charged > free 32
+    on_cpu = _placement((), (), 40 * GiB, layers=0)
+    assert not fits(on_cpu, CPU) and fits(_placement((), (), 8 * GiB, layers=0), CPU)
+
+
+def test_launch_config_layers():
+    from ollamapy.scheduler.policy import launch_config
+
+    s = load_settings({"OLLAMA_FLASH_ATTENTION": "1", "OLLAMA_KV_CACHE_TYPE": "q8_0"})
+    spec = RunnerSpec(model_path=Path("/m"), num_ctx=4096)
+    cfg = launch_config(spec, None, CPU, settings=s, gpu_backend=False, embedding_model=False,
+                        alias="m", max_loaded=3)
+    assert cfg.n_gpu_layers == 0 and cfg.main_gpu is None  # no GPU: nothing offloaded
+    assert cfg.flash_attention == "on" and cfg.kv_cache_type == "q8_0" and cfg.alias == "m"
+    inv = gpus(24)
+    cfg = launch_config(spec, None, inv, settings=s, gpu_backend=True, embedding_model=False,
+                        alias="m", max_loaded=3)
+    assert cfg.n_gpu_layers is None  # unknown facts: llama.cpp fits it
+    p = _placement(inv.gpus, (GiB,), GiB, layers=12)
+    cfg = launch_config(spec, p, inv, settings=s, gpu_backend=True, embedding_model=False,
+                        alias="m", max_loaded=3)
+    assert cfg.n_gpu_layers == 12
+    cfg = launch_config(replace(spec, num_gpu=5), p, inv, settings=s, gpu_backend=True,
+                        embedding_model=False, alias="m", max_loaded=3)
+    assert cfg.n_gpu_layers == 5  # the request's num_gpu wins
