@@ -8,7 +8,7 @@ from pathlib import Path
 from ollamapy.config import load_settings
 from ollamapy.keepalive import FOREVER
 from ollamapy.placement.gpu import GiB, GpuDevice, Inventory, SystemInfo
-from ollamapy.placement.memory import ModelFacts
+from ollamapy.placement.memory import Estimate, ModelFacts, Placement
 from ollamapy.scheduler.policy import (
     RunnerSpec,
     RunnerView,
@@ -143,7 +143,6 @@ def test_runner_variant_follows_the_hardware(tmp_path: Path):
 
 def _placement(gpu_list: tuple[GpuDevice, ...], sizes: tuple[int, ...], total: int,
                layers: int = 31) -> Placement:
-    from ollamapy.placement.memory import Estimate, Placement
 
     est = Estimate(layers=layers, total_layers=31, gpu_sizes=sizes, tensor_split=(layers,),
                    kv_bytes=0, graph_full=0, graph_partial=0, weights=total, total_size=total,
