@@ -111,3 +111,18 @@ def pick_runner(variant: str = "", environ: Mapping[str, str] | None = None,
             f"runner variant {variant!r} not found (have: {', '.join(r.variant for r in runners)})"
         )
     return picked
+
+
+class RunnerLocator:
+    """The runner-finding service the app factory builds once: the same environment for every
+    lookup (`ollamapy runners`, the scheduler's pick), looked up again on each call because
+    `make runner` may run after the server started."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self.environ = dict(os.environ if environ is None else environ)
+
+    def find(self) -> list[Runner]:
+        return find_runners(self.environ)
+
+    def pick(self, variant: str = "", libraries: Sequence[str] | None = None) -> Runner:
+        return pick_runner(variant, self.environ, libraries=libraries)

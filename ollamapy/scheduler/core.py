@@ -39,7 +39,7 @@ from ollamapy.placement.gpu import Inventory, discover
 from ollamapy.placement.memory import ModelFacts, Placement, decision_fields, place, read_facts
 from ollamapy.runner import variants
 from ollamapy.runner.flags import LaunchConfig
-from ollamapy.runner.locate import Runner, pick_runner
+from ollamapy.runner.locate import Runner, RunnerLocator
 from ollamapy.scheduler.events import (
     Event,
     Exited,
@@ -148,9 +148,11 @@ class Scheduler:
     def __init__(self, settings: Settings, *, launcher: Launcher | None = None,
                  discover_fn: Callable[[], Inventory] | None = None,
                  facts_fn: Callable[[Model], ModelFacts | None] | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None,
+                 locator: RunnerLocator | None = None) -> None:
         self.settings = settings
         self._launcher = launcher
+        self._locator = locator or RunnerLocator(environ)
         self._discover = discover_fn or (lambda: discover(environ))
         self._facts_fn = facts_fn
         self._environ = dict(os.environ if environ is None else environ)
@@ -215,8 +217,7 @@ class Scheduler:
         libraries = self.inventory.libraries()
 
         def pick() -> Runner:
-            runner = pick_runner(self.settings.llm_library, self._environ,
-                                 libraries=libraries)
+            runner = self._locator.pick(self.settings.llm_library, libraries=libraries)
             self._variant_libs = variants.libraries(runner.variant)
             log.info("using runner", extra=kv(variant=runner.variant, path=runner.binary))
             return runner

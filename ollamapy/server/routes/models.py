@@ -13,7 +13,8 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -33,10 +34,9 @@ from ollamapy.api.models import (
     ShowResponse,
     Tensor,
 )
-from ollamapy.errors import BadRequest, NotFound, OllamaError
+from ollamapy.errors import BadRequest, InsufficientStorage, InternalError, NotFound, OllamaError
 from ollamapy.gguf import GGUFError, model_info
 from ollamapy.modelfile import parameter_lines, render_model
-from ollamapy.server.keys import SETTINGS_KEY, STORE_KEY
 from ollamapy.store import store as st
 from ollamapy.store.create import CreateSpec, create_model
 from ollamapy.store.digest import validate_digest
@@ -55,8 +55,24 @@ async def read_body(request: web.Request, cls: type[T]) -> T:
     return decode(cls, await request.read())
 
 
-def store_of(request: web.Request) -> st.ModelStore:
-    return request.app[STORE_KEY]
+@dataclass(frozen=True)
+class ModelRoutes:
+    """What these handlers use, handed in by the app factory. The concrete store: create,
+    copy and prune work on its files and its mutation lock."""
+
+    store: st.ModelStore
+    noprune: bool
+
+
+Handler = Callable[[web.Request, ModelRoutes], Awaitable[web.StreamResponse]]
+
+
+def bind(handler: Handler, ctx: ModelRoutes) -> Callable[[web.Request],
+                                                          Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await handler(request, ctx)
+    handle.__name__ = handler.__name__
+    return handle
 
 
 def json_ok(model: BaseModel | dict[str, Any], status: int = 200) -> web.Response:
@@ -101,22 +117,22 @@ def _config_of(store: st.ModelStore, m: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------- blobs ----------
-async def head_blob(request: web.Request) -> web.Response:
+async def head_blob(request: web.Request, ctx: ModelRoutes) -> web.Response:
     digest = validate_digest(request.match_info["digest"])
-    exists = await in_thread(store_of(request).has_blob, digest)
+    exists = await in_thread(ctx.store.has_blob, digest)
     if not exists:
         raise NotFound(f'blob "{request.match_info["digest"]}" not found')
     return web.Response(status=200)
 
 
-async def post_blob(request: web.Request) -> web.Response:
+async def post_blob(request: web.Request, ctx: ModelRoutes) -> web.Response:
     digest = validate_digest(request.match_info["digest"])
-    store = store_of(request)
+    store = ctx.store
     if await in_thread(store.has_blob, digest):
         return web.Response(status=200)
     free = await in_thread(_free_bytes, store)
     if request.content_length is not None and request.content_length > free:
-        raise OllamaError("not enough disk space for this blob", status=507)
+        raise InsufficientStorage("not enough disk space for this blob")
     fd, tmp = await in_thread(store.new_temp)
     h = hashlib.sha256()
     written = 0
@@ -125,7 +141,7 @@ async def post_blob(request: web.Request) -> web.Response:
             while chunk := await request.content.read(CHUNK):
                 written += len(chunk)
                 if written > free:  # size cap: never fill the disk with one upload
-                    raise OllamaError("not enough disk space for this blob", status=507)
+                    raise InsufficientStorage("not enough disk space for this blob")
                 h.update(chunk)
                 await in_thread(f.write, chunk)
             await in_thread(os.fsync, f.fileno())
@@ -135,7 +151,7 @@ async def post_blob(request: web.Request) -> web.Response:
         await in_thread(store.commit_blob, tmp, digest)
     except OSError as e:
         if e.errno == errno.ENOSPC:
-            raise OllamaError("no space left on device", status=507) from None
+            raise InsufficientStorage("no space left on device") from None
         raise
     finally:
         with contextlib.suppress(OSError):
@@ -150,7 +166,7 @@ def _free_bytes(store: st.ModelStore) -> int:
 
 
 # ---------- create ----------
-async def create(request: web.Request) -> web.StreamResponse:
+async def create(request: web.Request, ctx: ModelRoutes) -> web.StreamResponse:
     req = await read_body(request, CreateRequest)
     target = req.target()
     name = ModelName.try_parse(target)
@@ -162,8 +178,8 @@ async def create(request: web.Request) -> web.StreamResponse:
     spec = CreateSpec(from_=req.from_, files=req.files or {}, adapters=req.adapters or {},
                       template=req.template, system=req.system, parameters=req.parameters,
                       license=req.licenses(), messages=msgs)
-    store = store_of(request)
-    noprune = bool(request.app[SETTINGS_KEY]["OLLAMA_NOPRUNE"])
+    store = ctx.store
+    noprune = ctx.noprune
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
 
@@ -202,9 +218,11 @@ async def create(request: web.Request) -> web.StreamResponse:
     finally:
         await asyncio.shield(task)  # the store write finishes even if the client left
     if error is not None:
-        if not isinstance(error, OllamaError):
+        if not isinstance(error, OllamaError):  # details to the log, never to the client
             log.error("create failed model=%s error=%r", target, error)
-            error = OllamaError(str(error) or type(error).__name__)
+            nospace = isinstance(error, OSError) and error.errno == errno.ENOSPC
+            error = InsufficientStorage("no space left on device") if nospace \
+                else InternalError()
         if resp is None:
             raise error
         if not gone:
@@ -234,8 +252,8 @@ def _list(store: st.ModelStore) -> ListResponse:
     return ListResponse(models=out)
 
 
-async def tags(request: web.Request) -> web.Response:
-    resp = await in_thread(_list, store_of(request))
+async def tags(request: web.Request, ctx: ModelRoutes) -> web.Response:
+    resp = await in_thread(_list, ctx.store)
     body = resp.model_dump(exclude_none=True)
     for m in body["models"]:
         m["details"].setdefault("families", None)
@@ -308,11 +326,11 @@ def _finite(v: Any) -> Any:
     return v
 
 
-async def show(request: web.Request) -> web.Response:
+async def show(request: web.Request, ctx: ModelRoutes) -> web.Response:
     req = await read_body(request, ShowRequest)
     if not req.target():
         raise BadRequest("model is required")
-    return json_ok(await in_thread(show_model, store_of(request), req))
+    return json_ok(await in_thread(show_model, ctx.store, req))
 
 
 # ---------- copy / delete ----------
@@ -331,9 +349,9 @@ def _copy(store: st.ModelStore, req: CopyRequest) -> None:
         store.write_manifest(dst, data)
 
 
-async def copy(request: web.Request) -> web.Response:
+async def copy(request: web.Request, ctx: ModelRoutes) -> web.Response:
     req = await read_body(request, CopyRequest)
-    await in_thread(_copy, store_of(request), req)
+    await in_thread(_copy, ctx.store, req)
     return web.Response(status=200)
 
 
@@ -347,12 +365,12 @@ def _delete(store: st.ModelStore, text: str, noprune: bool) -> None:
         raise NotFound(f"model '{text}' not found") from None
 
 
-async def delete(request: web.Request) -> web.Response:
+async def delete(request: web.Request, ctx: ModelRoutes) -> web.Response:
     req = await read_body(request, DeleteRequest)
     if not req.target():
         raise BadRequest("model is required")
-    noprune = bool(request.app[SETTINGS_KEY]["OLLAMA_NOPRUNE"])
-    await in_thread(_delete, store_of(request), req.target(), noprune)
+    noprune = ctx.noprune
+    await in_thread(_delete, ctx.store, req.target(), noprune)
     return web.Response(status=200)
 
 
@@ -364,8 +382,8 @@ def _openai_list(store: st.ModelStore) -> OpenAIModelList:
         for e in store.list_models()])
 
 
-async def v1_models(request: web.Request) -> web.Response:
-    return json_ok(await in_thread(_openai_list, store_of(request)))
+async def v1_models(request: web.Request, ctx: ModelRoutes) -> web.Response:
+    return json_ok(await in_thread(_openai_list, ctx.store))
 
 
 def _openai_model(store: st.ModelStore, text: str) -> OpenAIModel:
@@ -379,16 +397,16 @@ def _openai_model(store: st.ModelStore, text: str) -> OpenAIModel:
     return OpenAIModel(id=text, created=int(e.modified_at.timestamp()), owned_by=name.namespace)
 
 
-async def v1_model(request: web.Request) -> web.Response:
-    return json_ok(await in_thread(_openai_model, store_of(request),
+async def v1_model(request: web.Request, ctx: ModelRoutes) -> web.Response:
+    return json_ok(await in_thread(_openai_model, ctx.store,
                                    request.match_info["model"]))
 
 
 # ---------- wiring ----------
-async def _startup(app: web.Application) -> None:
-    store = app[STORE_KEY]
+async def prepare_store(store: st.ModelStore, *, noprune: bool) -> None:
+    """Start-up: the temp dir exists, and (unless OLLAMA_NOPRUNE) unreferenced blobs go."""
     await in_thread(store.temp_dir)
-    if app[SETTINGS_KEY]["OLLAMA_NOPRUNE"]:
+    if noprune:
         return
     try:
         await in_thread(store.prune)
@@ -396,20 +414,18 @@ async def _startup(app: web.Application) -> None:
         log.warning("prune failed error=%s", e)
 
 
-def setup(app: web.Application) -> None:
-    settings = app[SETTINGS_KEY]
-    app[STORE_KEY] = st.ModelStore(settings.models_dir)
-    app.on_startup.append(_startup)
+def setup(app: web.Application, store: st.ModelStore, *, noprune: bool) -> None:
+    ctx = ModelRoutes(store, noprune)
     r = app.router
-    r.add_route("HEAD", "/api/blobs/{digest}", head_blob)
-    r.add_post("/api/blobs/{digest}", post_blob)
-    r.add_post("/api/create", create)
-    r.add_get("/api/tags", tags)
-    r.add_post("/api/show", show)
-    r.add_post("/api/copy", copy)
-    r.add_delete("/api/delete", delete)
-    r.add_get("/v1/models", v1_models)
-    r.add_get("/v1/models/{model:.+}", v1_model)
+    r.add_route("HEAD", "/api/blobs/{digest}", bind(head_blob, ctx))
+    r.add_post("/api/blobs/{digest}", bind(post_blob, ctx))
+    r.add_post("/api/create", bind(create, ctx))
+    r.add_get("/api/tags", bind(tags, ctx))
+    r.add_post("/api/show", bind(show, ctx))
+    r.add_post("/api/copy", bind(copy, ctx))
+    r.add_delete("/api/delete", bind(delete, ctx))
+    r.add_get("/v1/models", bind(v1_models, ctx))
+    r.add_get("/v1/models/{model:.+}", bind(v1_model, ctx))
 
 
-__all__ = ["read_body", "setup"]
+__all__ = ["prepare_store", "read_body", "setup"]

@@ -21,13 +21,12 @@ from aiohttp import web
 
 from ollamapy.api.decode import decode
 from ollamapy.api.registry import ProgressResponse, PullRequest, PushRequest
-from ollamapy.errors import BadRequest, OllamaError
+from ollamapy.errors import BadRequest, InternalError, OllamaError
 from ollamapy.registry import auth
-from ollamapy.registry.service import Emit, RegistryService
-from ollamapy.server.keys import REGISTRY_KEY, SETTINGS_KEY, STORE_KEY
+from ollamapy.registry.service import Emit
 from ollamapy.server.middleware import error_response
+from ollamapy.server.services import PullPush
 from ollamapy.store.names import ModelName
-from ollamapy.store.store import ModelStore
 
 log = logging.getLogger("ollamapy.registry")
 
@@ -56,10 +55,6 @@ def _line(msg: dict[str, Any]) -> bytes:
     return json.dumps(ProgressResponse(**msg).wire()).encode() + b"\n"
 
 
-def _service(request: web.Request) -> RegistryService:
-    return request.app[REGISTRY_KEY]
-
-
 def _name(req: PullRequest, required_message: str) -> ModelName:
     text = req.target()
     if not text:
@@ -67,17 +62,15 @@ def _name(req: PullRequest, required_message: str) -> ModelName:
     return ModelName.parse(text)
 
 
-async def pull_handler(request: web.Request) -> web.StreamResponse:
+async def pull_handler(request: web.Request, svc: PullPush) -> web.StreamResponse:
     req = decode(PullRequest, await request.read())
     name = _name(req, "invalid model name")  # Ollama: ParseName("") is invalid
-    svc = _service(request)
     return await _run(request, req.streaming(), lambda emit: svc.pull(name, req.insecure, emit))
 
 
-async def push_handler(request: web.Request) -> web.StreamResponse:
+async def push_handler(request: web.Request, svc: PullPush) -> web.StreamResponse:
     req = decode(PushRequest, await request.read())
     name = _name(req, "model is required")
-    svc = _service(request)
     return await _run(request, req.streaming(), lambda emit: svc.push(name, req.insecure, emit))
 
 
@@ -122,8 +115,9 @@ async def _run(request: web.Request, stream: bool,
     exc = task.exception()
     if exc is not None and not isinstance(exc, OllamaError):
         log.error("registry operation failed", exc_info=exc)
+    # An unexpected exception's text stays in the log (above), never reaches the client.
     message = None if exc is None else (
-        exc.message if isinstance(exc, OllamaError) else str(exc) or "internal server error")
+        exc.message if isinstance(exc, OllamaError) else InternalError().message)
     if stream:
         if message is None:
             if resp is None:
@@ -161,35 +155,13 @@ async def _ensure_key(app: web.Application) -> None:
         print(f"Your new public key is: \n\n{pub}\n", flush=True)
 
 
-def _store_getter(app: web.Application) -> Callable[[], ModelStore]:
-    fallback: list[ModelStore] = []
+def setup(app: web.Application, svc: PullPush) -> None:
+    async def pull(request: web.Request) -> web.StreamResponse:
+        return await pull_handler(request, svc)
 
-    def store() -> ModelStore:
-        s = app.get(STORE_KEY)
-        if s is not None:
-            return s
-        if not fallback:  # no store routes installed: use the same directory directly
-            fallback.append(ModelStore(app[SETTINGS_KEY].models_dir))
-        return fallback[0]
+    async def push(request: web.Request) -> web.StreamResponse:
+        return await push_handler(request, svc)
 
-    return store
-
-
-async def _stop_downloads(app: web.Application) -> None:
-    """Shutdown: stop downloads now (progress is kept) so in-flight pulls end promptly."""
-    await app[REGISTRY_KEY].downloader.aclose()
-
-
-async def _close(app: web.Application) -> None:
-    await app[REGISTRY_KEY].aclose()
-
-
-def setup(app: web.Application) -> None:
-    settings = app[SETTINGS_KEY]
-    app[REGISTRY_KEY] = RegistryService(_store_getter(app),
-                                        noprune=bool(settings["OLLAMA_NOPRUNE"]))
-    app.router.add_post("/api/pull", pull_handler)
-    app.router.add_post("/api/push", push_handler)
+    app.router.add_post("/api/pull", pull)
+    app.router.add_post("/api/push", push)
     app.on_startup.append(_ensure_key)
-    app.on_shutdown.append(_stop_downloads)
-    app.on_cleanup.append(_close)
