@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ollamapy import options as opts
-from ollamapy.errors import BadRequest, NotFound, OllamaError
+from ollamapy.errors import BadRequest, NotFound, OllamaError, StoreError
 from ollamapy.gguf import GGUFError, human_number, read_gguf
 from ollamapy.store import store as st
 from ollamapy.store.digest import validate_digest
@@ -185,7 +185,7 @@ def create_model(store: st.ModelStore, name: ModelName, spec: CreateSpec, progre
 
         for layer in layers:
             if not store.has_blob(layer["digest"]):
-                raise OllamaError(f'layer "{layer["digest"]}" is missing from the store')
+                raise StoreError(f'layer "{layer["digest"]}" is missing from the store')
             verb = "creating new" if layer["digest"] in new else "using existing"
             progress({"status": f"{verb} layer {layer['digest']}"})
 

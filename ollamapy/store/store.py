@@ -28,7 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ollamapy.errors import BadRequest, NotFound, OllamaError
+from ollamapy.errors import BadRequest, NotFound, OllamaError, StoreError
 from ollamapy.gguf import GGUFError, GGUFFile, read_gguf
 from ollamapy.store.digest import blob_filename, is_valid_digest, validate_digest
 from ollamapy.store.model import Model
@@ -188,11 +188,11 @@ class ModelStore:
     def read_blob_text(self, digest: str, limit: int = MAX_TEXT_LAYER_BYTES) -> str:
         p = self.blob_path(digest)
         if not p.is_file():  # missing, or not a regular file (a FIFO would block the read)
-            raise OllamaError(f"layer {digest} is missing from the store")
+            raise StoreError(f"layer {digest} is missing from the store")
         with p.open("rb") as f:
             data = f.read(limit + 1)
         if len(data) > limit:
-            raise OllamaError(f"layer {digest} is too large")
+            raise StoreError(f"layer {digest} is too large")
         return data.decode("utf-8", errors="replace")
 
     # ---------- manifests ----------
@@ -235,7 +235,7 @@ class ModelStore:
         with p.open("rb") as f:
             data = f.read(MAX_MANIFEST_BYTES + 1)
         if len(data) > MAX_MANIFEST_BYTES:
-            raise OllamaError(f"manifest of {n.display_shortest()} is too large")
+            raise StoreError(f"manifest of {n.display_shortest()} is too large")
         return data
 
     def read_manifest(self, name: ModelName | str) -> dict[str, Any]:
@@ -364,7 +364,7 @@ class ModelStore:
             mt = layer.get("mediaType")
             digest = layer.get("digest")
             if not is_valid_digest(digest):
-                raise OllamaError(f"invalid digest in manifest of {e.name.display_shortest()}")
+                raise StoreError(f"invalid digest in manifest of {e.name.display_shortest()}")
             if mt == MEDIA_MODEL:
                 model_path = self.blob_path(digest)
             elif mt == MEDIA_PROJECTOR:
@@ -389,7 +389,7 @@ class ModelStore:
             v = _json_or(self.read_blob_text(cfg["digest"]), {})
             config = v if isinstance(v, dict) else {}
         if model_path is None:
-            raise OllamaError(f"model '{e.name.display_shortest()}' has no model layer")
+            raise StoreError(f"model '{e.name.display_shortest()}' has no model layer")
         gguf: GGUFFile | None = None
         try:
             gguf = load_gguf(model_path)
@@ -560,18 +560,18 @@ def _json_or(text: str, default: Any) -> Any:
 def parse_manifest(data: bytes) -> dict[str, Any]:
     """Decode and sanity-check a manifest (layers must be objects with valid digests)."""
     if len(data) > MAX_MANIFEST_BYTES:
-        raise OllamaError("manifest too large")
+        raise StoreError("manifest too large")
     try:
         m = json.loads(data)
     except ValueError as e:
-        raise OllamaError(f"invalid manifest: {e}") from None
+        raise StoreError(f"invalid manifest: {e}") from None
     if not isinstance(m, dict) or not isinstance(m.get("layers", []), list):
-        raise OllamaError("invalid manifest")
+        raise StoreError("invalid manifest")
     for layer in [*m.get("layers", []), m.get("config") or {}]:
         if not isinstance(layer, dict):
-            raise OllamaError("invalid manifest layer")
+            raise StoreError("invalid manifest layer")
         if layer and not is_valid_digest(layer.get("digest")):
-            raise OllamaError("invalid digest in manifest")
+            raise StoreError("invalid digest in manifest")
     return m
 
 
