@@ -135,7 +135,7 @@ def nvidia_devices(nvml: Any = None) -> list[GpuDevice]:
     """Every NVIDIA GPU NVML reports (before visibility filtering); [] without a driver."""
     try:
         if nvml is None:
-            import pynvml as nvml  # nvidia-ml-py
+            import pynvml as nvml  # type: ignore[no-redef]  # nvidia-ml-py
         nvml.nvmlInit()
     except Exception as e:  # no library, no driver: a CPU/AMD/Apple host
         log.debug("NVML unavailable: %s", e)

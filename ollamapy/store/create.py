@@ -66,7 +66,8 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _gguf_layer(store: st.ModelStore, digest: str, want_adapter: bool) -> tuple[dict, Any]:
+def _gguf_layer(store: st.ModelStore, digest: str,
+                want_adapter: bool) -> tuple[dict[str, Any], Any]:
     d = validate_digest(digest)
     path = store.blob_path(d)
     if not path.is_file():

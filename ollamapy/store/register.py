@@ -15,6 +15,7 @@ from typing import Any
 from ollamapy.errors import NotFound
 from ollamapy.store import store as st
 from ollamapy.store.create import CreateSpec, create_model
+from ollamapy.store.digest import validate_digest
 from ollamapy.store.names import ModelName
 
 
@@ -22,7 +23,7 @@ def import_blob(store: st.ModelStore, src: Path, digest: str | None = None) -> s
     """Put file `src` into the blob store (link or copy, then verify) -> its digest."""
     if digest is not None and store.has_blob(digest) and \
             store.blob_path(digest).stat().st_size == src.stat().st_size:
-        return st.validate_digest(digest)
+        return validate_digest(digest)
     want = digest or st.sha256_file(src)
     fd, tmp = store.new_temp()
     os.close(fd)
@@ -36,7 +37,7 @@ def import_blob(store: st.ModelStore, src: Path, digest: str | None = None) -> s
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
-    return st.validate_digest(want)
+    return validate_digest(want)
 
 
 def register_gguf(models_dir: Path, gguf: Path, name: str, *, digest: str | None = None,

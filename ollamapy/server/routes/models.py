@@ -27,6 +27,7 @@ from ollamapy.api.models import (
     DeleteRequest,
     ListModel,
     ListResponse,
+    Message,
     ModelDetails,
     OpenAIModel,
     OpenAIModelList,
@@ -304,7 +305,8 @@ def show_model(store: st.ModelStore, req: ShowRequest) -> dict[str, Any]:
         parameters=parameter_lines(params) or None,
         template=m.template if m.template is not None else jinja, system=system,
         details=details,
-        messages=[{"role": x.get("role", ""), "content": x.get("content", "")}
+        messages=[Message.model_validate({"role": x.get("role", ""),
+                                          "content": x.get("content", "")})
                   for x in m.messages] or None,
         model_info=_finite(info), projector_info=_finite(projector_info) if projector_info
         else None, tensors=tensors, capabilities=list(m.capabilities),

@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -75,7 +75,7 @@ async def push_handler(request: web.Request, svc: PullPush) -> web.StreamRespons
 
 
 async def _run(request: web.Request, stream: bool,
-               op: Callable[[Emit], Awaitable[None]]) -> web.StreamResponse:
+               op: Callable[[Emit], Coroutine[Any, Any, None]]) -> web.StreamResponse:
     outbox = Outbox()
     task = asyncio.create_task(op(outbox.put))
     resp: web.StreamResponse | None = None
