@@ -213,3 +213,8 @@ def test_sigterm_with_a_stream_in_flight_stops_within_10s(srv):
     assert started.wait(60)
     sigterm_stops_everything_within_10s(s, pids)
     t.join(30)
+    # Issue 16: a planned stop is not a crash. The stream ends with the shutdown's own words
+    # (or the connection closes first), never "model runner has unexpectedly stopped".
+    assert not any("unexpectedly stopped" in str(x) for x in lines), lines[-3:]
+    errors = [x["error"] for x in lines if "error" in x]
+    assert errors in ([], ["server is shutting down"]), lines[-3:]
