@@ -30,7 +30,8 @@ import aiohttp
 import httpx
 import psutil
 
-from ollamapy import default_model, options, pins, sampling
+from ollamapy import default_model, options, pins
+from ollamapy.inference import sampling
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_MODEL = "smollm2:135m"

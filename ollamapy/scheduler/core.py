@@ -37,6 +37,7 @@ from ollamapy.memory import (
     place,
     read_facts,
 )
+from ollamapy.runner.client import RunnerClient
 from ollamapy.runner.flags import LaunchConfig, cache_ram_mib
 from ollamapy.runner.locate import Runner, pick_runner
 from ollamapy.scheduler.launcher import Launcher, ProcessLauncher, RunnerHandle
@@ -148,6 +149,8 @@ class Lease:
         self.props: dict[str, Any] = r.handle.props
         self.model: Model = model
         self.failed: BaseException | None = None
+        self.client: RunnerClient = RunnerClient(self.session, self.base_url,
+                                                 getattr(r.handle, "api_key", None))
 
     @property
     def pid(self) -> int | None:

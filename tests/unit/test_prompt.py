@@ -10,7 +10,7 @@ import pytest
 from ollamapy.api.inference import Message, Tool
 from ollamapy.api.openai import ChatCompletionRequest, to_chat
 from ollamapy.errors import BadRequest
-from ollamapy.prompt import (
+from ollamapy.inference.prompt import (
     Prompt,
     Renderer,
     collate,

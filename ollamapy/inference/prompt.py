@@ -23,7 +23,7 @@ from ollamapy.template.gotemplate import parse as parse_template
 
 IMAGE_TOKENS = 768  # what Ollama budgets per image when the model has a projector
 _THINK_STRIP_FAMILIES = ("qwen3", "deepseek-r1")
-_THINK_RE = re.compile(r"<think>.*?</think>", re.S)
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 
 Tokenize = Callable[[str, bool], Awaitable[list[int]]]
 ApplyTemplate = Callable[[list[dict[str, Any]], list[dict[str, Any]] | None, bool | None],
@@ -239,8 +239,29 @@ def strip_old_thinking(msgs: list[Message], family: str) -> list[Message]:
     if not any(f in family for f in _THINK_STRIP_FAMILIES):
         return msgs
     last_user = max((i for i, m in enumerate(msgs) if m.role == "user"), default=-1)
-    return [m.model_copy(update={"content": _THINK_RE.sub("", m.content)})
+    return [m.model_copy(update={"content": strip_think_blocks(m.content)})
             if i < last_user and m.role == "assistant" else m for i, m in enumerate(msgs)]
+
+
+def strip_think_blocks(text: str) -> str:
+    """`<think>...</think>` blocks removed (leftmost open tag, nearest close tag), in one linear
+    pass: the regex `<think>.*?</think>` rescans to the end for every unclosed `<think>`, which
+    on a megabyte of them holds the event loop for minutes."""
+    out: list[str] = []
+    i = 0
+    while True:
+        start = text.find(_THINK_OPEN, i)
+        if start < 0:
+            break
+        end = text.find(_THINK_CLOSE, start + len(_THINK_OPEN))
+        if end < 0:
+            break
+        out.append(text[i:start])
+        i = end + len(_THINK_CLOSE)
+    if not out:
+        return text
+    out.append(text[i:])
+    return "".join(out)
 
 
 def _plain(m: Message) -> bool:
