@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,7 +153,7 @@ def compile_request_template(source: str) -> Template:
 
 
 @dataclass(slots=True)
-class _Pass:
+class Pass:
     """What a completion pass leaves behind besides its events."""
 
     final: JsonObject | None = None
@@ -162,13 +162,17 @@ class _Pass:
     tokens: list[int] | None = None  # every token id, when `context` is wanted
 
 
-async def _pass(lease: RunnerLease, body: JsonObject, parser: OutputParser, top: int | None,
-                st: _Pass, stop_after_thinking: bool = False) -> AsyncIterator[Event]:
-    """One upstream /completion as events. `stop_after_thinking`: return (closing upstream)
-    as soon as the thinking block has closed, dropping the free-form content after it."""
+async def relay(upstream: AsyncGenerator[JsonObject | Flush, None], parser: OutputParser,
+                top: int | None, st: Pass, stop_after_thinking: bool = False
+                ) -> AsyncIterator[Event]:
+    """One upstream /completion's events -> engine events, each as soon as it arrives (only
+    text that may start a thinking or tool-call tag is held back, as Ollama does); the final
+    upstream event is left in `st.final`. `top` not None: per-token log probabilities are
+    passed on. `stop_after_thinking`: return as soon as the thinking block has closed,
+    dropping the free-form content after it. Closing this closes the upstream."""
     plain = parser.plain and not stop_after_thinking
     collect = st.tokens
-    async with contextlib.aclosing(lease.client.completion(body)) as events:
+    async with contextlib.aclosing(upstream) as events:
         async for ev in events:
             if isinstance(ev, Flush):
                 yield FLUSH
@@ -207,7 +211,7 @@ async def _pass(lease: RunnerLease, body: JsonObject, parser: OutputParser, top:
 
 
 async def _completion(plan: Plan, lease: RunnerLease, body: JsonObject, parser: OutputParser,
-                      st: _Pass) -> AsyncIterator[Event]:
+                      st: Pass) -> AsyncIterator[Event]:
     """Stream one completion. A thinking model asked for a `format` thinks freely first; once
     its thinking closes, generation restarts constrained, continuing from the thinking (Ollama
     does the same: a grammar would forbid the thinking block)."""
@@ -216,11 +220,12 @@ async def _completion(plan: Plan, lease: RunnerLease, body: JsonObject, parser: 
     two_phase = bool(plan.fmt) and thinking is not None
     try:
         if not two_phase:
-            async for e in _pass(lease, body, parser, top, st):
+            async for e in relay(lease.client.completion(body), parser, top, st):
                 yield e
             return
         first = {k: v for k, v in body.items() if k not in plan.fmt}
-        async for e in _pass(lease, first, parser, top, st, stop_after_thinking=True):
+        async for e in relay(lease.client.completion(first), parser, top, st,
+                             stop_after_thinking=True):
             yield e
         if st.final is not None:
             return
@@ -236,7 +241,8 @@ async def _completion(plan: Plan, lease: RunnerLease, body: JsonObject, parser: 
             p = p + cont
         second = {**body, "prompt": p,
                   "n_predict": max(int(body.get("n_predict", 0)) - st.used, 1)}
-        async for e in _pass(lease, second, OutputParser(None, parser.tools), top, st):
+        async for e in relay(lease.client.completion(second), OutputParser(None, parser.tools),
+                             top, st):
             yield e
     except RunnerConnectionError as e:
         raise lease.fail(e) from None
@@ -315,7 +321,7 @@ async def _generate(plan: Plan, lease: RunnerLease, req: InferenceRequest,
     body = completion_body(plan, lease, p)
     want_context = req.want_context and not req.raw
     parser = output_parser(plan, lease, template, p.text, None)
-    st = _Pass(tokens=[] if want_context else None)
+    st = Pass(tokens=[] if want_context else None)
     ctx_task: asyncio.Future[list[int]] | None = None
     prompt_tokens = p.tokens
 
@@ -381,7 +387,7 @@ async def _chat(plan: Plan, lease: RunnerLease, req: InferenceRequest
     body = completion_body(plan, lease, p)
     names = [t.function.name for t in tools] if tools else None
     parser = output_parser(plan, lease, template, p.text, names)
-    st = _Pass()
+    st = Pass()
     async with contextlib.aclosing(_completion(plan, lease, body, parser, st)) as it:
         async for e in it:
             yield e

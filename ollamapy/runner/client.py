@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -172,7 +172,7 @@ class RunnerClient:
             raise RunnerError(f"llama runner sent invalid JSON: {e}") from None
 
     async def completion(self, body: Mapping[str, Any]
-                         ) -> AsyncIterator[JsonObject | Flush]:
+                         ) -> AsyncGenerator[JsonObject | Flush, None]:
         """POST /completion with stream=true; yield each SSE event as it arrives, and FLUSH
         after the events of each upstream read.
 
