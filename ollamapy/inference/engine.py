@@ -23,6 +23,7 @@ from ollamapy.inference import prompt as prompts
 from ollamapy.inference import sampling
 from ollamapy.inference.embed import EmbedResult, embed_all
 from ollamapy.inference.events import FLUSH, Done, DoneReason, Event, Flush, TextDelta
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.inference.output import NO_LOGPROBS, OutputParser, logprobs, step_events
 from ollamapy.inference.plan import Plan, merged_options, plan_chat, plan_generate, resolve_model
 from ollamapy.inference.request import InferenceRequest
@@ -34,7 +35,6 @@ from ollamapy.template.tools import ToolParser, tag_from_jinja, tool_tag
 
 log = logging.getLogger("ollamapy.inference")
 
-JsonObject = dict[str, Any]
 
 
 # ------------------------------------------------------------------ pure helpers
@@ -399,7 +399,7 @@ async def _chat(plan: Plan, lease: RunnerLease, req: InferenceRequest
 
 
 async def embed(services: Services, model: str, inputs: Sequence[str], *,
-                options: dict[str, Any] | None = None, keep_alive: float | None = None,
+                options: JsonObject | None = None, keep_alive: float | None = None,
                 truncate: bool = True, normalize: int = 2,
                 not_found: str | None = None) -> EmbedResult:
     """Load `model` as an embedding runner, fit each input to its context, embed them (bounded

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ollamapy.inference.events import TextDelta, ThinkingDelta, TokenLogprob, ToolCallEvent
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.template.thinking import ThinkingParser
 from ollamapy.template.tools import ToolCall, ToolParser
 
@@ -16,7 +17,7 @@ StepEvent = TextDelta | ThinkingDelta | ToolCallEvent
 NO_LOGPROBS: list[TokenLogprob] = []
 
 
-def _prob(p: dict[str, Any], top: tuple[TokenLogprob, ...] = ()) -> TokenLogprob:
+def _prob(p: JsonObject, top: tuple[TokenLogprob, ...] = ()) -> TokenLogprob:
     return TokenLogprob(str(p.get("token", "")), float(p.get("logprob", 0.0)),
                         list(p.get("bytes") or []), top)
 

@@ -4,12 +4,12 @@ merged options, format and think. Pure (the store lookup aside); errors in Ollam
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from ollamapy import options as ollama_options
 from ollamapy.api.inference import Think
 from ollamapy.errors import BadRequest, NotFound
 from ollamapy.inference import sampling
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.inference.request import InferenceRequest
 from ollamapy.inference.services import ModelResolver
 from ollamapy.store.model import Model
@@ -39,7 +39,7 @@ def check_think(model: Model, req_model: str, think: Think) -> Think:
     return think
 
 
-def merged_options(model: Model, opts: dict[str, Any] | None) -> dict[str, Any]:
+def merged_options(model: Model, opts: JsonObject | None) -> JsonObject:
     params = ollama_options.validate(model.params) if model.params else {}
     return ollama_options.merge(params, ollama_options.validate(opts))
 
@@ -50,9 +50,9 @@ class Plan:
 
     model: Model
     req_model: str
-    options: dict[str, Any]
+    options: JsonObject
     keep_alive: float | None
-    fmt: dict[str, Any]
+    fmt: JsonObject
     think: Think
     start_ns: int
     truncate: bool

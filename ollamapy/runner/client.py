@@ -18,6 +18,7 @@ import aiohttp
 
 from ollamapy.errors import BadRequest, OllamaError, RunnerError
 from ollamapy.inference.events import FLUSH, Flush
+from ollamapy.inference.jsontypes import JsonObject
 
 log = logging.getLogger("ollamapy.runner.client")
 
@@ -42,7 +43,7 @@ class RunnerConnectionError(RunnerError):
     """The runner could not be reached or dropped the connection: it may be dead."""
 
 
-def check_completion_body(body: dict[str, Any]) -> None:
+def check_completion_body(body: JsonObject) -> None:
     for k, v in body.items():
         t = _COMPLETION_TYPES.get(k)
         if t is None:
@@ -79,7 +80,6 @@ READ_END = b""
 
 NOT_POOLED = "this model does not produce pooled embeddings"
 
-JsonObject = dict[str, Any]
 
 
 def _dumps(body: Mapping[str, Any]) -> str:

@@ -15,8 +15,8 @@ from ollamapy.inference.events import (
     TokenLogprob,
     ToolCallEvent,
 )
+from ollamapy.inference.jsontypes import JsonObject
 
-JsonObject = dict[str, Any]
 _clock: list[Any] = [-1, ""]
 
 

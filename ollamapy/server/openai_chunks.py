@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+
+from ollamapy.inference.jsontypes import JsonObject
 
 
-def finish_reason(chunk: dict[str, Any], had_tool_calls: bool) -> str | None:
+def finish_reason(chunk: JsonObject, had_tool_calls: bool) -> str | None:
     reason = chunk.get("done_reason")
     if reason is None or not chunk.get("done"):
         return None
@@ -17,7 +18,7 @@ def finish_reason(chunk: dict[str, Any], had_tool_calls: bool) -> str | None:
     return reason if reason in ("stop", "length") else "stop"
 
 
-def openai_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def openai_tool_calls(calls: list[JsonObject]) -> list[JsonObject]:
     out = []
     for i, c in enumerate(calls):
         fn = c["function"]
@@ -29,7 +30,7 @@ def openai_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def usage(chunk: dict[str, Any]) -> dict[str, int]:
+def usage(chunk: JsonObject) -> dict[str, int]:
     p = int(chunk.get("prompt_eval_count", 0))
     c = int(chunk.get("eval_count", 0))
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
@@ -48,15 +49,15 @@ class OpenAIChatStream:
         self.first = True
         self.had_tools = False
 
-    def _chunk(self, delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
+    def _chunk(self, delta: JsonObject, reason: str | None) -> JsonObject:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                 "model": self.model, "system_fingerprint": "fp_ollama",
                 "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]}
 
-    def convert(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+    def convert(self, chunk: JsonObject) -> list[JsonObject]:
         msg = chunk.get("message", {})
-        out: list[dict[str, Any]] = []
-        deltas: list[dict[str, Any]] = []
+        out: list[JsonObject] = []
+        deltas: list[JsonObject] = []
         if msg.get("thinking"):
             deltas.append({"reasoning": msg["thinking"]})
         if msg.get("tool_calls"):
@@ -84,9 +85,9 @@ class OpenAIChatStream:
         return out
 
 
-def openai_chat_response(cid: str, model: str, result: dict[str, Any]) -> dict[str, Any]:
+def openai_chat_response(cid: str, model: str, result: JsonObject) -> JsonObject:
     msg = result.get("message", {})
-    out_msg: dict[str, Any] = {"role": "assistant", "content": msg.get("content", "")}
+    out_msg: JsonObject = {"role": "assistant", "content": msg.get("content", "")}
     if msg.get("thinking"):
         out_msg["reasoning"] = msg["thinking"]
     calls = msg.get("tool_calls") or []
@@ -111,8 +112,8 @@ class OpenAICompletionStream:
         self.created = int(time.time())
         self.include_usage = include_usage
 
-    def convert(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
-        c: dict[str, Any] = {"id": self.id, "object": "text_completion", "created": self.created,
+    def convert(self, chunk: JsonObject) -> list[JsonObject]:
+        c: JsonObject = {"id": self.id, "object": "text_completion", "created": self.created,
                              "model": self.model, "system_fingerprint": "fp_ollama",
                              "choices": [_completion_choice(chunk)]}
         if self.include_usage:
@@ -125,14 +126,14 @@ class OpenAICompletionStream:
         return out
 
 
-def openai_completion_response(cid: str, model: str, result: dict[str, Any]) -> dict[str, Any]:
+def openai_completion_response(cid: str, model: str, result: JsonObject) -> JsonObject:
     return {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
             "system_fingerprint": "fp_ollama",
             "choices": [_completion_choice(result)], "usage": usage(result)}
 
 
-def _completion_choice(chunk: dict[str, Any]) -> dict[str, Any]:
-    choice: dict[str, Any] = {"text": chunk.get("response", ""), "index": 0,
+def _completion_choice(chunk: JsonObject) -> JsonObject:
+    choice: JsonObject = {"text": chunk.get("response", ""), "index": 0,
                               "finish_reason": finish_reason(chunk, False)}
     if chunk.get("logprobs"):
         choice["logprobs"] = {"content": chunk["logprobs"]}

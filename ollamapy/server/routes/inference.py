@@ -26,13 +26,12 @@ from ollamapy.errors import BadRequest, RunnerError
 from ollamapy.inference import engine
 from ollamapy.inference.embed import shape_vectors
 from ollamapy.inference.events import Done, Event
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.inference.request import InferenceRequest
 from ollamapy.inference.services import Services
 from ollamapy.keepalive import parse_keep_alive
 from ollamapy.server import keys, wire
 from ollamapy.server.native_chunks import Aggregate, NativeChunks
-
-JsonObject = dict[str, Any]
 
 
 def services(app: web.Application) -> Services:
@@ -43,7 +42,7 @@ def services(app: web.Application) -> Services:
 # ------------------------------------------------------------------ wire -> InferenceRequest
 
 
-def _common(req: InferenceBase, start_ns: int) -> dict[str, Any]:
+def _common(req: InferenceBase, start_ns: int) -> JsonObject:
     return {"model": req.model, "format": req.format, "think": req.think,
             "options": req.options or {}, "keep_alive": parse_keep_alive(req.keep_alive),
             "truncate": req.truncate is not False, "shift": req.shift is not False,

@@ -9,7 +9,6 @@ import base64
 import struct
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -29,6 +28,7 @@ from ollamapy.errors import BadRequest
 from ollamapy.inference import engine
 from ollamapy.inference.embed import shape_vectors
 from ollamapy.inference.events import Event
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.keepalive import parse_keep_alive
 from ollamapy.server import wire
 from ollamapy.server.native_chunks import NativeChunks
@@ -44,8 +44,6 @@ from ollamapy.server.routes.inference import (
     generate_request,
     services,
 )
-
-JsonObject = dict[str, Any]
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
