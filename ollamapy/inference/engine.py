@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,7 +164,7 @@ class Pass:
 
 async def relay(upstream: AsyncGenerator[JsonObject | Flush, None], parser: OutputParser,
                 top: int | None, st: Pass, stop_after_thinking: bool = False
-                ) -> AsyncIterator[Event]:
+                ) -> AsyncGenerator[Event, None]:
     """One upstream /completion's events -> engine events, each as soon as it arrives (only
     text that may start a thinking or tool-call tag is held back, as Ollama does); the final
     upstream event is left in `st.final`. `top` not None: per-token log probabilities are
@@ -211,7 +211,7 @@ async def relay(upstream: AsyncGenerator[JsonObject | Flush, None], parser: Outp
 
 
 async def _completion(plan: Plan, lease: RunnerLease, body: JsonObject, parser: OutputParser,
-                      st: Pass) -> AsyncIterator[Event]:
+                      st: Pass) -> AsyncGenerator[Event, None]:
     """Stream one completion. A thinking model asked for a `format` thinks freely first; once
     its thinking closes, generation restarts constrained, continuing from the thinking (Ollama
     does the same: a grammar would forbid the thinking block)."""
@@ -251,7 +251,7 @@ async def _completion(plan: Plan, lease: RunnerLease, body: JsonObject, parser: 
 # ------------------------------------------------------------------ run
 
 
-async def run(services: Services, req: InferenceRequest) -> AsyncIterator[Event]:
+async def run(services: Services, req: InferenceRequest) -> AsyncGenerator[Event, None]:
     """One generate (`req.prompt`) or chat (`req.messages`) request as events; the last event
     is a Done. Unload (empty request, keep_alive 0) and load-only requests end in a Done with
     done_reason "unload" / "load" and nothing else."""
@@ -279,7 +279,7 @@ async def run(services: Services, req: InferenceRequest) -> AsyncIterator[Event]
 
 
 async def _generate(plan: Plan, lease: RunnerLease, req: InferenceRequest,
-                    images: list[str]) -> AsyncIterator[Event]:
+                    images: list[str]) -> AsyncGenerator[Event, None]:
     if not req.prompt and not images and not req.debug_render_only:
         yield Done(done_reason="load")
         return
@@ -361,7 +361,7 @@ async def _generate(plan: Plan, lease: RunnerLease, req: InferenceRequest,
 
 
 async def _chat(plan: Plan, lease: RunnerLease, req: InferenceRequest
-                ) -> AsyncIterator[Event]:
+                ) -> AsyncGenerator[Event, None]:
     given = req.messages or []
     if not given:
         yield Done(done_reason="load")

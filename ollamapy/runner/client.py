@@ -197,8 +197,8 @@ class RunnerClient:
                     continue  # ":" keep-alive pings
                 event = json.loads(raw[6:])
                 if "error" in event:
-                    e = event["error"]
-                    msg = e.get("message", str(e)) if isinstance(e, dict) else str(e)
+                    err = event["error"]
+                    msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
                     raise RunnerError(msg)
                 yield event
                 if event.get("stop"):

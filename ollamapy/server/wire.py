@@ -63,7 +63,7 @@ async def until_disconnect(request: web.Request, work: Awaitable[web.StreamRespo
                            ) -> web.StreamResponse:
     """Run the handler body; if the client's connection goes away first, cancel it (closing the
     upstream stream so a 1-slot runner is free at once)."""
-    task = asyncio.ensure_future(work)
+    task: asyncio.Future[web.StreamResponse] = asyncio.ensure_future(work)
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
@@ -74,7 +74,7 @@ async def until_disconnect(request: web.Request, work: Awaitable[web.StreamRespo
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-                resp = request.get(STREAM_RESPONSE)
+                resp: web.StreamResponse | None = request.get(STREAM_RESPONSE)
                 if resp is not None:
                     return resp
                 raise ClientClosed()
