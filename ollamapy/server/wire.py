@@ -143,7 +143,7 @@ async def write_stream(request: web.Request, events: AsyncIterator[Event], *,
         with contextlib.suppress(ConnectionError):
             await resp.write(b"".join(pending) + error(OllamaError("internal server error")))
     finally:
-        await _close(events)  # closes upstream at once
+        await close_stream(events)  # closes upstream at once
     if resp is None:
         raise RunnerError("no response from llama runner")
     with contextlib.suppress(ConnectionError):
@@ -151,7 +151,7 @@ async def write_stream(request: web.Request, events: AsyncIterator[Event], *,
     return resp
 
 
-async def _close(events: AsyncIterator[Event]) -> None:
+async def close_stream(events: AsyncIterator[Event]) -> None:
     aclose = getattr(events, "aclose", None)
     if aclose is not None:
         await aclose()

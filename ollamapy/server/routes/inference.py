@@ -77,7 +77,7 @@ async def aggregate(chunks: NativeChunks, events: AsyncIterator[Event]) -> JsonO
             if c is not None:
                 agg.add(c)
     finally:
-        await wire._close(events)
+        await wire.close_stream(events)
     if agg.last is None:
         raise RunnerError("no response from llama runner")
     return agg.result()
