@@ -63,11 +63,12 @@ class NativeChunks:
     """One request's events -> its chunks (`chat`: /api/chat shape, else /api/generate).
     `top_logprobs` > 0: each log probability lists its alternatives."""
 
-    __slots__ = ("chat", "model", "with_top")
+    __slots__ = ("chat", "model", "top_logprobs", "with_top")
 
     def __init__(self, model: str, chat: bool, top_logprobs: int = 0) -> None:
         self.model = model
         self.chat = chat
+        self.top_logprobs = top_logprobs
         self.with_top = top_logprobs > 0
 
     def chunk(self, ev: Event) -> JsonObject | None:

@@ -9,7 +9,14 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from ollamapy.inference.engine import Pass, done_reason, finish, relay
-from ollamapy.inference.events import Done, Event, TextDelta, ThinkingDelta, ToolCallEvent
+from ollamapy.inference.events import (
+    Done,
+    Event,
+    TextDelta,
+    ThinkingDelta,
+    TokenLogprob,
+    ToolCallEvent,
+)
 from ollamapy.inference.output import OutputParser
 from ollamapy.server.native_chunks import Aggregate, NativeChunks, metrics
 from ollamapy.server.openai_chunks import (
@@ -107,19 +114,28 @@ async def test_aggregate_generate_and_chat() -> None:
 
 async def test_openai_chat_stream_framing() -> None:
     conv = OpenAIChatStream("chatcmpl-1", "m", include_usage=True)
-    chat = NativeChunks("m", chat=True)
     frames: list[dict[str, Any]] = []
     parser = OutputParser(ThinkingParser("<think>", "</think>"), None)
     for e in await _with_done(["<think>x</think>", "Hi"], parser):
-        ch = chat.chunk(e)
-        assert ch is not None
-        frames += conv.convert(ch)
+        frames += conv.convert(e)
     assert frames[0]["choices"][0]["delta"] == {"role": "assistant", "reasoning": "x"}
     assert frames[1]["choices"][0]["delta"] == {"content": "Hi"}
     assert frames[-2]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
     assert frames[-1]["choices"] == [] and frames[-1]["usage"] == {
         "prompt_tokens": 8, "completion_tokens": 2, "total_tokens": 10}
     assert {f["id"] for f in frames} == {"chatcmpl-1"}
+
+
+def test_openai_chat_stream_tool_calls_and_empty_answer() -> None:
+    conv = OpenAIChatStream("chatcmpl-3", "m", include_usage=False)
+    call = conv.convert(ToolCallEvent("f", {"a": 1}, "call_x", 0))[0]["choices"][0]["delta"]
+    assert call["role"] == "assistant" and call["tool_calls"][0]["id"] == "call_x"
+    assert json.loads(call["tool_calls"][0]["function"]["arguments"]) == {"a": 1}
+    end = conv.convert(Done(done_reason="length"))
+    assert [f["choices"][0]["finish_reason"] for f in end] == ["tool_calls"]
+    empty = OpenAIChatStream("chatcmpl-4", "m", include_usage=False).convert(Done())
+    assert [f["choices"][0]["delta"] for f in empty] == [{"role": "assistant", "content": ""},
+                                                        {}]
 
 
 def test_done_chunk_shapes() -> None:
@@ -145,9 +161,8 @@ def test_openai_tool_calls_are_json_strings() -> None:
 
 def test_openai_completion_stream() -> None:
     conv = OpenAICompletionStream("cmpl-1", "m", include_usage=True)
-    a = conv.convert({"response": "x", "done": False})
-    b = conv.convert({"response": "", "done": True, "done_reason": "length",
-                      "prompt_eval_count": 1, "eval_count": 1})
+    a = conv.convert(TextDelta("x"))
+    b = conv.convert(Done(done_reason="length", prompt_eval_count=1, eval_count=1))
     assert a[0]["choices"][0]["finish_reason"] is None and a[0]["usage"]["total_tokens"] == 0
     assert b[0]["choices"][0]["finish_reason"] == "length"
     assert b[1]["choices"] == [] and b[1]["usage"]["total_tokens"] == 2
@@ -204,10 +219,10 @@ def test_openai_completions_logprobs_mapped_and_returned() -> None:
     with pytest.raises(BadRequest, match="between 0 and 20"):
         to_generate(CompletionRequest(model="m", prompt="hi", logprobs=21))
     lp = [{"token": "a", "logprob": -0.5, "bytes": [97], "top_logprobs": []}]
-    conv = OpenAICompletionStream("cmpl-1", "m", False)
-    chunk = conv.convert({"response": "a", "done": False, "logprobs": lp})[0]
+    conv = OpenAICompletionStream("cmpl-1", "m", False, top_logprobs=3)
+    chunk = conv.convert(TextDelta("a", [], [TokenLogprob("a", -0.5, [97])]))[0]
     assert chunk["choices"][0]["logprobs"] == {"content": lp}
-    assert "logprobs" not in conv.convert({"response": "b", "done": False})[0]["choices"][0]
+    assert "logprobs" not in conv.convert(TextDelta("b"))[0]["choices"][0]
     whole = openai_completion_response("cmpl-1", "m", {"response": "a", "done": True,
                                                       "done_reason": "stop", "logprobs": lp})
     assert whole["choices"][0]["logprobs"] == {"content": lp}

@@ -80,14 +80,12 @@ async def reply(request: web.Request, model: str, stream: bool,
         async def body() -> web.StreamResponse:
             return wire.json_response(whole(cid, model, await aggregate(chunks, events)))
         return await wire.until_disconnect(request, body())
-    conv = stream_cls(cid, model, bool(stream_options and stream_options.include_usage))
-    chunk, convert, sse = chunks.chunk, conv.convert, wire.sse
+    conv = stream_cls(cid, model, bool(stream_options and stream_options.include_usage),
+                      chunks.top_logprobs)
+    convert, sse = conv.convert, wire.sse
 
     def encode(ev: Event) -> bytes:
-        c = chunk(ev)
-        if c is None:
-            return b""
-        return b"".join([sse(o) for o in convert(c)])
+        return b"".join([sse(o) for o in convert(ev)])
 
     return await wire.until_disconnect(request, wire.write_stream(
         request, events, encode=encode, content_type=wire.EVENT_STREAM, error=wire.sse_error,
