@@ -69,3 +69,23 @@ async def test_dropped_stream_fails_the_lease(fake: tuple[FakeRunner, ClientSess
             got.append(e)
     assert any(isinstance(e, TextDelta) and e.text == "a" for e in got)
     assert len(sched.leases[-1].failures) == 1 and sched.active == 0
+
+
+def test_engine_knows_no_http() -> None:
+    """The engine reaches runners only through RunnerClient: no aiohttp, no URLs, no
+    sessions in ollamapy/inference/ (the API families' translators own the wire)."""
+    import ast
+    from pathlib import Path
+
+    import ollamapy.inference as pkg
+
+    for path in Path(pkg.__file__).parent.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [
+                    a.name for a in node.names]
+                assert not any(n.startswith(("aiohttp", "ollamapy.server")) for n in names), \
+                    path
+            if isinstance(node, ast.Attribute):
+                assert node.attr not in ("session", "post"), (path, node.lineno)
