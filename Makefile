@@ -44,7 +44,7 @@ lint: venv
 	$(BIN)/ruff check ollamapy tests runners bench
 
 unit: venv
-	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not e2e and not integration" $(PYTEST_ARGS)
 
 test: venv runner-test model-file lint
 	$(BIN)/pytest $(PYTEST_ARGS)

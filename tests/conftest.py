@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,3 +163,30 @@ def model_server(tmp_path: Path) -> Iterator[ServerProc]:
     s = start_server(tmp_path)
     yield s
     stop_server(s)
+
+
+@contextmanager
+def running_server(tmp: Path, env: dict[str, str] | None = None, *, model: bool = True,
+                   params: dict[str, object] | None = None) -> Iterator[ServerProc]:
+    """`ollamapy serve` on a fresh store under `tmp` (holding smollm2:135m unless `model` is
+    False; `params` become its PARAMETERs), stopped on exit. The one recipe behind every e2e
+    module's server fixture."""
+    if model:
+        register_default_model(tmp / "models", params=params)
+    s = start_server(tmp, env)
+    try:
+        yield s
+    finally:
+        stop_server(s)
+
+
+INFERENCE_ENV = {"OLLAMA_NUM_PARALLEL": "1", "OLLAMA_CONTEXT_LENGTH": "2048"}
+
+
+@pytest.fixture(scope="module")
+def inference_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+    """One server per module for the inference e2e tests: smollm2:135m with FAST_PARAMS,
+    one slot, 2048-token context."""
+    with running_server(tmp_path_factory.mktemp("serve"), INFERENCE_ENV,
+                        params=FAST_PARAMS) as s:
+        yield s

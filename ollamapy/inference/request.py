@@ -41,3 +41,4 @@ class InferenceRequest:
     top_logprobs: int = 0
     want_context: bool = False  # generate: return prompt+answer token ids in Done.context
     debug_render_only: bool = False
+    start_ns: int = 0  # time.monotonic_ns() when the request arrived (0: when run starts)

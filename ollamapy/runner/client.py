@@ -1,5 +1,6 @@
-"""Talk to one llama-server: `/completion` (always streamed), `/tokenize`, `/detokenize`,
-`/apply-template`, `/embeddings`.
+"""Talk to one llama-server: `RunnerClient` on the scheduler's lease is the only code that
+builds runner URLs or touches the HTTP session (`/completion` always streamed, `/tokenize`,
+`/detokenize`, `/apply-template`, `/v1/embeddings`, `/health`, `/props`, `/v1/models`).
 
 Bodies are built here from typed arguments only (never a client's JSON passed through), so
 nothing unchecked reaches llama-server. Upstream errors become the error tree: a context overflow
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 
 from ollamapy.errors import BadRequest, OllamaError, RunnerError
-from ollamapy.relay import FLUSH
+from ollamapy.inference.events import FLUSH, Flush
+from ollamapy.inference.jsontypes import JsonObject
 
 log = logging.getLogger("ollamapy.runner.client")
 
@@ -41,7 +43,7 @@ class RunnerConnectionError(RunnerError):
     """The runner could not be reached or dropped the connection: it may be dead."""
 
 
-def check_completion_body(body: dict[str, Any]) -> None:
+def check_completion_body(body: JsonObject) -> None:
     for k, v in body.items():
         t = _COMPLETION_TYPES.get(k)
         if t is None:
@@ -71,51 +73,22 @@ def upstream_error(status: int, text: str) -> OllamaError:
     return RunnerError(message, status=500)
 
 
-def _headers() -> dict[str, str]:
-    # Explicit and minimal: no X-Conversation-Id (it disables cancel-on-disconnect upstream).
-    return {"Content-Type": "application/json", "Accept": "text/event-stream"}
+MAX_EVENT_BYTES = 64 * 1024 * 1024
+
+READ_END = b""
+"""Yielded by sse_lines after the lines of each upstream read."""
+
+NOT_POOLED = "this model does not produce pooled embeddings"
 
 
-def _dumps(body: dict[str, Any]) -> str:
+
+def _dumps(body: Mapping[str, Any]) -> str:
     """The JSON we send: strict, so a NaN/Infinity a client slipped in (Python's parser accepts
     them) becomes a 400 here instead of invalid JSON that llama-server answers with a 500."""
     try:
         return json.dumps(body, allow_nan=False)
     except ValueError:
         raise BadRequest("invalid JSON: NaN and Infinity are not valid JSON numbers") from None
-
-
-async def _send(session: aiohttp.ClientSession, url: str, data: str,
-                headers: dict[str, str]) -> aiohttp.ClientResponse:
-    """POST once, on a fresh connection (the scheduler's session uses force_close).
-
-    No retry: a POST to llama-server is not idempotent (a /completion that reached it runs).
-    Keep-alive pooling was measured and rejected: llama-server closes streamed responses'
-    connections and drops idle keep-alive ones unpredictably (96 of 228 pooled reuses found the
-    socket already closed), so a pool needs a retry on nearly every other request and was no
-    faster than a ~0.3 ms loopback connect."""
-    return await session.post(url, data=data, headers=headers)
-
-
-async def _post_json(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> Any:
-    try:
-        async with await _send(session, url, _dumps(body), {
-                "Content-Type": "application/json"}) as resp:
-            text = await resp.text()
-            if resp.status != 200:
-                raise upstream_error(resp.status, text)
-            return json.loads(text)
-    except aiohttp.ClientError as e:
-        raise RunnerConnectionError(f"llama runner connection error: {e}") from None
-    except ValueError as e:
-        raise RunnerError(f"llama runner sent invalid JSON: {e}") from None
-
-
-MAX_EVENT_BYTES = 64 * 1024 * 1024
-
-
-READ_END = b""
-"""Yielded by sse_lines after the lines of each upstream read."""
 
 
 async def sse_lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
@@ -140,112 +113,186 @@ async def sse_lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
         yield buf
 
 
-async def completion_stream(session: aiohttp.ClientSession, base_url: str,
-                            body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    """POST /completion with stream=true and yield each SSE event as it arrives.
+class RunnerClient:
+    """One llama-server, reached over the scheduler's session (fresh connection per request:
+    llama-server closes streamed responses' connections, see `_send`).
 
-    Leaving the iteration early (client gone, error) closes the upstream response, which makes
-    llama-server cancel the task and free the slot at once.
+    With `api_key` every request carries `Authorization: Bearer <key>` (runners started with a
+    per-runner `--api-key` refuse anything else). Nothing a client sent as a header is passed on.
     """
-    body = {**body, "stream": True}
-    check_completion_body(body)
-    data = _dumps(body)
-    try:
-        resp = await _send(session, f"{base_url}/completion", data, _headers())
-    except aiohttp.ClientError as e:
-        raise RunnerConnectionError(f"llama runner connection error: {e}") from None
-    try:
-        if resp.status != 200:
-            raise upstream_error(resp.status, await resp.text())
-        async for raw in sse_lines(resp.content):
-            if not raw:  # READ_END
-                yield FLUSH
-                continue
-            if not raw.startswith(b"data: "):
-                continue  # ":" keep-alive pings
-            event = json.loads(raw[6:])
-            if "error" in event:
-                e = event["error"]
-                msg = e.get("message", str(e)) if isinstance(e, dict) else str(e)
-                raise RunnerError(msg)
-            yield event
-            if event.get("stop"):
-                return
-        raise RunnerConnectionError("llama runner closed the stream before finishing")
-    except aiohttp.ClientError as e:
-        raise RunnerConnectionError(f"llama runner connection error: {e}") from None
-    except ValueError as e:
-        raise RunnerError(f"llama runner sent invalid JSON: {e}") from None
-    finally:
-        resp.close()
 
+    __slots__ = ("_auth", "_json_headers", "_sse_headers", "base_url", "session")
 
-async def tokenize(session: aiohttp.ClientSession, base_url: str, content: str, *,
-                   add_special: bool = False) -> list[int]:
-    if not isinstance(content, str):
-        raise RunnerError("internal error: tokenize content must be text")
-    data = await _post_json(session, f"{base_url}/tokenize", {
-        "content": content, "add_special": bool(add_special), "parse_special": True})
-    return [int(t) for t in data.get("tokens", [])]
+    def __init__(self, session: aiohttp.ClientSession, base_url: str,
+                 api_key: str | None = None) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self._auth: dict[str, str] = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._json_headers = {"Content-Type": "application/json", **self._auth}
+        # Explicit and minimal: no X-Conversation-Id (it disables cancel-on-disconnect upstream).
+        self._sse_headers = {"Content-Type": "application/json",
+                             "Accept": "text/event-stream", **self._auth}
 
+    def __repr__(self) -> str:
+        return f"RunnerClient({self.base_url!r})"
 
-async def detokenize(session: aiohttp.ClientSession, base_url: str,
-                     tokens: Sequence[int], n_vocab: int | None = None) -> str:
-    clean = [int(t) for t in tokens]
-    limit = n_vocab if n_vocab else 2**31 - 1
-    if any(isinstance(t, bool) or t < 0 or t >= limit for t in tokens):
-        raise BadRequest("context contains an invalid token")
-    data = await _post_json(session, f"{base_url}/detokenize", {"tokens": clean})
-    return str(data.get("content", ""))
+    async def _send(self, path: str, data: str, headers: dict[str, str]
+                    ) -> aiohttp.ClientResponse:
+        """POST once, on a fresh connection (the scheduler's session uses force_close).
 
+        No retry: a POST to llama-server is not idempotent (a /completion that reached it runs).
+        Keep-alive pooling was measured and rejected: llama-server closes streamed responses'
+        connections and drops idle keep-alive ones unpredictably (96 of 228 pooled reuses found
+        the socket already closed), so a pool needs a retry on nearly every other request and
+        was no faster than a ~0.3 ms loopback connect."""
+        return await self.session.post(self.base_url + path, data=data, headers=headers)
 
-async def apply_template(session: aiohttp.ClientSession, base_url: str,
-                         messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None,
-                         enable_thinking: bool | None = None) -> str:
-    """Render messages with the GGUF's own Jinja chat template (+ generation prompt)."""
-    body: dict[str, Any] = {"messages": messages, "add_generation_prompt": True}
-    if tools:
-        body["tools"] = tools
-    if enable_thinking is not None:
-        body["chat_template_kwargs"] = {"enable_thinking": bool(enable_thinking)}
-    data = await _post_json(session, f"{base_url}/apply-template", body)
-    prompt = data.get("prompt")
-    if not isinstance(prompt, str):
-        raise RunnerError("llama runner returned no prompt from its chat template")
-    return prompt
+    async def _post_json(self, path: str, body: Mapping[str, Any]) -> Any:
+        try:
+            async with await self._send(path, _dumps(body), self._json_headers) as resp:
+                text = await resp.text()
+                if resp.status != 200:
+                    raise upstream_error(resp.status, text)
+                return json.loads(text)
+        except aiohttp.ClientError as e:
+            raise RunnerConnectionError(f"llama runner connection error: {e}") from None
+        except ValueError as e:
+            raise RunnerError(f"llama runner sent invalid JSON: {e}") from None
 
+    async def _get_json(self, path: str) -> Any:
+        try:
+            async with self.session.get(self.base_url + path, headers=self._auth) as resp:
+                text = await resp.text()
+                if resp.status != 200:
+                    raise upstream_error(resp.status, text)
+                return json.loads(text)
+        except aiohttp.ClientError as e:
+            raise RunnerConnectionError(f"llama runner connection error: {e}") from None
+        except ValueError as e:
+            raise RunnerError(f"llama runner sent invalid JSON: {e}") from None
 
-async def embeddings(session: aiohttp.ClientSession, base_url: str, inputs: list[str], *,
-                     normalize: int = 2) -> list[list[float]]:
-    """One pooled vector per input (llama-server normalises: 2 = L2, -1 = raw)."""
-    if not all(isinstance(s, str) for s in inputs):
-        raise RunnerError("internal error: embedding inputs must be text")
-    data = await _post_json(session, f"{base_url}/embeddings", {
-        "content": inputs, "embd_normalize": int(normalize)})
-    if not isinstance(data, list):
-        raise RunnerError("llama runner returned an unexpected embeddings shape")
-    out: list[list[float]] = [[] for _ in inputs]
-    for item in data:
-        idx = int(item.get("index", 0))
-        vec = item.get("embedding") or []
-        if vec and isinstance(vec[0], list):
-            if len(vec) != 1:
-                raise RunnerError("this model does not produce pooled embeddings")
-            vec = vec[0]
-        if 0 <= idx < len(out):
-            out[idx] = [float(x) for x in vec]
-    return out
+    async def completion(self, body: Mapping[str, Any]
+                         ) -> AsyncGenerator[JsonObject | Flush, None]:
+        """POST /completion with stream=true; yield each SSE event as it arrives, and FLUSH
+        after the events of each upstream read.
 
-
-async def n_vocab(session: aiohttp.ClientSession, base_url: str) -> int | None:
-    """Vocabulary size from /v1/models meta (for validating client-supplied token ids)."""
-    try:
-        async with session.get(f"{base_url}/v1/models") as resp:
+        Leaving the iteration early (client gone, error) closes the upstream response, which
+        makes llama-server cancel the task and free the slot at once.
+        """
+        body = {**body, "stream": True}
+        check_completion_body(body)
+        data = _dumps(body)
+        try:
+            resp = await self._send("/completion", data, self._sse_headers)
+        except aiohttp.ClientError as e:
+            raise RunnerConnectionError(f"llama runner connection error: {e}") from None
+        try:
             if resp.status != 200:
-                return None
-            data = await resp.json()
-        meta = (data.get("data") or [{}])[0].get("meta") or {}
+                raise upstream_error(resp.status, await resp.text())
+            async for raw in sse_lines(resp.content):
+                if not raw:  # READ_END
+                    yield FLUSH
+                    continue
+                if not raw.startswith(b"data: "):
+                    continue  # ":" keep-alive pings
+                event = json.loads(raw[6:])
+                if "error" in event:
+                    err = event["error"]
+                    msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+                    raise RunnerError(msg)
+                yield event
+                if event.get("stop"):
+                    return
+            raise RunnerConnectionError("llama runner closed the stream before finishing")
+        except aiohttp.ClientError as e:
+            raise RunnerConnectionError(f"llama runner connection error: {e}") from None
+        except ValueError as e:
+            raise RunnerError(f"llama runner sent invalid JSON: {e}") from None
+        finally:
+            resp.close()
+
+    async def tokenize(self, content: str, *, add_special: bool = False) -> list[int]:
+        if not isinstance(content, str):
+            raise RunnerError("internal error: tokenize content must be text")
+        data = await self._post_json("/tokenize", {
+            "content": content, "add_special": bool(add_special), "parse_special": True})
+        return [int(t) for t in data.get("tokens", [])]
+
+    async def detokenize(self, tokens: Sequence[int], n_vocab: int | None = None) -> str:
+        limit = n_vocab if n_vocab else 2**31 - 1
+        if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 or t >= limit
+               for t in tokens):
+            raise BadRequest("context contains an invalid token")
+        data = await self._post_json("/detokenize", {"tokens": [int(t) for t in tokens]})
+        return str(data.get("content", ""))
+
+    async def apply_template(self, messages: list[JsonObject], *,
+                             tools: list[JsonObject] | None,
+                             enable_thinking: bool | None = None) -> str:
+        """Render messages with the GGUF's own Jinja chat template (+ generation prompt)."""
+        body: JsonObject = {"messages": messages, "add_generation_prompt": True}
+        if tools:
+            body["tools"] = tools
+        if enable_thinking is not None:
+            body["chat_template_kwargs"] = {"enable_thinking": bool(enable_thinking)}
+        data = await self._post_json("/apply-template", body)
+        prompt = data.get("prompt")
+        if not isinstance(prompt, str):
+            raise RunnerError("llama runner returned no prompt from its chat template")
+        return prompt
+
+    async def embeddings(self, inputs: Sequence[str], *, normalize: int = 2
+                         ) -> tuple[list[list[float]], int]:
+        """One pooled vector per input (llama-server normalises: 2 = L2, -1 = raw) and the
+        tokens evaluated for all of them (OpenAI-shaped endpoint: it reports the counts, so
+        nothing has to be tokenized separately just to count)."""
+        if not all(isinstance(s, str) for s in inputs):
+            raise RunnerError("internal error: embedding inputs must be text")
+        try:
+            data = await self._post_json("/v1/embeddings", {
+                "input": list(inputs), "embd_normalize": int(normalize),
+                "encoding_format": "float"})
+        except OllamaError as e:
+            if "Pooling type 'none'" in e.message:
+                raise RunnerError(NOT_POOLED) from None
+            raise
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise RunnerError("llama runner returned an unexpected embeddings shape")
+        out: list[list[float]] = [[] for _ in inputs]
+        for item in items:
+            idx = int(item.get("index", 0))
+            vec = item.get("embedding") or []
+            if vec and isinstance(vec[0], list):
+                if len(vec) != 1:
+                    raise RunnerError(NOT_POOLED)
+                vec = vec[0]
+            if 0 <= idx < len(out):
+                out[idx] = [float(x) for x in vec]
+        usage = data.get("usage") or {}
+        return out, int(usage.get("prompt_tokens", 0) or 0)
+
+    async def health(self) -> bool:
+        """True when the runner answers /health with 200 (model loaded, ready)."""
+        try:
+            async with self.session.get(self.base_url + "/health", headers=self._auth) as r:
+                await r.read()
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    async def props(self) -> JsonObject:
+        data = await self._get_json("/props")
+        if not isinstance(data, dict):
+            raise RunnerError("llama runner returned unexpected props")
+        return data
+
+    async def n_vocab(self) -> int | None:
+        """Vocabulary size from /v1/models meta (for validating client-supplied token ids)."""
+        try:
+            data = await self._get_json("/v1/models")
+            meta = (data.get("data") or [{}])[0].get("meta") or {}
+        except (OllamaError, AttributeError, IndexError):
+            return None
         v = meta.get("n_vocab")
         return int(v) if isinstance(v, int) else None
-    except (aiohttp.ClientError, ValueError, AttributeError, IndexError):
-        return None

@@ -56,6 +56,7 @@ from ollamapy.scheduler.events import (
     Unloaded,
     UnloadRequested,
 )
+from ollamapy.runner.client import RunnerClient
 from ollamapy.scheduler.launcher import Launcher, ProcessLauncher, RunnerHandle
 from ollamapy.scheduler.policy import (
     RunnerView,
@@ -117,6 +118,8 @@ class Lease:
         self.props: dict[str, Any] = r.handle.props
         self.model: Model = model
         self.failed: BaseException | None = None
+        self.client: RunnerClient = RunnerClient(self.session, self.base_url,
+                                                 getattr(r.handle, "api_key", None))
 
     @property
     def pid(self) -> int | None:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.fake_ollama import FakeState, fake_server
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "ollamapy.cli.main"]
 
 

@@ -13,7 +13,7 @@ import pytest
 from ollamapy import __version__, pins
 from tests.conftest import ServerProc, free_port
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "ollamapy.cli.main"]
 
 

@@ -13,25 +13,18 @@ import struct
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import aiohttp
 import httpx
 import ollama
 import openai
 import pytest
-from aiohttp import web
 
-from ollamapy.errors import NotFound, RunnerError
 from ollamapy.runner.process import child_env, free_port
-from ollamapy.server import keys, middleware
-from ollamapy.server.routes import inference
-from ollamapy.server.routes import openai as openai_routes
 from ollamapy.store.model import Model
+from tests.fake_runner import FakeScheduler, FakeStore, inference_app
 
 pytestmark = pytest.mark.e2e
 
@@ -91,82 +84,25 @@ def make_model(path: Path, name: str, template: str | None = None,
                  template=template, capabilities=caps, params={"stop": ["<|im_end|>"]})
 
 
-class FakeStore:
-    def __init__(self, models: dict[str, Model]) -> None:
-        self.models = models
-
-    def resolve(self, name: str) -> Model:
-        key = name if ":" in name else f"{name}:latest"
-        if key not in self.models:
-            raise NotFound(f"model '{name}' not found")
-        return self.models[key]
-
-
-class FakeScheduler:
-    """Hands out the pre-started runners; records leases so tests can see them released."""
-
-    def __init__(self, urls: dict[str, str], session: aiohttp.ClientSession,
-                 props: dict[str, dict[str, Any]]) -> None:
-        self.urls = urls
-        self.session = session
-        self.props = props
-        self.active = 0
-        self.unloaded: list[str] = []
-        self.calls: list[dict[str, Any]] = []
-
-    @asynccontextmanager
-    async def lease(self, model: Model, options: dict[str, Any], keep_alive: float | None, *,
-                    embedding: bool = False) -> AsyncIterator[SimpleNamespace]:
-        kind = "emb" if embedding else "gen"
-        self.calls.append({"options": options, "keep_alive": keep_alive, "embedding": embedding})
-        self.active += 1
-        try:
-            yield SimpleNamespace(base_url=self.urls[kind], session=self.session,
-                                  load_duration=0.001,
-                                  num_ctx=min(int(options.get("num_ctx") or 2048), 2048)
-                                  if kind == "gen" else 1024,
-                                  props=self.props[kind], model=model,
-                                  fail=lambda e: RunnerError(str(e)))
-        finally:
-            self.active -= 1
-
-    async def unload(self, model: Model) -> bool:
-        self.unloaded.append(model.short_name)
-        return True
-
-
 @pytest.fixture
-async def app_url(runners: dict[str, str], model_path: Path,
-                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[str, FakeScheduler]]:
-    if not hasattr(keys, "SCHEDULER_KEY"):
-        monkeypatch.setattr(keys, "SCHEDULER_KEY", web.AppKey("scheduler", object),
-                            raising=False)
-    if not hasattr(keys, "STORE_KEY"):
-        monkeypatch.setattr(keys, "STORE_KEY", web.AppKey("store", object), raising=False)
+async def app_url(runners: dict[str, str], model_path: Path
+                  ) -> AsyncIterator[tuple[str, FakeScheduler]]:
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(keepalive_timeout=3))
     props = {}
     for k, u in runners.items():
         async with session.get(u + "/props") as r:
             props[k] = await r.json()
-    sched = FakeScheduler(runners, session, props)
-    app = web.Application(middlewares=[middleware.errors])
-    app[keys.STORE_KEY] = FakeStore({  # type: ignore[misc]
+    sched = FakeScheduler(session, runners, props, num_ctx={"gen": 2048, "emb": 1024},
+                          load_duration=0.001)
+    store = FakeStore({
         "smollm2:135m": make_model(model_path, "smollm2:135m"),
         "chatml:latest": make_model(model_path, "chatml:latest", CHATML),
         "embedonly:latest": make_model(model_path, "embedonly:latest", caps=("embedding",)),
     })
-    app[keys.SCHEDULER_KEY] = sched  # type: ignore[misc]
-    inference.setup(app)
-    openai_routes.setup(app)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
     try:
-        yield f"http://127.0.0.1:{port}", sched
+        async with inference_app(store, sched) as url:
+            yield url, sched
     finally:
-        await runner.cleanup()
         await session.close()
 
 

@@ -13,19 +13,22 @@ import ollama
 import openai
 import pytest
 
-from tests.conftest import ServerProc, register_default_model, start_server, stop_server
+from tests.conftest import (
+    ServerProc,
+    register_default_model,
+    running_server,
+    start_server,
+    stop_server,
+)
 from tests.unit.test_gguf import write_fixture
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    tmp = tmp_path_factory.mktemp("models_api")
-    register_default_model(tmp / "models")
-    s = start_server(tmp)
-    yield s
-    stop_server(s)
+    with running_server(tmp_path_factory.mktemp("models_api")) as s:
+        yield s
 
 
 @pytest.fixture

@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerProc, register_default_model, start_server, stop_server
+from tests.conftest import (
+    ServerProc,
+    running_server,
+)
 from tests.unit.test_gguf import write_fixture
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    tmp = tmp_path_factory.mktemp("models_cli")
-    register_default_model(tmp / "models")
-    s = start_server(tmp)
-    yield s
-    stop_server(s)
+    with running_server(tmp_path_factory.mktemp("models_cli")) as s:
+        yield s
 
 
 def cli(srv: ServerProc | None, *args: str, cwd: Path | None = None,

@@ -12,13 +12,7 @@ import ollama
 import psutil
 import pytest
 
-from tests.conftest import (
-    FAST_PARAMS,
-    ServerProc,
-    register_default_model,
-    start_server,
-    stop_server,
-)
+from tests.conftest import ServerProc
 
 pytestmark = pytest.mark.e2e
 
@@ -27,12 +21,8 @@ OPTS = {"num_predict": 8, "temperature": 0, "seed": 42}
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    tmp = tmp_path_factory.mktemp("serve")
-    register_default_model(tmp / "models", params=FAST_PARAMS)
-    s = start_server(tmp, {"OLLAMA_NUM_PARALLEL": "1", "OLLAMA_CONTEXT_LENGTH": "2048"})
-    yield s
-    stop_server(s)
+def srv(inference_server: ServerProc) -> ServerProc:
+    return inference_server
 
 
 @pytest.fixture

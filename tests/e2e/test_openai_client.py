@@ -12,13 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import (
-    FAST_PARAMS,
-    ServerProc,
-    register_default_model,
-    start_server,
-    stop_server,
-)
+from tests.conftest import ServerProc
 
 pytestmark = pytest.mark.e2e
 
@@ -26,12 +20,8 @@ M = "smollm2:135m"
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    tmp = tmp_path_factory.mktemp("serve")
-    register_default_model(tmp / "models", params=FAST_PARAMS)
-    s = start_server(tmp, {"OLLAMA_CONTEXT_LENGTH": "2048"})
-    yield s
-    stop_server(s)
+def srv(inference_server: ServerProc) -> ServerProc:
+    return inference_server
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import ServerProc, start_server, stop_server
 from tests.registry_server import TestRegistry
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 REPO, TAG = "library/smollm2", "135m"
 

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import free_port, start_server, stop_server
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "ollamapy.cli.main"]
 
 
@@ -180,6 +180,7 @@ def test_sigterm_exits_zero_and_restart_after_crash(tmp_path: Path) -> None:
         assert stop_server(s) == 0
 
 
+@pytest.mark.e2e
 def test_sigterm_during_a_stream_stops_runners_and_exits_zero(model_server) -> None:
     """What `systemctl stop` does mid-answer: bounded shutdown, exit 0, no runner left behind."""
     import threading
@@ -215,6 +216,7 @@ def test_sigterm_during_a_stream_stops_runners_and_exits_zero(model_server) -> N
     assert not alive, f"runner(s) outlived the server: {alive}"
 
 
+@pytest.mark.e2e
 def test_crash_mid_stream_then_restart(model_server, tmp_path: Path) -> None:
     """Restart=always after a crash: the runner dies with the server (parent-death signal), the
     store is intact and the restarted server answers with the same model."""

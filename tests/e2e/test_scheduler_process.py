@@ -14,7 +14,7 @@ import pytest
 from ollamapy.errors import RunnerError
 from ollamapy.runner.process import RunnerProcess, child_env, free_port, launch
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
 def script(tmp_path: Path, body: str) -> Path:

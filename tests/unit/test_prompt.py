@@ -10,7 +10,7 @@ import pytest
 from ollamapy.api.inference import Message, Tool
 from ollamapy.api.openai import ChatCompletionRequest, to_chat
 from ollamapy.errors import BadRequest
-from ollamapy.prompt import (
+from ollamapy.inference.prompt import (
     Prompt,
     Renderer,
     collate,
@@ -20,6 +20,7 @@ from ollamapy.prompt import (
     render_go,
     shift_fit,
     strip_old_thinking,
+    strip_think_blocks,
     tag_images,
 )
 
@@ -119,6 +120,33 @@ def test_strip_old_thinking() -> None:
     msgs = [msg("user", "q"), msg("assistant", "<think>x</think>A"), msg("user", "q2")]
     assert strip_old_thinking(msgs, "qwen3")[1].content == "A"
     assert strip_old_thinking(msgs, "llama")[1].content == "<think>x</think>A"
+
+
+@pytest.mark.parametrize("text", [
+    "", "plain", "<think>x</think>A", "a<think>x</think>b<think>y</think>c",
+    "<think>unclosed", "</think>x<think>y", "<think><think>x</think>y</think>z",
+    "<think>a\nb</think>\n", "<think></think>", "x<think>y</think",
+])
+def test_strip_think_blocks_matches_the_regex(text: str) -> None:
+    import re
+
+    assert strip_think_blocks(text) == re.sub(r"<think>.*?</think>", "", text, flags=re.S)
+
+
+def test_strip_old_thinking_is_linear_on_a_megabyte_of_open_tags() -> None:
+    """A client-sent assistant turn of 1 MB of `<think>` (no close tag) made the regex rescan
+    to the end from every tag: minutes on the event loop. The linear scan is done at once;
+    the bound below is a liveness limit, not a timing measurement."""
+    import threading
+
+    content = "<think>" * (1024 * 1024 // 7)
+    msgs = [msg("user", "q"), msg("assistant", content), msg("user", "q2")]
+    out: list[str] = []
+    t = threading.Thread(target=lambda: out.append(
+        strip_old_thinking(msgs, "qwen3")[1].content), daemon=True)
+    t.start()
+    t.join(30)
+    assert out == [content], "strip_old_thinking did not finish within 30 s on 1 MB"
 
 
 def test_openai_translation() -> None:

@@ -1,25 +1,28 @@
-"""Relay transforms on fake upstream events: chunk shapes, metrics, aggregation, OpenAI framing,
-and that every event is passed on as soon as it arrives."""
+"""Relay transforms on fake upstream events: engine events, chunk shapes, metrics, aggregation,
+OpenAI framing, and that every event is passed on as soon as it arrives."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from ollamapy.relay import (
-    Aggregate,
+from ollamapy.inference.engine import Pass, done_reason, finish, relay
+from ollamapy.inference.events import (
+    Done,
+    Event,
+    TextDelta,
+    ThinkingDelta,
+    TokenLogprob,
+    ToolCallEvent,
+)
+from ollamapy.inference.output import OutputParser
+from ollamapy.server.native_chunks import Aggregate, NativeChunks, metrics
+from ollamapy.server.openai_chunks import (
     OpenAIChatStream,
     OpenAICompletionStream,
-    OutputParser,
-    chat_chunk,
-    done_reason,
-    finish_chunk,
-    generate_chunk,
-    metrics,
     openai_chat_response,
-    steps,
 )
 from ollamapy.template.thinking import ThinkingParser
 from ollamapy.template.tools import ToolParser
@@ -30,69 +33,78 @@ FINAL = {"content": "", "stop": True, "stop_type": "eos", "tokens": [],
 
 
 async def events(pieces: list[str], final: dict[str, Any] = FINAL
-                 ) -> AsyncIterator[dict[str, Any]]:
+                 ) -> AsyncGenerator[dict[str, Any], None]:
     for i, p in enumerate(pieces):
         yield {"content": p, "tokens": [100 + i], "stop": False}
     yield final
 
 
-async def collect(pieces: list[str], parser: OutputParser | None = None) -> list[Any]:
-    return [s async for s in steps(events(pieces), parser or OutputParser())]
+async def collect(pieces: list[str], parser: OutputParser | None = None
+                  ) -> tuple[list[Event], Pass]:
+    st = Pass()
+    out = [e async for e in relay(events(pieces), parser or OutputParser(), None, st)]
+    return out, st
 
 
 def test_metrics_and_reasons() -> None:
-    m = metrics(FINAL, 0, 0.25)
+    m = metrics(finish(FINAL, 0, 0.25))
     assert m["prompt_eval_count"] == 8 and m["prompt_eval_duration"] == 12_500_000
     assert m["eval_count"] == 2 and m["eval_duration"] == 20_250_000
     assert m["load_duration"] == 250_000_000 and all(isinstance(v, int) for v in m.values())
-    assert "load_duration" not in metrics(FINAL, 0, 0.0)  # omitempty
+    assert "load_duration" not in metrics(finish(FINAL, 0, 0.0))  # omitempty
     assert done_reason({"stop_type": "limit"}) == "length"
     assert done_reason({"stop_type": "word"}) == "stop"
     assert done_reason({"stop_type": "eos", "truncated": True}) == "length"
 
 
-async def test_steps_pass_each_event_and_final() -> None:
-    out = await collect(["Hel", "lo"])
-    assert [s.content for s in out] == ["Hel", "lo", ""]
-    assert out[-1].final is FINAL and out[0].tokens == [100]
+async def test_relay_passes_each_event_and_final() -> None:
+    out, st = await collect(["Hel", "lo"])
+    assert [e.text for e in out if isinstance(e, TextDelta)] == ["Hel", "lo"]
+    assert st.final is FINAL and isinstance(out[0], TextDelta) and out[0].tokens == [100]
 
 
-async def test_no_buffering_first_step_before_upstream_finishes() -> None:
-    """The first step is available while the upstream is still blocked."""
+async def test_no_buffering_first_event_before_upstream_finishes() -> None:
+    """The first event is available while the upstream is still blocked."""
     gate = asyncio.Event()
 
-    async def slow() -> AsyncIterator[dict[str, Any]]:
+    async def slow() -> AsyncGenerator[dict[str, Any], None]:
         yield {"content": "first", "tokens": [1], "stop": False}
         await gate.wait()
         yield FINAL
 
-    it = steps(slow(), OutputParser())
+    st = Pass()
+    it = relay(slow(), OutputParser(), None, st)
     first = await asyncio.wait_for(it.__anext__(), 1)
-    assert first.content == "first"
+    assert isinstance(first, TextDelta) and first.text == "first"
     gate.set()
-    assert (await it.__anext__()).final is FINAL
+    assert [e async for e in it] == [] and st.final is FINAL
 
 
-async def test_thinking_and_tools_through_steps() -> None:
+async def test_thinking_and_tools_through_relay() -> None:
     parser = OutputParser(ThinkingParser("<think>", "</think>"),
                           ToolParser("<tool_call>", ["get_weather"]))
-    out = await collect(["<think>", "hmm", "</think>", "ok ", "<tool_call>",
-                         '{"name": "get_weather", ', '"arguments": {"city": "Oslo"}}',
-                         "</tool_call>"], parser)
-    thinking = "".join(s.thinking for s in out)
-    content = "".join(s.content for s in out)
-    calls = [c for s in out for c in s.tool_calls]
+    out, _ = await collect(["<think>", "hmm", "</think>", "ok ", "<tool_call>",
+                            '{"name": "get_weather", ', '"arguments": {"city": "Oslo"}}',
+                            "</tool_call>"], parser)
+    thinking = "".join(e.text for e in out if isinstance(e, ThinkingDelta))
+    content = "".join(e.text for e in out if isinstance(e, TextDelta))
+    calls = [e for e in out if isinstance(e, ToolCallEvent)]
     assert thinking == "hmm" and content == "ok "
     assert [(c.name, c.arguments) for c in calls] == [("get_weather", {"city": "Oslo"})]
 
 
+async def _with_done(pieces: list[str], parser: OutputParser | None = None) -> list[Event]:
+    out, st = await collect(pieces, parser)
+    assert st.final is not None
+    return [*out, finish(st.final, 0, 0)]
+
+
 async def test_aggregate_generate_and_chat() -> None:
     agg_g, agg_c = Aggregate(), Aggregate()
-    for s in await collect(["a", "b"]):
-        g, c = generate_chunk("m", s), chat_chunk("m", s)
-        if s.final is not None:
-            finish_chunk(g, s.final, 0, 0)
-            finish_chunk(c, s.final, 0, 0)
+    gen, chat = NativeChunks("m", chat=False), NativeChunks("m", chat=True)
+    for e in await _with_done(["a", "b"]):
+        g, c = gen.chunk(e), chat.chunk(e)
+        assert g is not None and c is not None
         agg_g.add(g)
         agg_c.add(c)
     g, c = agg_g.result(), agg_c.result()
@@ -104,17 +116,37 @@ async def test_openai_chat_stream_framing() -> None:
     conv = OpenAIChatStream("chatcmpl-1", "m", include_usage=True)
     frames: list[dict[str, Any]] = []
     parser = OutputParser(ThinkingParser("<think>", "</think>"), None)
-    for s in await collect(["<think>x</think>", "Hi"], parser):
-        ch = chat_chunk("m", s)
-        if s.final is not None:
-            finish_chunk(ch, s.final, 0, 0)
-        frames += conv.convert(ch)
+    for e in await _with_done(["<think>x</think>", "Hi"], parser):
+        frames += conv.convert(e)
     assert frames[0]["choices"][0]["delta"] == {"role": "assistant", "reasoning": "x"}
     assert frames[1]["choices"][0]["delta"] == {"content": "Hi"}
     assert frames[-2]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
     assert frames[-1]["choices"] == [] and frames[-1]["usage"] == {
         "prompt_tokens": 8, "completion_tokens": 2, "total_tokens": 10}
     assert {f["id"] for f in frames} == {"chatcmpl-1"}
+
+
+def test_openai_chat_stream_tool_calls_and_empty_answer() -> None:
+    conv = OpenAIChatStream("chatcmpl-3", "m", include_usage=False)
+    call = conv.convert(ToolCallEvent("f", {"a": 1}, "call_x", 0))[0]["choices"][0]["delta"]
+    assert call["role"] == "assistant" and call["tool_calls"][0]["id"] == "call_x"
+    assert json.loads(call["tool_calls"][0]["function"]["arguments"]) == {"a": 1}
+    end = conv.convert(Done(done_reason="length"))
+    assert [f["choices"][0]["finish_reason"] for f in end] == ["tool_calls"]
+    empty = OpenAIChatStream("chatcmpl-4", "m", include_usage=False).convert(Done())
+    assert [f["choices"][0]["delta"] for f in empty] == [{"role": "assistant", "content": ""},
+                                                        {}]
+
+
+def test_done_chunk_shapes() -> None:
+    """Load/unload answers carry no metrics; `_debug_render_only` has no done_reason."""
+    g = NativeChunks("m", chat=False)
+    load = g.chunk(Done(done_reason="load"))
+    assert load is not None and list(load) == ["model", "created_at", "response", "done",
+                                               "done_reason"]
+    dbg = NativeChunks("m", chat=True).chunk(Done(debug_rendered="P", debug_image_count=1))
+    assert dbg is not None and "done_reason" not in dbg
+    assert dbg["_debug_info"] == {"rendered_template": "P", "image_count": 1}
 
 
 def test_openai_tool_calls_are_json_strings() -> None:
@@ -129,9 +161,8 @@ def test_openai_tool_calls_are_json_strings() -> None:
 
 def test_openai_completion_stream() -> None:
     conv = OpenAICompletionStream("cmpl-1", "m", include_usage=True)
-    a = conv.convert({"response": "x", "done": False})
-    b = conv.convert({"response": "", "done": True, "done_reason": "length",
-                      "prompt_eval_count": 1, "eval_count": 1})
+    a = conv.convert(TextDelta("x"))
+    b = conv.convert(Done(done_reason="length", prompt_eval_count=1, eval_count=1))
     assert a[0]["choices"][0]["finish_reason"] is None and a[0]["usage"]["total_tokens"] == 0
     assert b[0]["choices"][0]["finish_reason"] == "length"
     assert b[1]["choices"] == [] and b[1]["usage"]["total_tokens"] == 2
@@ -179,7 +210,7 @@ def test_openai_completions_logprobs_mapped_and_returned() -> None:
 
     from ollamapy.api.openai import CompletionRequest, to_generate
     from ollamapy.errors import BadRequest
-    from ollamapy.relay import openai_completion_response
+    from ollamapy.server.openai_chunks import openai_completion_response
 
     req = to_generate(CompletionRequest(model="m", prompt="hi", logprobs=3))
     assert req.logprobs is True and req.top_logprobs == 3
@@ -188,10 +219,10 @@ def test_openai_completions_logprobs_mapped_and_returned() -> None:
     with pytest.raises(BadRequest, match="between 0 and 20"):
         to_generate(CompletionRequest(model="m", prompt="hi", logprobs=21))
     lp = [{"token": "a", "logprob": -0.5, "bytes": [97], "top_logprobs": []}]
-    conv = OpenAICompletionStream("cmpl-1", "m", False)
-    chunk = conv.convert({"response": "a", "done": False, "logprobs": lp})[0]
+    conv = OpenAICompletionStream("cmpl-1", "m", False, top_logprobs=3)
+    chunk = conv.convert(TextDelta("a", [], [TokenLogprob("a", -0.5, [97])]))[0]
     assert chunk["choices"][0]["logprobs"] == {"content": lp}
-    assert "logprobs" not in conv.convert({"response": "b", "done": False})[0]["choices"][0]
+    assert "logprobs" not in conv.convert(TextDelta("b"))[0]["choices"][0]
     whole = openai_completion_response("cmpl-1", "m", {"response": "a", "done": True,
                                                       "done_reason": "stop", "logprobs": lp})
     assert whole["choices"][0]["logprobs"] == {"content": lp}
@@ -199,7 +230,7 @@ def test_openai_completions_logprobs_mapped_and_returned() -> None:
 
 def test_openai_finish_reason_tool_calls_whatever_the_stop() -> None:
     """Ollama reports `tool_calls` once a call was produced, also when the budget ran out."""
-    from ollamapy.relay import finish_reason
+    from ollamapy.server.openai_chunks import finish_reason
 
     assert finish_reason({"done": True, "done_reason": "length"}, True) == "tool_calls"
     assert finish_reason({"done": True, "done_reason": "length"}, False) == "length"
@@ -208,7 +239,7 @@ def test_openai_finish_reason_tool_calls_whatever_the_stop() -> None:
 
 def test_openai_midstream_error_type_follows_status() -> None:
     from ollamapy.errors import BadRequest, OllamaError
-    from ollamapy.server.routes.openai import sse_error
+    from ollamapy.server.wire import sse_error
 
     bad = json.loads(sse_error(BadRequest("x"))[6:])
     assert bad["error"]["type"] == "invalid_request_error"

@@ -6,8 +6,8 @@ import pytest
 
 from ollamapy import options
 from ollamapy.errors import BadRequest
+from ollamapy.inference.sampling import completion_fields, format_fields, num_predict_budget
 from ollamapy.runner.client import check_completion_body
-from ollamapy.sampling import completion_fields, format_fields, num_predict_budget
 
 
 def test_defaults_are_ollamas_and_explicit() -> None:

@@ -430,19 +430,14 @@ def test_resolve_reuses_the_model_until_the_manifest_is_replaced(
 
 
 def test_route_lookup_keeps_its_not_found_wording(store: st.ModelStore) -> None:
-    from aiohttp import web
+    from ollamapy.inference.plan import resolve_model
 
-    from ollamapy.server import keys
-    from ollamapy.server.routes import inference
-
-    app = web.Application()
-    app[keys.STORE_KEY] = store
     with pytest.raises(NotFound, match="try pulling"):
-        inference.resolve_model(app, "m", not_found='model "m" not found, try pulling it first')
+        resolve_model(store, "m", not_found='model "m" not found, try pulling it first')
     with pytest.raises(NotFound, match="model 'm' not found"):
-        inference.resolve_model(app, "m")
+        resolve_model(store, "m")
     with pytest.raises(BadRequest, match="invalid model name"):
-        inference.resolve_model(app, "bad name!")
+        resolve_model(store, "bad name!")
 
 
 async def test_resolve_on_the_loop_never_waits_for_a_create_in_a_thread(

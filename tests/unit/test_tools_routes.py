@@ -6,22 +6,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import httpx
 import pytest
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession
 
-from ollamapy.errors import NotFound, RunnerError
-from ollamapy.runner.process import free_port
-from ollamapy.server import keys, middleware
-from ollamapy.server.routes import inference
-from ollamapy.server.routes import openai as openai_routes
 from ollamapy.store.model import Model
+from tests.fake_runner import FakeRunner, FakeScheduler, FakeStore, fake_model, inference_app
 
 HERE = Path(__file__).parent / "templates"
 THINK_TMPL = ("{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ if .Thinking }}<think>"
@@ -33,104 +25,28 @@ TOOLS = [{"type": "function", "function": {
                    "properties": {"city": {"type": "string"}}}}}]
 
 
-class Upstream:
-    """Scripted /completion: streams `pieces` one event each; records request bodies."""
-
-    def __init__(self) -> None:
-        self.pieces: list[str] = []
-        self.scripts: list[list[str]] = []  # per-request pieces, used first when present
-        self.bodies: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        self.mode = "ok"
-
-    async def completion(self, request: web.Request) -> web.StreamResponse:
-        self.bodies.append(await request.json())
-        self.headers.append({k.lower(): v for k, v in request.headers.items()})
-        if self.mode == "error_first":
-            return web.json_response({"error": {
-                "code": 400, "type": "exceed_context_size_error", "n_ctx": 8,
-                "message": "request (9 tokens) exceeds the available context size"}},
-                status=400)
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        if self.mode == "error_mid":
-            await resp.write(b'data: {"content": "a", "tokens": [1], "stop": false}\n\n')
-            await resp.write(b'data: {"error": {"code": 500, "message": "boom"}}\n\n')
-            return resp
-        pieces = self.scripts.pop(0) if self.scripts else self.pieces
-        for p in pieces:
-            await resp.write(b"data: " + json.dumps({"content": p, "tokens": [1],
-                                                     "stop": False}).encode() + b"\n\n")
-        final = {"content": "", "stop": True, "stop_type": "eos", "tokens": [],
-                 "timings": {"prompt_n": 10, "prompt_ms": 1.5, "predicted_n": len(pieces),
-                             "predicted_ms": 3.0}}
-        await resp.write(b"data: " + json.dumps(final).encode() + b"\n\n")
-        return resp
-
-    async def tokenize(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        return web.json_response({"tokens": list(range(len(body["content"].split())))})
-
-
 def model(name: str, template: str, caps: tuple[str, ...]) -> Model:
-    return Model(name=f"registry.ollama.ai/library/{name}", short_name=name, digest="0" * 64,
-                 model_path=Path("/nonexistent.gguf"), size=0, modified_at=datetime.now(UTC),
-                 template=template, capabilities=caps)
+    return fake_model(name, template, caps)
 
 
 @pytest.fixture
-async def rig(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[str, Upstream]]:
-    up = Upstream()
-    up_app = web.Application()
-    up_app.router.add_post("/completion", up.completion)
-    up_app.router.add_post("/tokenize", up.tokenize)
-    up_runner = web.AppRunner(up_app)
-    await up_runner.setup()
-    up_port = free_port()
-    await web.TCPSite(up_runner, "127.0.0.1", up_port).start()
+async def rig() -> AsyncIterator[tuple[str, FakeRunner]]:
+    up = await FakeRunner().start()
     session = ClientSession()
     models = {"qwen:latest": model("qwen:latest", (HERE / "qwen2.5.gotmpl").read_text(),
                                    ("completion", "tools")),
               "thinker:latest": model("thinker:latest", THINK_TMPL,
                                       ("completion", "thinking")),
-              "vision:latest": Model(
-                  name="registry.ollama.ai/library/vision:latest", short_name="vision:latest",
-                  digest="1" * 64, model_path=Path("/nonexistent.gguf"), size=0,
-                  modified_at=datetime.now(UTC), template=THINK_TMPL.replace(
-                      "{{ if .Think }}<think>\n{{ end }}", ""),
-                  projector_paths=(Path("/nonexistent.mmproj"),),
-                  capabilities=("completion", "vision"))}
-
-    class Store:
-        def resolve(self, name: str) -> Model:
-            key = name if ":" in name else name + ":latest"
-            if key not in models:
-                raise NotFound(f"model '{name}' not found")
-            return models[key]
-
-    class Scheduler:
-        @asynccontextmanager
-        async def lease(self, m: Model, opts: Any, ka: Any, *, embedding: bool = False
-                        ) -> AsyncIterator[SimpleNamespace]:
-            props = {"media_marker": "<__media__>"} if m.projector_paths else {}
-            yield SimpleNamespace(base_url=f"http://127.0.0.1:{up_port}", session=session,
-                                  load_duration=0.0, num_ctx=4096, props=props, model=m,
-                                  fail=lambda e: RunnerError(str(e)))
-
-    app = web.Application(middlewares=[middleware.errors])
-    app[keys.STORE_KEY] = Store()  # type: ignore[arg-type]
-    app[keys.SCHEDULER_KEY] = Scheduler()  # type: ignore[arg-type]
-    inference.setup(app)
-    openai_routes.setup(app)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+              "vision:latest": fake_model(
+                  "vision:latest", THINK_TMPL.replace("{{ if .Think }}<think>\n{{ end }}", ""),
+                  ("completion", "vision"), digest="1" * 64,
+                  projector_paths=(Path("/nonexistent.mmproj"),))}
     try:
-        yield f"http://127.0.0.1:{port}", up
+        async with inference_app(FakeStore(models),
+                                 FakeScheduler(session, {"gen": up.url})) as url:
+            yield url, up
     finally:
-        await runner.cleanup()
-        await up_runner.cleanup()
+        await up.close()
         await session.close()
 
 
@@ -138,7 +54,7 @@ CALL = ['Let me check.', '<tool', '_call>\n{"name": "get_weather", ',
         '"arguments": {"city": "Paris"}}\n</tool_call>']
 
 
-async def test_native_tool_calls(rig: tuple[str, Upstream]) -> None:
+async def test_native_tool_calls(rig: tuple[str, FakeRunner]) -> None:
     url, up = rig
     up.pieces = CALL
     async with httpx.AsyncClient() as h:
@@ -168,7 +84,7 @@ async def test_native_tool_calls(rig: tuple[str, Upstream]) -> None:
                                      "support tools"}
 
 
-async def test_openai_tool_calls(rig: tuple[str, Upstream]) -> None:
+async def test_openai_tool_calls(rig: tuple[str, FakeRunner]) -> None:
     url, up = rig
     up.pieces = CALL
     async with httpx.AsyncClient() as h:
@@ -192,7 +108,7 @@ async def test_openai_tool_calls(rig: tuple[str, Upstream]) -> None:
         assert "<tool_response>\n22C\n</tool_response>" in prompt
 
 
-async def test_thinking_split(rig: tuple[str, Upstream]) -> None:
+async def test_thinking_split(rig: tuple[str, FakeRunner]) -> None:
     url, up = rig
     up.pieces = ["I should ", "greet.\n</think>\n\n", "Hello!"]
     async with httpx.AsyncClient() as h:
@@ -218,7 +134,7 @@ async def test_thinking_split(rig: tuple[str, Upstream]) -> None:
         assert r["message"] == {"role": "assistant", "content": "Plain."}
 
 
-async def test_errors_before_and_after_first_byte(rig: tuple[str, Upstream]) -> None:
+async def test_errors_before_and_after_first_byte(rig: tuple[str, FakeRunner]) -> None:
     url, up = rig
     async with httpx.AsyncClient() as h:
         up.mode = "error_mid"
@@ -235,7 +151,7 @@ async def test_errors_before_and_after_first_byte(rig: tuple[str, Upstream]) -> 
         assert r.json()["error"]["type"] == "invalid_request_error"
 
 
-async def test_images(rig: tuple[str, Upstream]) -> None:
+async def test_images(rig: tuple[str, FakeRunner]) -> None:
     url, up = rig
     up.pieces = ["A cat."]
     img1, img2 = "aW1hZ2Ux", "aW1hZ2Uy"
@@ -257,7 +173,7 @@ async def test_images(rig: tuple[str, Upstream]) -> None:
         assert e.status_code == 400
 
 
-async def test_request_template_override(rig: tuple[str, Upstream]) -> None:
+async def test_request_template_override(rig: tuple[str, FakeRunner]) -> None:
     url, up = rig
     up.pieces = ["ok"]
     async with httpx.AsyncClient() as h:
@@ -270,7 +186,7 @@ async def test_request_template_override(rig: tuple[str, Upstream]) -> None:
         assert bad.status_code == 500 and bad.json()["error"].startswith("template error")
 
 
-async def test_format_with_thinking_is_two_pass(rig: tuple[str, Upstream]) -> None:
+async def test_format_with_thinking_is_two_pass(rig: tuple[str, FakeRunner]) -> None:
     """Thinking is generated unconstrained; the format applies from the end of thinking on."""
     url, up = rig
     up.scripts = [["I think.", "\n</think>\n\n", "free text"], ['{"a": 1}']]
@@ -285,7 +201,7 @@ async def test_format_with_thinking_is_two_pass(rig: tuple[str, Upstream]) -> No
     assert r["message"]["content"] == '{"a": 1}'
 
 
-async def test_client_headers_never_reach_llama_server(rig: tuple[str, Upstream]) -> None:
+async def test_client_headers_never_reach_llama_server(rig: tuple[str, FakeRunner]) -> None:
     """X-Conversation-Id would turn off llama-server's cancel-on-disconnect; nothing the client
     sends as a header (auth included) is passed upstream."""
     url, up = rig

@@ -1,15 +1,14 @@
 """`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`: OpenAI requests translated into
-native ones (api/openai.py), run through the same chunk producers as `/api/*`, and re-framed as
-OpenAI JSON / SSE. Errors use the OpenAI envelope (server/middleware.py does that for /v1/*)."""
+the engine's (via the native wire types, api/openai.py), its events re-framed as OpenAI JSON /
+SSE (server/openai_chunks.py over the native chunks). Errors use the OpenAI envelope
+(server/middleware.py does that for /v1/*)."""
 
 from __future__ import annotations
 
 import base64
-import json
 import struct
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -18,52 +17,42 @@ from ollamapy.api.openai import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
+    StreamOptions,
     chat_id,
     completion_id,
     embedding_inputs,
     to_chat,
     to_generate,
 )
-from ollamapy.errors import BadRequest, OllamaError
+from ollamapy.errors import BadRequest
+from ollamapy.inference import engine
+from ollamapy.inference.embed import shape_vectors
+from ollamapy.inference.events import Event
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.keepalive import parse_keep_alive
-from ollamapy.relay import (
+from ollamapy.server import wire
+from ollamapy.server.native_chunks import NativeChunks
+from ollamapy.server.openai_chunks import (
     OpenAIChatStream,
     OpenAICompletionStream,
     openai_chat_response,
     openai_completion_response,
-    sse,
 )
-from ollamapy.server.middleware import openai_error_body
 from ollamapy.server.routes.inference import (
     aggregate,
-    chat_chunks,
-    embed_inputs,
-    generate_chunks,
-    merged_options,
-    plan_chat,
-    plan_generate,
-    resolve_model,
-    shape_vectors,
-    until_disconnect,
-    write_stream,
+    chat_request,
+    generate_request,
+    services,
 )
-
-DONE = b"data: [DONE]\n\n"
-
-
-def sse_error(e: OllamaError) -> bytes:
-    """A mid-stream error in the OpenAI envelope."""
-    return sse(openai_error_body(e.status, e.message))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
     oreq = decode(ChatCompletionRequest, await request.read())
-    req = to_chat(oreq)
-    plan = plan_chat(request.app, req, start)
-    if plan is None:  # keep_alive is not an OpenAI field; cannot happen, kept for safety
-        raise BadRequest("[] is too short - 'messages'")
-    return await reply(request, oreq, chat_chunks(request.app, plan, req), chat_id(),
+    ireq = chat_request(to_chat(oreq), start)
+    chunks = NativeChunks(oreq.model, chat=True, top_logprobs=ireq.top_logprobs)
+    return await reply(request, oreq.model, oreq.stream, oreq.stream_options,
+                       engine.run(services(request.app), ireq), chunks, chat_id(),
                        openai_chat_response, OpenAIChatStream)
 
 
@@ -73,32 +62,34 @@ async def completions(request: web.Request) -> web.StreamResponse:
     req = to_generate(oreq)
     if not req.model:
         raise BadRequest("model is required")
-    plan = plan_generate(request.app, req, start)
-    if plan is None:
-        raise BadRequest("prompt is required")
-    chunks = generate_chunks(request.app, plan, req, context=False)  # OpenAI has no context
-    return await reply(request, oreq, chunks, completion_id(), openai_completion_response,
-                       OpenAICompletionStream)
+    ireq = generate_request(req, start, context=False)  # OpenAI has no context
+    chunks = NativeChunks(oreq.model, chat=False, top_logprobs=ireq.top_logprobs)
+    return await reply(request, oreq.model, oreq.stream, oreq.stream_options,
+                       engine.run(services(request.app), ireq), chunks, completion_id(),
+                       openai_completion_response, OpenAICompletionStream)
 
 
-async def reply(request: web.Request, oreq: Any, chunks: Any, cid: str,
-                whole: Callable[[str, str, dict[str, Any]], dict[str, Any]],
+async def reply(request: web.Request, model: str, stream: bool,
+                stream_options: StreamOptions | None, events: AsyncIterator[Event],
+                chunks: NativeChunks, cid: str,
+                whole: Callable[[str, str, JsonObject], JsonObject],
                 stream_cls: type[OpenAIChatStream] | type[OpenAICompletionStream]
                 ) -> web.StreamResponse:
-    """One OpenAI answer from native chunks: aggregated JSON, or SSE chunks + `[DONE]`."""
-    if not oreq.stream:
+    """One OpenAI answer from the engine's events: aggregated JSON, or SSE chunks + `[DONE]`."""
+    if not stream:
         async def body() -> web.StreamResponse:
-            return web.json_response(whole(cid, oreq.model, await aggregate(chunks)))
-        return await until_disconnect(request, body())
-    conv = stream_cls(cid, oreq.model, bool(oreq.stream_options and
-                                            oreq.stream_options.include_usage))
+            return wire.json_response(whole(cid, model, await aggregate(chunks, events)))
+        return await wire.until_disconnect(request, body())
+    conv = stream_cls(cid, model, bool(stream_options and stream_options.include_usage),
+                      chunks.top_logprobs)
+    convert, sse = conv.convert, wire.sse
 
-    def encode(ch: dict[str, Any]) -> bytes:
-        return b"".join(sse(c) for c in conv.convert(ch))
+    def encode(ev: Event) -> bytes:
+        return b"".join([sse(o) for o in convert(ev)])
 
-    return await until_disconnect(request, write_stream(
-        request, chunks, encode=encode, content_type="text/event-stream", error=sse_error,
-        tail=DONE, sse=True))
+    return await wire.until_disconnect(request, wire.write_stream(
+        request, events, encode=encode, content_type=wire.EVENT_STREAM, error=wire.sse_error,
+        tail=wire.SSE_DONE, sse_headers=True))
 
 
 def b64_floats(vec: list[float]) -> str:
@@ -113,20 +104,20 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     if not oreq.model:
         raise BadRequest("model is required")
     inputs = embedding_inputs(oreq)
-    model = resolve_model(request.app, oreq.model)
-    opts = merged_options(model, None)
 
     async def work() -> web.StreamResponse:
-        res = await embed_inputs(request.app, model, inputs, opts, parse_keep_alive(None), True)
+        res = await engine.embed(services(request.app), oreq.model, inputs,
+                                 keep_alive=parse_keep_alive(None))
         vecs = shape_vectors(res.vectors, oreq.dimensions)
         data = [{"object": "embedding", "index": i,
                  "embedding": b64_floats(v) if oreq.encoding_format == "base64" else v}
                 for i, v in enumerate(vecs)]
-        body = {"object": "list", "data": data, "model": oreq.model,
-                "usage": {"prompt_tokens": res.prompt_tokens, "total_tokens": res.prompt_tokens}}
-        return web.Response(body=json.dumps(body).encode(), content_type="application/json")
+        return wire.json_response({
+            "object": "list", "data": data, "model": oreq.model,
+            "usage": {"prompt_tokens": res.prompt_tokens,
+                      "total_tokens": res.prompt_tokens}})
 
-    return await until_disconnect(request, work())
+    return await wire.until_disconnect(request, work())
 
 
 def setup(app: web.Application) -> None:

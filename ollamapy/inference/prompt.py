@@ -13,20 +13,20 @@ import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from ollamapy.api.inference import Message, Tool
 from ollamapy.errors import BadRequest
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.runner.client import CONTEXT_ERROR
 from ollamapy.template.gotemplate import JsonList, Template, TemplateError, wrap_json
 from ollamapy.template.gotemplate import parse as parse_template
 
 IMAGE_TOKENS = 768  # what Ollama budgets per image when the model has a projector
 _THINK_STRIP_FAMILIES = ("qwen3", "deepseek-r1")
-_THINK_RE = re.compile(r"<think>.*?</think>", re.S)
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 
 Tokenize = Callable[[str, bool], Awaitable[list[int]]]
-ApplyTemplate = Callable[[list[dict[str, Any]], list[dict[str, Any]] | None, bool | None],
+ApplyTemplate = Callable[[list[JsonObject], list[JsonObject] | None, bool | None],
                          Awaitable[str]]
 
 
@@ -88,27 +88,27 @@ def compile_template(source: str) -> Template:
 # ------------------------------------------------------------------ Go-template data
 
 
-def go_tool(t: Tool) -> dict[str, Any]:
+def go_tool(t: Tool) -> JsonObject:
     """Tool in Ollama's Go struct field order (what {{ .Tools }} prints as JSON)."""
     params = dict(t.function.parameters)
-    p: dict[str, Any] = {"type": params.get("type", "")}
+    p: JsonObject = {"type": params.get("type", "")}
     for key in ("$defs", "items", "required"):
         if params.get(key):
             p[key] = params[key]
     p["properties"] = params.get("properties") or {}
-    fn: dict[str, Any] = {"name": t.function.name}
+    fn: JsonObject = {"name": t.function.name}
     if t.function.description:
         fn["description"] = t.function.description
     fn["parameters"] = p
-    out: dict[str, Any] = {"type": t.type}
+    out: JsonObject = {"type": t.type}
     if t.items is not None:
         out["items"] = t.items
     out["function"] = fn
     return out
 
 
-def go_message(m: Message) -> dict[str, Any]:
-    d: dict[str, Any] = {"Role": m.role, "Content": m.content, "Thinking": m.thinking or "",
+def go_message(m: Message) -> JsonObject:
+    d: JsonObject = {"Role": m.role, "Content": m.content, "Thinking": m.thinking or "",
                          "Images": list(m.images or []), "ToolName": m.tool_name or "",
                          "ToolCallID": m.tool_call_id or ""}
     calls = []
@@ -120,11 +120,11 @@ def go_message(m: Message) -> dict[str, Any]:
     return d
 
 
-def collate(msgs: Sequence[Message]) -> tuple[str, list[dict[str, Any]]]:
+def collate(msgs: Sequence[Message]) -> tuple[str, list[JsonObject]]:
     """System text (all system messages joined) and messages with consecutive same-role
     messages merged by a blank line (tool messages stay separate)."""
     system: list[str] = []
-    out: list[dict[str, Any]] = []
+    out: list[JsonObject] = []
     for m in msgs:
         if m.role == "system":
             system.append(m.content)
@@ -186,8 +186,8 @@ def render_fim(tmpl: Template, prompt: str, suffix: str, think: bool | str | Non
 # ------------------------------------------------------------------ Jinja (llama-server)
 
 
-def openai_message(m: Message) -> dict[str, Any]:
-    d: dict[str, Any] = {"role": m.role, "content": m.content}
+def openai_message(m: Message) -> JsonObject:
+    d: JsonObject = {"role": m.role, "content": m.content}
     if m.tool_calls:
         d["tool_calls"] = [{"type": "function", "id": c.id or f"call_{i}",
                             "function": {"name": c.function.name,
@@ -203,8 +203,8 @@ def openai_message(m: Message) -> dict[str, Any]:
     return d
 
 
-def openai_tool(t: Tool) -> dict[str, Any]:
-    fn: dict[str, Any] = {"name": t.function.name, "parameters": t.function.parameters}
+def openai_tool(t: Tool) -> JsonObject:
+    fn: JsonObject = {"name": t.function.name, "parameters": t.function.parameters}
     if t.function.description:
         fn["description"] = t.function.description
     return {"type": "function", "function": fn}
@@ -239,8 +239,29 @@ def strip_old_thinking(msgs: list[Message], family: str) -> list[Message]:
     if not any(f in family for f in _THINK_STRIP_FAMILIES):
         return msgs
     last_user = max((i for i, m in enumerate(msgs) if m.role == "user"), default=-1)
-    return [m.model_copy(update={"content": _THINK_RE.sub("", m.content)})
+    return [m.model_copy(update={"content": strip_think_blocks(m.content)})
             if i < last_user and m.role == "assistant" else m for i, m in enumerate(msgs)]
+
+
+def strip_think_blocks(text: str) -> str:
+    """`<think>...</think>` blocks removed (leftmost open tag, nearest close tag), in one linear
+    pass: the regex `<think>.*?</think>` rescans to the end for every unclosed `<think>`, which
+    on a megabyte of them holds the event loop for minutes."""
+    out: list[str] = []
+    i = 0
+    while True:
+        start = text.find(_THINK_OPEN, i)
+        if start < 0:
+            break
+        end = text.find(_THINK_CLOSE, start + len(_THINK_OPEN))
+        if end < 0:
+            break
+        out.append(text[i:start])
+        i = end + len(_THINK_CLOSE)
+    if not out:
+        return text
+    out.append(text[i:])
+    return "".join(out)
 
 
 def _plain(m: Message) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ollamapy.errors import BadRequest
+from ollamapy.inference.jsontypes import JsonObject
 
 INT32_MAX = 2**31 - 1
 MAX_STOP_WORDS = 64
@@ -58,7 +59,7 @@ def seed_value(seed: int | None) -> int:
     return seed & 0xFFFFFFFF
 
 
-def completion_fields(opts: Mapping[str, Any], num_ctx: int) -> dict[str, Any]:
+def completion_fields(opts: Mapping[str, Any], num_ctx: int) -> JsonObject:
     """Merged, validated Ollama options (see options.merge) -> llama-server request fields."""
     def f(name: str, default: float) -> float:
         v = opts.get(name, default)
@@ -98,7 +99,7 @@ def completion_fields(opts: Mapping[str, Any], num_ctx: int) -> dict[str, Any]:
     }
 
 
-def format_fields(fmt: Any) -> dict[str, Any]:
+def format_fields(fmt: Any) -> JsonObject:
     """Ollama `format` -> llama-server constraint: "json" -> any JSON object; a schema object ->
     json_schema; ""/null -> none; anything else is Ollama's error."""
     if fmt is None or fmt == "" or fmt == b"":

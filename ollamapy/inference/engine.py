@@ -1,0 +1,422 @@
+"""The generation engine: plan -> lease -> prompt -> upstream body -> event stream.
+
+`run` is an async generator of typed events (inference/events.py); closing it early closes the
+upstream stream, so llama-server frees the slot at once. Errors are raised (OllamaError
+subclasses), before or after the first event. Nothing here knows about HTTP serving or any wire
+format; the runner is reached only through `lease.client`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ollamapy.api.inference import Message, Tool, check_images
+from ollamapy.errors import BadRequest, OllamaError
+from ollamapy.inference import prompt as prompts
+from ollamapy.inference import sampling
+from ollamapy.inference.embed import EmbedResult, embed_all
+from ollamapy.inference.events import FLUSH, Done, DoneReason, Event, Flush, TextDelta
+from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.inference.output import NO_LOGPROBS, OutputParser, logprobs, step_events
+from ollamapy.inference.plan import Plan, merged_options, plan_chat, plan_generate, resolve_model
+from ollamapy.inference.request import InferenceRequest
+from ollamapy.inference.services import RunnerLease, Services
+from ollamapy.runner.client import RunnerConnectionError
+from ollamapy.template.gotemplate import Template
+from ollamapy.template.thinking import ThinkingParser, tags_from_jinja, thinking_tags
+from ollamapy.template.tools import ToolParser, tag_from_jinja, tool_tag
+
+log = logging.getLogger("ollamapy.inference")
+
+
+
+# ------------------------------------------------------------------ pure helpers
+
+
+def done_reason(final: JsonObject) -> DoneReason:
+    """llama-server stop_type -> Ollama done_reason."""
+    if final.get("stop_type") == "limit" or final.get("truncated"):
+        return "length"
+    return "stop"
+
+
+def finish(final: JsonObject, start_ns: int, load_s: float) -> Done:
+    """The final upstream event -> Done (Ollama's integer-nanosecond metrics;
+    prompt_eval_count includes cached prompt tokens, cache_n + prompt_n)."""
+    t = final.get("timings") or {}
+    cached = int(t.get("cache_n", 0) or 0)
+    return Done(
+        done_reason=done_reason(final),
+        stop_sequence=final.get("stopping_word") or None,
+        prompt_eval_count=cached + int(t.get("prompt_n", 0) or 0),
+        cached_prompt_tokens=cached,
+        eval_count=int(t.get("predicted_n", final.get("tokens_predicted", 0)) or 0),
+        total_duration=time.monotonic_ns() - start_ns,
+        load_duration=int(load_s * 1e9),
+        prompt_eval_duration=int(float(t.get("prompt_ms", 0) or 0) * 1e6),
+        eval_duration=int(float(t.get("predicted_ms", 0) or 0) * 1e6),
+    )
+
+
+def renderer(plan: Plan, lease: RunnerLease, template: Template | None) -> prompts.Renderer:
+    client = lease.client
+
+    async def tok(text: str, add_special: bool) -> list[int]:
+        return await client.tokenize(text, add_special=add_special)
+
+    async def apply(msgs: list[JsonObject], tools: list[JsonObject] | None,
+                    think: bool | None) -> str:
+        return await client.apply_template(msgs, tools=tools, enable_thinking=think)
+
+    return prompts.Renderer(template, tok, apply, bool(plan.model.projector_paths),
+                            jinja_source=str(lease.props.get("chat_template") or ""),
+                            skeleton_key=f"{client.base_url}|{plan.model.digest}")
+
+
+def output_parser(plan: Plan, lease: RunnerLease, template: Template | None, prompt_text: str,
+                  tools: list[str] | None) -> OutputParser:
+    parser = OutputParser()
+    if plan.think and "thinking" in (plan.model.capabilities or ()):
+        tags = (thinking_tags(template) if template is not None
+                else tags_from_jinja(str(lease.props.get("chat_template", ""))))
+        if tags is None and template is not None:
+            tags = ("<think>", "</think>")
+        if tags is not None:
+            parser.thinking = ThinkingParser.for_prompt(tags, prompt_text)
+    if tools:
+        tag = (tool_tag(template) if template is not None
+               else tag_from_jinja(str(lease.props.get("chat_template", ""))))
+        parser.tools = ToolParser(tag or "{", tools)
+    return parser
+
+
+def completion_body(plan: Plan, lease: RunnerLease, p: prompts.Prompt) -> JsonObject:
+    prompt: Any = p.tokens if p.tokens is not None else p.text
+    if p.images:
+        marker = lease.props.get("media_marker")
+        if not isinstance(marker, str) or not marker:
+            raise BadRequest("this model does not support image input")
+        text = p.text
+        for i in range(len(p.images)):
+            text = text.replace(f"[img-{i}]", marker, 1)
+        prompt = {"prompt_string": text, "multimodal_data": p.images}
+    body: JsonObject = {"prompt": prompt, "cache_prompt": True,
+                        **sampling.completion_fields(plan.options, lease.num_ctx),
+                        **plan.fmt}
+    if plan.logprobs:
+        body["n_probs"] = max(1, plan.top_logprobs)
+    if plan.think and plan.fmt:
+        # constrained output and free-form thinking do not mix in one pass
+        log.debug("format with thinking: constraining the whole output")
+    return body
+
+
+LEADING_BOS = "<bos>"
+_ADDS_BOS: OrderedDict[str, bool] = OrderedDict()  # runner+model -> tokenizer adds BOS
+MAX_ADDS_BOS = 64
+
+
+async def strip_leading_bos(lease: RunnerLease, digest: str, p: prompts.Prompt
+                            ) -> prompts.Prompt:
+    """A prompt starting with a textual `<bos>` (gemma templates) loses it when the runner's
+    tokenizer adds BOS itself, as in Ollama; otherwise llama-server would see two BOS tokens.
+    Whether it does is asked once per runner and model (an empty /tokenize with specials)."""
+    if p.tokens is not None or not p.text.startswith(LEADING_BOS):
+        return p
+    key = f"{lease.client.base_url}|{digest}"
+    adds = _ADDS_BOS.get(key)
+    if adds is None:
+        adds = bool(await lease.client.tokenize("", add_special=True))
+        _ADDS_BOS[key] = adds
+        while len(_ADDS_BOS) > MAX_ADDS_BOS:
+            _ADDS_BOS.popitem(last=False)
+    if not adds:
+        return p
+    return prompts.Prompt(p.text[len(LEADING_BOS):], p.images)
+
+
+def compile_request_template(source: str) -> Template:
+    try:
+        return prompts.compile_template(source)
+    except BadRequest as e:  # Ollama answers a bad request template with 500
+        raise OllamaError(e.message, status=500) from None
+
+
+# ------------------------------------------------------------------ one completion
+
+
+@dataclass(slots=True)
+class Pass:
+    """What a completion pass leaves behind besides its events."""
+
+    final: JsonObject | None = None
+    used: int = 0  # tokens generated
+    thought: list[str] = field(default_factory=list)
+    tokens: list[int] | None = None  # every token id, when `context` is wanted
+
+
+async def relay(upstream: AsyncGenerator[JsonObject | Flush, None], parser: OutputParser,
+                top: int | None, st: Pass, stop_after_thinking: bool = False
+                ) -> AsyncGenerator[Event, None]:
+    """One upstream /completion's events -> engine events, each as soon as it arrives (only
+    text that may start a thinking or tool-call tag is held back, as Ollama does); the final
+    upstream event is left in `st.final`. `top` not None: per-token log probabilities are
+    passed on. `stop_after_thinking`: return as soon as the thinking block has closed,
+    dropping the free-form content after it. Closing this closes the upstream."""
+    plain = parser.plain and not stop_after_thinking
+    collect = st.tokens
+    async with contextlib.aclosing(upstream) as events:
+        async for ev in events:
+            if isinstance(ev, Flush):
+                yield FLUSH
+                continue
+            toks: list[int] = ev.get("tokens") or []
+            st.used += len(toks)
+            if collect is not None:
+                collect.extend(toks)
+            if ev.get("stop"):
+                text = ev.get("content") or ""
+                th, content, calls = parser.feed(text) if text else ("", "", [])
+                th2, c2, calls2 = parser.finish()
+                for e in step_events(th + th2, content + c2, calls + calls2, toks,
+                                     NO_LOGPROBS):
+                    yield e
+                st.final = ev
+                return
+            probs = (logprobs(ev.get("completion_probabilities"), top) if top is not None
+                     else NO_LOGPROBS)
+            if plain:
+                text = ev.get("content", "")
+                if text or probs:
+                    yield TextDelta(text, toks, probs)
+                continue
+            th, content, calls = parser.feed(ev.get("content", ""))
+            if stop_after_thinking:
+                st.thought.append(th)
+                thinking = parser.thinking
+                if thinking is not None and thinking.state == "content":
+                    # thinking is over: drop free-form content, continue constrained
+                    for e in step_events(th, "", (), toks, probs):
+                        yield e
+                    return
+            for e in step_events(th, content, calls, toks, probs):
+                yield e
+
+
+async def _completion(plan: Plan, lease: RunnerLease, body: JsonObject, parser: OutputParser,
+                      st: Pass) -> AsyncGenerator[Event, None]:
+    """Stream one completion. A thinking model asked for a `format` thinks freely first; once
+    its thinking closes, generation restarts constrained, continuing from the thinking (Ollama
+    does the same: a grammar would forbid the thinking block)."""
+    top = plan.top_logprobs if plan.logprobs else None
+    thinking = parser.thinking
+    two_phase = bool(plan.fmt) and thinking is not None
+    try:
+        if not two_phase:
+            async for e in relay(lease.client.completion(body), parser, top, st):
+                yield e
+            return
+        first = {k: v for k, v in body.items() if k not in plan.fmt}
+        async for e in relay(lease.client.completion(first), parser, top, st,
+                             stop_after_thinking=True):
+            yield e
+        if st.final is not None:
+            return
+        assert thinking is not None
+        opened = "" if thinking.started_inside else thinking.open_tag
+        cont = f"{opened}{''.join(st.thought)}{thinking.close_tag}\n\n"
+        p = body["prompt"]
+        if isinstance(p, dict):
+            p = {**p, "prompt_string": p["prompt_string"] + cont}
+        elif isinstance(p, list):
+            p = [*p, cont]
+        else:
+            p = p + cont
+        second = {**body, "prompt": p,
+                  "n_predict": max(int(body.get("n_predict", 0)) - st.used, 1)}
+        async for e in relay(lease.client.completion(second), OutputParser(None, parser.tools),
+                             top, st):
+            yield e
+    except RunnerConnectionError as e:
+        raise lease.fail(e) from None
+
+
+# ------------------------------------------------------------------ run
+
+
+async def run(services: Services, req: InferenceRequest) -> AsyncGenerator[Event, None]:
+    """One generate (`req.prompt`) or chat (`req.messages`) request as events; the last event
+    is a Done. Unload (empty request, keep_alive 0) and load-only requests end in a Done with
+    done_reason "unload" / "load" and nothing else."""
+    start_ns = req.start_ns or time.monotonic_ns()
+    chat = req.messages is not None
+    plan = (plan_chat if chat else plan_generate)(services.store, req, start_ns)
+    if plan is None:
+        await services.scheduler.unload(resolve_model(services.store, req.model))
+        yield Done(done_reason="unload")
+        return
+    if chat:
+        for m in req.messages or ():
+            check_images(m.images)
+        images: list[str] = []
+    else:
+        images = check_images(req.images)
+    async with services.scheduler.lease(plan.model, plan.options, plan.keep_alive) as lease:
+        if chat:
+            events = _chat(plan, lease, req)
+        else:
+            events = _generate(plan, lease, req, images)
+        async with contextlib.aclosing(events) as it:
+            async for e in it:
+                yield e
+
+
+async def _generate(plan: Plan, lease: RunnerLease, req: InferenceRequest,
+                    images: list[str]) -> AsyncGenerator[Event, None]:
+    if not req.prompt and not images and not req.debug_render_only:
+        yield Done(done_reason="load")
+        return
+    template = None
+    if req.template:
+        template = compile_request_template(req.template)
+    elif plan.model.template:
+        template = prompts.compile_template(plan.model.template)
+    r = renderer(plan, lease, template)
+    client = lease.client
+    text = req.prompt or ""
+    if images and not plan.model.projector_paths:
+        raise BadRequest("this model does not support image input")
+    if req.raw:
+        p = prompts.Prompt(text, images)
+    elif req.suffix:
+        if template is None:
+            raise BadRequest(f"{plan.model.name} does not support insert")
+        p = prompts.Prompt(prompts.render_fim(template, text, req.suffix, plan.think))
+    else:
+        msgs: list[Message] = []
+        system = req.system if req.system else plan.model.system
+        if system:
+            msgs.append(Message(role="system", content=system))
+        if not req.context:
+            msgs.extend(Message.model_validate(m) for m in plan.model.messages)
+        msgs.append(Message(role="user", content=text, images=images or None))
+        p = await prompts.fit_messages(r, msgs, None, plan.think, lease.num_ctx, plan.truncate)
+        if req.context:
+            nv = await client.n_vocab()
+            prefix = await client.detokenize(req.context, nv)
+            p = prompts.Prompt(prefix + p.text, p.images)
+    if req.debug_render_only:
+        yield Done(debug_rendered=p.text, debug_image_count=len(p.images))
+        return
+    p = await strip_leading_bos(lease, plan.model.digest, p)
+    p = await prompts.shift_fit(r, p, lease.num_ctx, int(plan.options.get("num_keep", 4)),
+                                plan.truncate, plan.shift)
+    body = completion_body(plan, lease, p)
+    want_context = req.want_context and not req.raw
+    parser = output_parser(plan, lease, template, p.text, None)
+    st = Pass(tokens=[] if want_context else None)
+    ctx_task: asyncio.Future[list[int]] | None = None
+    prompt_tokens = p.tokens
+
+    def prompt_ids() -> asyncio.Future[list[int]]:
+        if prompt_tokens is not None:
+            fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+            fut.set_result(prompt_tokens)
+            return fut
+        return asyncio.ensure_future(client.tokenize(p.text, add_special=True))
+
+    sent = False
+    try:
+        async with contextlib.aclosing(_completion(plan, lease, body, parser, st)) as it:
+            async for e in it:
+                if e is FLUSH:
+                    yield e
+                    # the prompt's token ids for `context` are fetched while the answer
+                    # streams, from the first resumption after the first event was flushed:
+                    # the extra upstream request never delays the first token
+                    if want_context and sent and ctx_task is None:
+                        ctx_task = prompt_ids()
+                    continue
+                sent = True
+                yield e
+        assert st.final is not None
+        done = finish(st.final, plan.start_ns, lease.load_duration)
+        if want_context:
+            if ctx_task is None:
+                ctx_task = prompt_ids()
+            done.context = list(await ctx_task) + (st.tokens or [])
+        yield done
+    finally:
+        if ctx_task is not None and not ctx_task.done():
+            ctx_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await ctx_task
+
+
+async def _chat(plan: Plan, lease: RunnerLease, req: InferenceRequest
+                ) -> AsyncGenerator[Event, None]:
+    given = req.messages or []
+    if not given:
+        yield Done(done_reason="load")
+        return
+    if any(m.images for m in given) and not plan.model.projector_paths:
+        raise BadRequest("this model does not support image input")
+    template = (prompts.compile_template(plan.model.template)
+                if plan.model.template else None)
+    r = renderer(plan, lease, template)
+    msgs = [Message.model_validate(m) for m in plan.model.messages] + list(given)
+    if plan.model.system and given[0].role != "system":
+        msgs.insert(0, Message(role="system", content=plan.model.system))
+    family = str(plan.model.config.get("model_family", ""))
+    msgs = prompts.strip_old_thinking(msgs, family)
+    tools: Sequence[Tool] | None = req.tools or None
+    p = await prompts.fit_messages(r, msgs, tools, plan.think, lease.num_ctx, plan.truncate)
+    if req.debug_render_only:
+        yield Done(debug_rendered=p.text, debug_image_count=len(p.images))
+        return
+    p = await strip_leading_bos(lease, plan.model.digest, p)
+    p = await prompts.shift_fit(r, p, lease.num_ctx, int(plan.options.get("num_keep", 4)),
+                                plan.truncate, plan.shift)
+    body = completion_body(plan, lease, p)
+    names = [t.function.name for t in tools] if tools else None
+    parser = output_parser(plan, lease, template, p.text, names)
+    st = Pass()
+    async with contextlib.aclosing(_completion(plan, lease, body, parser, st)) as it:
+        async for e in it:
+            yield e
+    assert st.final is not None
+    yield finish(st.final, plan.start_ns, lease.load_duration)
+
+
+# ------------------------------------------------------------------ embeddings
+
+
+async def embed(services: Services, model: str, inputs: Sequence[str], *,
+                options: JsonObject | None = None, keep_alive: float | None = None,
+                truncate: bool = True, normalize: int = 2,
+                not_found: str | None = None) -> EmbedResult:
+    """Load `model` as an embedding runner, fit each input to its context, embed them (bounded
+    batches, never one upstream request per input). Vectors come back as the runner made them
+    (`normalize`: 2 = L2, -1 = raw); see embed.shape_vectors for the API's shaping."""
+    m = resolve_model(services.store, model, not_found=not_found)
+    opts = merged_options(m, options)
+    async with services.scheduler.lease(m, opts, keep_alive, embedding=True) as lease:
+        if not inputs:
+            return EmbedResult([], 0, lease.load_duration)
+        settings = lease.props.get("default_generation_settings") or {}
+        ctx_train = int(settings.get("n_ctx", 0) or 0)
+        limit = min(lease.num_ctx, ctx_train) if ctx_train else lease.num_ctx
+        limit = max(limit - 2, 1)  # room for BOS/EOS
+        slots = int(lease.props.get("total_slots", 1) or 1)
+        try:
+            vecs, n = await embed_all(lease.client, inputs, limit, truncate, normalize, slots)
+        except RunnerConnectionError as e:
+            raise lease.fail(e) from None
+        return EmbedResult(vecs, n, lease.load_duration)

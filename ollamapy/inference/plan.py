@@ -1,0 +1,97 @@
+"""Everything decided about a request before a runner is touched: the model, its capabilities,
+merged options, format and think. Pure (the store lookup aside); errors in Ollama's words."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ollamapy import options as ollama_options
+from ollamapy.api.inference import Think
+from ollamapy.errors import BadRequest, NotFound
+from ollamapy.inference import sampling
+from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.inference.request import InferenceRequest
+from ollamapy.inference.services import ModelResolver
+from ollamapy.store.model import Model
+from ollamapy.store.names import ModelName
+
+
+def resolve_model(store: ModelResolver, name: str, *, not_found: str | None = None) -> Model:
+    """Name -> Model through the store (which caches it while the manifest is unchanged)."""
+    ModelName.parse(name)  # invalid -> BadRequest("invalid model name")
+    try:
+        return store.resolve(name)
+    except NotFound:
+        raise NotFound(not_found or f"model '{name}' not found") from None
+
+
+def has_cap(model: Model, cap: str) -> bool:
+    caps = model.capabilities or ("completion",)
+    return cap in caps
+
+
+def check_think(model: Model, req_model: str, think: Think) -> Think:
+    """Thinking-capable models think by default; asking a non-thinking model to think is 400."""
+    if has_cap(model, "thinking"):
+        return True if think is None else think
+    if think:
+        raise BadRequest(f'"{req_model}" does not support thinking')
+    return think
+
+
+def merged_options(model: Model, opts: JsonObject | None) -> JsonObject:
+    params = ollama_options.validate(model.params) if model.params else {}
+    return ollama_options.merge(params, ollama_options.validate(opts))
+
+
+@dataclass(slots=True)
+class Plan:
+    """Everything decided before the runner is touched."""
+
+    model: Model
+    req_model: str
+    options: JsonObject
+    keep_alive: float | None
+    fmt: JsonObject
+    think: Think
+    start_ns: int
+    truncate: bool
+    shift: bool
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+def make_plan(model: Model, req: InferenceRequest, start_ns: int) -> Plan:
+    """The fields generate and chat share, once the request-specific checks have passed."""
+    return Plan(model, req.model, merged_options(model, req.options), req.keep_alive,
+                sampling.format_fields(req.format), check_think(model, req.model, req.think),
+                start_ns, req.truncate, req.shift, req.logprobs, req.top_logprobs)
+
+
+def plan_generate(store: ModelResolver, req: InferenceRequest, start_ns: int) -> Plan | None:
+    """Validate a generate request. None = the unload shortcut applies."""
+    if not req.model:
+        raise NotFound("model '' not found")
+    if req.raw and (req.template or req.system or req.context):
+        raise BadRequest("raw mode does not support template, system, or context")
+    model = resolve_model(store, req.model)
+    if not req.prompt and req.keep_alive == 0 and not req.images:
+        return None
+    if not has_cap(model, "completion"):
+        raise BadRequest(f'"{req.model}" does not support generate')
+    if req.suffix and not has_cap(model, "insert"):
+        raise BadRequest(f"{model.name} does not support insert")
+    return make_plan(model, req, start_ns)
+
+
+def plan_chat(store: ModelResolver, req: InferenceRequest, start_ns: int) -> Plan | None:
+    if not req.model:
+        raise BadRequest("model is required")
+    model = resolve_model(store, req.model)
+    if not req.messages and req.keep_alive == 0:
+        return None
+    if not has_cap(model, "completion"):
+        raise BadRequest(f'"{req.model}" does not support chat')
+    if req.tools and not has_cap(model, "tools"):
+        raise BadRequest(f"{model.name} does not support tools")
+    return make_plan(model, req, start_ns)

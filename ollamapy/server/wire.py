@@ -1,0 +1,157 @@
+"""Bytes on the wire, shared by every API family: one JSON encoder, NDJSON and SSE framing,
+the streamed-response writer (status first, then one write per upstream read), the mid-stream
+error lines, and cancel-on-disconnect for handlers.
+
+JSON is compact and not ASCII-escaped, as Go's encoder writes it (minus HTML escaping).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from ollamapy.errors import ClientClosed, OllamaError, RunnerError
+from ollamapy.inference.events import Event, Flush
+from ollamapy.server.middleware import STREAM_RESPONSE, openai_error_body
+
+log = logging.getLogger("ollamapy.server.wire")
+
+DISCONNECT_POLL_S = 0.05
+NDJSON = "application/x-ndjson"
+EVENT_STREAM = "text/event-stream"
+SSE_DONE = b"data: [DONE]\n\n"
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_encode = _encoder.encode
+
+
+def dumps(obj: Any) -> bytes:
+    return _encode(obj).encode()
+
+
+def ndjson(obj: Any) -> bytes:
+    return _encode(obj).encode() + b"\n"
+
+
+def sse(obj: Any) -> bytes:
+    """One SSE `data:` event (a str is sent as is, e.g. `[DONE]`)."""
+    data = obj if isinstance(obj, str) else _encode(obj)
+    return b"data: " + data.encode() + b"\n\n"
+
+
+def json_response(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(body=dumps(obj), status=status, content_type="application/json")
+
+
+def ndjson_error(e: OllamaError) -> bytes:
+    """A mid-stream error as Ollama sends it: a final `{"error": ...}` line."""
+    return ndjson({"error": e.message})
+
+
+def sse_error(e: OllamaError) -> bytes:
+    """A mid-stream error in the OpenAI envelope."""
+    return sse(openai_error_body(e.status, e.message))
+
+
+async def until_disconnect(request: web.Request, work: Awaitable[web.StreamResponse]
+                           ) -> web.StreamResponse:
+    """Run the handler body; if the client's connection goes away first, cancel it (closing the
+    upstream stream so a 1-slot runner is free at once)."""
+    task: asyncio.Future[web.StreamResponse] = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            tr = request.transport
+            if tr is None or tr.is_closing():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                resp: web.StreamResponse | None = request.get(STREAM_RESPONSE)
+                if resp is not None:
+                    return resp
+                raise ClientClosed()
+    except asyncio.CancelledError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise
+
+
+async def write_stream(request: web.Request, events: AsyncIterator[Event], *,
+                       encode: Callable[[Event], bytes], content_type: str,
+                       error: Callable[[OllamaError], bytes], tail: bytes = b"",
+                       sse_headers: bool = False,
+                       whole: Callable[[Event], web.StreamResponse | None] | None = None
+                       ) -> web.StreamResponse:
+    """Write each event's bytes as they come, one write per upstream read (Flush). Nothing is
+    sent before the first bytes exist, so earlier errors still get a real status; later ones
+    become a final error line. `whole`: given the first event, a complete non-streamed answer
+    to send instead (the unload reply), or None."""
+    resp: web.StreamResponse | None = None
+    pending: list[bytes] = []
+    try:
+        async for ev in events:
+            if isinstance(ev, Flush):
+                if pending and resp is not None:
+                    await resp.write(b"".join(pending))
+                    pending.clear()
+                continue
+            if resp is None:
+                if whole is not None:
+                    answer = whole(ev)
+                    if answer is not None:
+                        return answer
+                    whole = None
+                data = encode(ev)
+                if not data:
+                    continue
+                resp = web.StreamResponse(headers={"Content-Type": content_type})
+                if sse_headers:
+                    resp.headers["Cache-Control"] = "no-cache"
+                    resp.headers["X-Accel-Buffering"] = "no"
+                request[STREAM_RESPONSE] = resp
+                await resp.prepare(request)
+                pending.append(data)
+                continue
+            data = encode(ev)
+            if data:
+                pending.append(data)
+        if resp is not None and (pending or tail):
+            await resp.write(b"".join(pending) + tail)
+            pending.clear()
+    except OllamaError as e:
+        if resp is None:
+            raise
+        log.warning("stream failed after start: %s", e.message)
+        with contextlib.suppress(ConnectionError):
+            await resp.write(b"".join(pending) + error(e))
+    except ConnectionError:
+        log.debug("client went away mid-stream")
+        return resp if resp is not None else web.Response(status=499)
+    except Exception:
+        if resp is None:
+            raise
+        log.exception("stream failed after start")
+        with contextlib.suppress(ConnectionError):
+            await resp.write(b"".join(pending) + error(OllamaError("internal server error")))
+    finally:
+        await close_stream(events)  # closes upstream at once
+    if resp is None:
+        raise RunnerError("no response from llama runner")
+    with contextlib.suppress(ConnectionError):
+        await resp.write_eof()
+    return resp
+
+
+async def close_stream(events: AsyncIterator[Event]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
