@@ -21,7 +21,7 @@ from ollamapy.api.anthropic import (
     anthropic_error_body,
 )
 from ollamapy.api.inference import Message, Think, Tool, ToolCall, ToolCallFunction, ToolFunction
-from ollamapy.errors import BadRequest, OllamaError
+from ollamapy.errors import BadRequest, OllamaError, PromptTooLong
 from ollamapy.inference.events import Done, Event, TextDelta, ThinkingDelta, ToolCallEvent
 from ollamapy.inference.request import InferenceRequest
 from ollamapy.translate.turn import Turn
@@ -181,8 +181,14 @@ def to_inference(req: MessagesRequest) -> InferenceRequest:
         opts["top_k"] = req.top_k
     if req.stop_sequences:
         opts["stop"] = list(req.stop_sequences)
+    # truncate/shift off: an agent's conversation is never cut silently; too long -> 400
     return InferenceRequest(model=req.model, messages=messages(req), tools=_tools(req),
-                            think=_think(req), options=opts)
+                            think=_think(req), options=opts, truncate=False, shift=False)
+
+
+def too_long(e: PromptTooLong) -> BadRequest:
+    """Anthropic's wording for a prompt over the context (Claude Code parses it to compact)."""
+    return BadRequest(f"prompt is too long: {e.tokens} tokens > {e.limit} maximum")
 
 
 def count_request(req: CountTokensRequest) -> InferenceRequest:

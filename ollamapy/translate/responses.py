@@ -15,7 +15,7 @@ from typing import Any
 from ollamapy.api.inference import Message, Think, Tool, ToolCall, ToolCallFunction, ToolFunction
 from ollamapy.api.openai import EFFORT
 from ollamapy.api.responses import InputContent, InputItem, ResponsesRequest
-from ollamapy.errors import BadRequest, OllamaError
+from ollamapy.errors import BadRequest, OllamaError, PromptTooLong
 from ollamapy.inference.events import Done, Event, TextDelta, ThinkingDelta, ToolCallEvent
 from ollamapy.inference.request import InferenceRequest
 from ollamapy.translate.turn import Turn
@@ -203,8 +203,16 @@ def to_inference(req: ResponsesRequest) -> InferenceRequest:
         if req.max_output_tokens <= 0:
             raise BadRequest("max_output_tokens must be positive")
         opts["num_predict"] = req.max_output_tokens
+    # truncate/shift off: an agent's conversation is never cut silently; too long -> 400
     return InferenceRequest(model=req.model, messages=msgs, tools=_tools(req), think=_think(req),
-                            format=_format(req), options=opts)
+                            format=_format(req), options=opts, truncate=False, shift=False)
+
+
+def too_long(e: PromptTooLong) -> BadRequest:
+    """OpenAI's wording for a prompt over the context window."""
+    return BadRequest(f"Your input exceeds the context window of this model: {e.tokens} tokens "
+                      f"> {e.limit} maximum. Raise the context (OLLAMA_CONTEXT_LENGTH, or "
+                      "num_ctx in a Modelfile) or shorten the input.")
 
 
 # ------------------------------------------------------------------ answer

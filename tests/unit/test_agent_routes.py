@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from ollamapy.errors import NotFound, OllamaError, RunnerError, ServerBusy
+from ollamapy.errors import NotFound, OllamaError, PromptTooLong, RunnerError, ServerBusy
 from ollamapy.inference.events import FLUSH, Done, Event, TextDelta, ThinkingDelta, ToolCallEvent
 from ollamapy.inference.request import InferenceRequest
 from ollamapy.server import middleware
@@ -182,6 +182,14 @@ async def test_anthropic_errors(claude: anthropic.AsyncAnthropic, script: Script
     with pytest.raises(anthropic.OverloadedError) as ov:  # 529, which clients retry
         await claude.messages.create(model="m", max_tokens=8, messages=USER, stream=True)
     assert ov.value.status_code == 529
+    script.fail = PromptTooLong("the prompt is longer than the context", tokens=5000,
+                                limit=2048)
+    with pytest.raises(anthropic.BadRequestError) as tl:
+        await claude.messages.create(model="m", max_tokens=8, messages=USER)
+    assert tl.value.body == {"type": "error", "error": {
+        "type": "invalid_request_error",
+        "message": "prompt is too long: 5000 tokens > 2048 maximum"}}
+    assert script.requests[-1].truncate is False and script.requests[-1].shift is False
     with pytest.raises(anthropic.BadRequestError, match="max_tokens is required"):
         await claude.messages.create(model="m", max_tokens=0, messages=USER)
     # a failure after the stream started is an `error` event, which the SDK raises
@@ -263,6 +271,10 @@ async def test_responses_errors(oai: openai.AsyncOpenAI, script: Script) -> None
         await oai.responses.create(model="m", input="hi", previous_response_id="resp_1")
     with pytest.raises(openai.BadRequestError, match="tool type 'web_search' is not supported"):
         await oai.responses.create(model="m", input="hi", tools=[{"type": "web_search"}])
+    script.fail = PromptTooLong("too long", tokens=5000, limit=2048)
+    with pytest.raises(openai.BadRequestError, match="exceeds the context window"):
+        await oai.responses.create(model="m", input="hi", stream=True)
+    assert script.requests[-1].truncate is False
     script.fail = NotFound("model 'nope' not found")
     with pytest.raises(openai.NotFoundError) as nf:
         await oai.responses.create(model="nope", input="hi")

@@ -13,7 +13,7 @@ from ollamapy.api.decode import decode
 from ollamapy.errors import OllamaError
 from ollamapy.inference import engine
 from ollamapy.inference.events import Event
-from ollamapy.server.routes.agent_shell import collect, services
+from ollamapy.server.routes.agent_shell import collect, reworded, services
 from ollamapy.server.wire import EVENT_STREAM, json_response, until_disconnect, write_stream
 from ollamapy.translate import anthropic as tr
 
@@ -22,7 +22,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     areq = decode(MessagesRequest, await request.read())
     ireq = tr.to_inference(areq)
     mid = tr.message_id()
-    events = engine.run(services(request.app), ireq)
+    events = reworded(engine.run(services(request.app), ireq), tr.too_long)
     if not areq.stream:
         async def whole() -> web.StreamResponse:
             turn = await collect(events)
