@@ -186,6 +186,12 @@ def to_inference(req: MessagesRequest) -> InferenceRequest:
                             think=_think(req), options=opts, truncate=False, shift=False)
 
 
+def relax_think(think: Think, capabilities: tuple[str, ...]) -> Think:
+    """Claude Code asks for thinking whatever the model: on a model without the capability the
+    request runs without it (as Ollama relaxes it for this API) instead of failing with 400."""
+    return None if think and "thinking" not in capabilities else think
+
+
 def too_long(e: PromptTooLong) -> BadRequest:
     """Anthropic's wording for a prompt over the context (Claude Code parses it to compact)."""
     return BadRequest(f"prompt is too long: {e.tokens} tokens > {e.limit} maximum")

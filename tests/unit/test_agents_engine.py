@@ -153,3 +153,15 @@ async def test_responses_reasoning(rig: tuple[str, FakeRunner]) -> None:
     assert [o.type for o in r.output] == ["reasoning", "message"]
     assert r.output[0].summary[0].text == "Think hard."  # type: ignore[union-attr]
     assert r.output_text == "Done."
+
+
+async def test_anthropic_thinking_relaxed_on_a_non_thinking_model(
+        rig: tuple[str, FakeRunner]) -> None:
+    """Claude Code sends `thinking` whatever the model; Ollama drops it for this API."""
+    url, up = rig
+    up.pieces = ["Hi."]
+    async with anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0) as c:
+        m = await c.messages.create(model="qwen", max_tokens=8,
+                                    thinking={"type": "enabled", "budget_tokens": 1024},
+                                    messages=[{"role": "user", "content": "hi"}])
+    assert [b.type for b in m.content] == ["text"] and m.stop_reason == "end_turn"

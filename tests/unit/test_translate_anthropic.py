@@ -114,6 +114,12 @@ def test_thinking_and_effort() -> None:
     assert tr.to_inference(req(output_config={"effort": "low"})).think == "low"
 
 
+def test_relax_think() -> None:
+    assert tr.relax_think(True, ("completion",)) is None
+    assert tr.relax_think("high", ("completion", "thinking")) == "high"
+    assert tr.relax_think(False, ("completion",)) is False
+
+
 def test_tool_choice() -> None:
     tools = [{"name": "a", "input_schema": {}}, {"name": "b", "input_schema": {}}]
     assert tr.to_inference(req(tools=tools, tool_choice={"type": "none"})).tools is None

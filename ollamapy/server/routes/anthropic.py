@@ -21,8 +21,14 @@ from ollamapy.translate import anthropic as tr
 async def messages(request: web.Request) -> web.StreamResponse:
     areq = decode(MessagesRequest, await request.read())
     ireq = tr.to_inference(areq)
+    svc = services(request.app)
+    if ireq.think:
+        try:
+            ireq.think = tr.relax_think(ireq.think, svc.store.resolve(ireq.model).capabilities)
+        except OllamaError:
+            pass  # an unknown or invalid model: the engine reports it in its own words
     mid = tr.message_id()
-    events = reworded(engine.run(services(request.app), ireq), tr.too_long)
+    events = reworded(engine.run(svc, ireq), tr.too_long)
     if not areq.stream:
         async def whole() -> web.StreamResponse:
             turn = await collect(events)
