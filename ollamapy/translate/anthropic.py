@@ -110,7 +110,8 @@ def _message(msg: MessageParam, names: dict[str, str]) -> list[Message]:
                                    tool_name=names.get(b.tool_use_id)))
         elif b.type == "thinking":
             thinking += b.thinking or ""
-        # redacted_thinking (opaque), documents, citations...: nothing the model can read
+        elif b.type != "redacted_thinking":  # that one is opaque: nothing the model can read
+            raise BadRequest(f"content block type {b.type!r} is not supported")
     out = list(results)
     body = "".join(text)
     if body or images or calls or thinking:

@@ -134,6 +134,9 @@ def test_tool_choice() -> None:
 def test_bad_blocks() -> None:
     with pytest.raises(BadRequest, match="is not supported"):
         tr.to_inference(req(tools=[{"type": "web_search_20250305", "name": "web_search"}]))
+    with pytest.raises(BadRequest, match="content block type 'document' is not supported"):
+        tr.to_inference(req(messages=[{"role": "user", "content": [
+            {"type": "document", "source": {"type": "base64", "data": PNG}}]}]))
     with pytest.raises(BadRequest, match="Only base64"):
         tr.to_inference(req(messages=[{"role": "user", "content": [
             {"type": "image", "source": {"type": "url", "url": "http://x/y.png"}}]}]))
