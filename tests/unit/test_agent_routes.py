@@ -284,3 +284,21 @@ async def test_responses_errors(oai: openai.AsyncOpenAI, script: Script) -> None
     evs = [ev async for ev in stream]
     assert evs[-1].type == "response.failed"
     assert evs[-1].response.error and "terminated" in evs[-1].response.error.message  # type: ignore[union-attr]
+
+
+async def test_responses_stream_helper_accumulates(oai: openai.AsyncOpenAI,
+                                                   script: Script) -> None:
+    """The SDK's own accumulator (`responses.stream`) rebuilds reasoning, text and a function
+    call from our events, matching the final response object."""
+    script.events = [ThinkingDelta("a"), ThinkingDelta("b"), TextDelta("Calling."), CALL,
+                     Done("stop", prompt_eval_count=2, eval_count=3)]
+    async with oai.responses.stream(model="m", input="hi", tools=[
+            {"type": "function", "name": "get_weather", "parameters": {"type": "object"},
+             "strict": False}]) as s:
+        final = await s.get_final_response()
+    assert [o.type for o in final.output] == ["reasoning", "message", "function_call"]
+    assert final.output[0].summary[0].text == "ab"  # type: ignore[union-attr]
+    assert final.output_text == "Calling."
+    call = final.output[2]
+    assert call.type == "function_call"
+    assert json.loads(call.arguments) == {"city": "Paris", "days": 2}
