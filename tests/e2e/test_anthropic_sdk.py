@@ -26,6 +26,9 @@ pytestmark = pytest.mark.e2e
 M = "smollm2:135m"
 TOOLS_M = "smollm2-tools:135m"  # the same GGUF with a ChatML tools template (qwen2.5 style)
 TEMPLATES = Path(__file__).resolve().parent.parent / "unit" / "templates"
+# The SDK dropped temperature/top_k parameters (newer Claude models refuse them); the wire
+# fields still exist and Claude Code-era clients send them, so they go as extra body fields.
+GREEDY = {"temperature": 0, "top_k": 1}
 LONG = [{"role": "user", "content": "Count from 1 to 100, separated by commas."}]
 TOOLS = [{"name": "get_weather", "description": "Weather for a city",
           "input_schema": {"type": "object", "required": ["city"],
@@ -62,13 +65,13 @@ def client(srv: ServerProc) -> Iterator[anthropic.Anthropic]:
 def test_create_and_stream_agree(client: anthropic.Anthropic) -> None:
     msgs = [{"role": "user", "content": "Say hello."}]
     m = client.messages.create(model=M, max_tokens=12, messages=msgs, system="You are terse.",
-                               temperature=0, top_k=1)  # type: ignore[arg-type]
+                               extra_body=GREEDY)  # type: ignore[arg-type]
     assert m.id.startswith("msg_") and m.type == "message" and m.role == "assistant"
     assert m.model == M and m.stop_reason in ("end_turn", "max_tokens")
     assert m.content and m.content[0].type == "text" and m.content[0].text
     assert 0 < m.usage.output_tokens <= 12 and m.usage.input_tokens > 0
     with client.messages.stream(model=M, max_tokens=12, messages=msgs,  # type: ignore[arg-type]
-                                system="You are terse.", temperature=0, top_k=1) as s:
+                                system="You are terse.", extra_body=GREEDY) as s:
         text = "".join(s.text_stream)
         final = s.get_final_message()
     assert text == m.content[0].text == final.content[0].text  # type: ignore[union-attr]
@@ -78,15 +81,15 @@ def test_create_and_stream_agree(client: anthropic.Anthropic) -> None:
 
 def test_max_tokens_and_stop_sequence(client: anthropic.Anthropic) -> None:
     short = client.messages.create(model=M, max_tokens=3, messages=LONG,  # type: ignore[arg-type]
-                                   temperature=0, top_k=1)
+                                   extra_body=GREEDY)
     assert short.stop_reason == "max_tokens" and short.usage.output_tokens == 3
     full = client.messages.create(model=M, max_tokens=24, messages=LONG,  # type: ignore[arg-type]
-                                  temperature=0, top_k=1)
+                                  extra_body=GREEDY)
     text = full.content[0].text  # type: ignore[union-attr]
     assert len(text) > 6, text
     stop = text[4:6]  # a string greedy decoding is known to produce
     cut = client.messages.create(model=M, max_tokens=24, messages=LONG,  # type: ignore[arg-type]
-                                 temperature=0, top_k=1, stop_sequences=[stop])
+                                 extra_body=GREEDY, stop_sequences=[stop])
     assert cut.stop_reason == "stop_sequence" and cut.stop_sequence == stop
     got = "".join(b.text for b in cut.content if b.type == "text")
     assert got == text[:text.index(stop)]
@@ -100,7 +103,7 @@ def test_tool_result_round_trip(client: anthropic.Anthropic) -> None:
                                            "input": {"city": "Paris"}}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01",
                                       "content": [{"type": "text", "text": "Sunny, 22C"}]}]}],
-        temperature=0)
+        extra_body=GREEDY)
     assert m.stop_reason in ("end_turn", "max_tokens", "tool_use")
     assert m.content and m.usage.output_tokens > 0
     # streaming the same turn is a well-formed event sequence the SDK accumulates
@@ -137,8 +140,9 @@ def test_error_shapes(client: anthropic.Anthropic, srv: ServerProc) -> None:
 
 
 def test_api_key_server(tmp_path: Path) -> None:
-    """`x-api-key` (what the SDK sends) is accepted like `Authorization: Bearer`; a wrong key is
-    Anthropic's 401 authentication_error."""
+    """On an API-key server the SDK's key (it sends `Authorization: Bearer`) and a raw
+    `x-api-key` header (Anthropic's own header, what clients configured with an
+    ANTHROPIC_API_KEY send) are both accepted; a wrong key is Anthropic's 401."""
     register_default_model(tmp_path / "models", params=FAST_PARAMS)
     s = start_server(tmp_path, {"OLLAMA_API_KEYS": "sekrit", "OLLAMA_CONTEXT_LENGTH": "2048"})
     try:
@@ -152,5 +156,12 @@ def test_api_key_server(tmp_path: Path) -> None:
             m = good.messages.create(model=M, max_tokens=2,
                                      messages=[{"role": "user", "content": "hi"}])
             assert m.usage.output_tokens > 0
+        body = {"model": M, "messages": [{"role": "user", "content": "hi"}]}
+        r = httpx.post(s.url + "/v1/messages/count_tokens", json=body,
+                       headers={"x-api-key": "sekrit"}, timeout=60)
+        assert r.status_code == 200 and r.json()["input_tokens"] > 0
+        r = httpx.post(s.url + "/v1/messages/count_tokens", json=body,
+                       headers={"x-api-key": "wrong"}, timeout=60)
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
     finally:
         stop_server(s)
