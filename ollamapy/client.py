@@ -130,7 +130,7 @@ class Client:
         except httpx.HTTPError as e:
             raise self._transport_error(e) from None
         self._raise_for(r)
-        own = r.headers.get("X-Ollamapy-Version")
+        own: str | None = r.headers.get("X-Ollamapy-Version")
         if own:
             return own
         try:

@@ -38,9 +38,8 @@ def message_id() -> str:
 
 
 def _image(block: ContentBlock | dict[str, Any]) -> str:
-    src = block.source if isinstance(block, ContentBlock) else block.get("source")
-    if hasattr(src, "model_dump"):
-        src = src.model_dump()
+    src: Any = block.get("source") if isinstance(block, dict) else (
+        block.source.model_dump() if block.source is not None else None)
     if not isinstance(src, dict):
         raise BadRequest("invalid image source")
     if src.get("type") != "base64":
@@ -59,13 +58,13 @@ def _image(block: ContentBlock | dict[str, Any]) -> str:
 def _tool_result(block: ContentBlock) -> tuple[str, list[str]]:
     """tool_result content (a string or text/image blocks) -> text and images."""
     c = block.content
+    images: list[str] = []
     if c is None:
-        text, images = "", []
+        text = ""
     elif isinstance(c, str):
-        text, images = c, []
+        text = c
     else:
         parts: list[str] = []
-        images = []
         for item in c:
             kind = item.get("type")
             if kind == "text" and isinstance(item.get("text"), str):
@@ -271,9 +270,10 @@ class MessageStream:
         if self.started:
             return []
         self.started = True
-        msg = {"id": self.mid, "type": "message", "role": "assistant", "model": self.model,
-               "content": [], "stop_reason": None, "stop_sequence": None,
-               "usage": usage(None, self.input_hint)}
+        msg: dict[str, Any] = {
+            "id": self.mid, "type": "message", "role": "assistant", "model": self.model,
+            "content": [], "stop_reason": None, "stop_sequence": None,
+            "usage": usage(None, self.input_hint)}
         return [("message_start", {"type": "message_start", "message": msg})]
 
     def _close(self) -> list[SSEEvent]:

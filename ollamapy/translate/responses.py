@@ -10,7 +10,7 @@ import binascii
 import json
 import secrets
 import time
-from typing import Any
+from typing import Any, cast
 
 from ollamapy.api.inference import Message, Think, Tool, ToolCall, ToolCallFunction, ToolFunction
 from ollamapy.api.openai import EFFORT
@@ -167,7 +167,7 @@ def _think(req: ResponsesRequest) -> Think:
     if effort not in EFFORT:
         raise BadRequest(f"invalid reasoning value: '{effort}' (must be \"high\", \"medium\", "
                          "\"low\", \"max\", or \"none\")")
-    return EFFORT[effort]
+    return cast(Think, EFFORT[effort])
 
 
 def _format(req: ResponsesRequest) -> Any:
