@@ -165,3 +165,27 @@ def test_api_key_server(tmp_path: Path) -> None:
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
     finally:
         stop_server(s)
+
+
+def test_prompt_too_long_is_anthropics_error(tmp_path: Path) -> None:
+    """Over the context the conversation is refused in Anthropic's words (Claude Code compacts on
+    it), never cut in the middle."""
+    register_default_model(tmp_path / "models", params=FAST_PARAMS)
+    s = start_server(tmp_path, {"OLLAMA_CONTEXT_LENGTH": "256"})
+    try:
+        with anthropic.Anthropic(base_url=s.url, api_key="k", max_retries=0, timeout=120) as c:
+            long = " ".join(["word"] * 600)
+            for stream in (False, True):
+                with pytest.raises(anthropic.BadRequestError) as e:
+                    c.messages.create(model=M, max_tokens=4, stream=stream,
+                                      messages=[{"role": "user", "content": "hi"},
+                                                {"role": "assistant", "content": "hello"},
+                                                {"role": "user", "content": long}])
+                body = e.value.body
+                assert isinstance(body, dict) and body["error"]["type"] == "invalid_request_error"
+                msg = body["error"]["message"]
+                assert msg.startswith("prompt is too long: ") and msg.endswith(
+                    " tokens > 256 maximum"), msg
+                assert int(msg.split()[4]) > 256
+    finally:
+        stop_server(s)
