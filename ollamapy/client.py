@@ -119,6 +119,27 @@ class Client:
         except ValueError:
             return r.text
 
+    def server_version(self) -> str | None:
+        """The server's own version: ollamapy's `X-Ollamapy-Version` header on /api/version
+        (whose body is the Ollama API version it implements), else the body's version (an
+        Ollama server or an older ollamapy). None when the answer has neither."""
+        import httpx
+
+        try:
+            r = self._http.get("/api/version")
+        except httpx.HTTPError as e:
+            raise self._transport_error(e) from None
+        self._raise_for(r)
+        own: str | None = r.headers.get("X-Ollamapy-Version")
+        if own:
+            return own
+        try:
+            body = r.json()
+        except ValueError:
+            return None
+        v = body.get("version") if isinstance(body, dict) else None
+        return v if isinstance(v, str) else None
+
     def stream(self, method: str, path: str, body: Any = None) -> Iterator[dict[str, Any]]:
         """NDJSON objects as they arrive; an `error` line raises ClientError. Closing the
         generator (or Ctrl+C while iterating) closes the connection, which cancels the work."""

@@ -20,6 +20,17 @@ class BadRequest(OllamaError):
     status = 400
 
 
+class PromptTooLong(BadRequest):
+    """The rendered prompt does not fit the model's context (and truncation is off). `tokens`
+    and `limit` let each API family word it its own way (Anthropic: "prompt is too long: N
+    tokens > M maximum"); the message is Ollama's."""
+
+    def __init__(self, message: str, *, tokens: int, limit: int) -> None:
+        super().__init__(message)
+        self.tokens = tokens
+        self.limit = limit
+
+
 class Unauthorized(OllamaError):
     status = 401
 

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "ps": "ollamapy.cli.ps:ps",
     "cp": "ollamapy.cli.models:copy",
     "rm": "ollamapy.cli.models:remove",
+    "launch": "ollamapy.cli.launch:launch",
 }
 HIDDEN = {"ls"}
 

@@ -33,10 +33,8 @@ def show_version() -> None:
     error: str | None = None
     try:
         with Client(timeout=5.0) as client:
-            body = client.request("GET", "/api/version")
-        if isinstance(body, dict) and isinstance(body.get("version"), str):
-            server = body["version"]
-        else:
+            server = client.server_version()
+        if server is None:
             error = "unexpected answer to /api/version"
     except ClientError as e:
         if e.status is not None:

@@ -360,12 +360,11 @@ async def _generate(plan: Plan, lease: RunnerLease, req: InferenceRequest,
                 await ctx_task
 
 
-async def _chat(plan: Plan, lease: RunnerLease, req: InferenceRequest
-                ) -> AsyncGenerator[Event, None]:
-    given = req.messages or []
-    if not given:
-        yield Done(done_reason="load")
-        return
+async def _chat_prompt(plan: Plan, lease: RunnerLease, req: InferenceRequest,
+                       given: list[Message]
+                       ) -> tuple[Template | None, prompts.Renderer, prompts.Prompt]:
+    """The model's messages, system prompt and the request's conversation, rendered and fitted
+    to the context: what `_chat` sends and `count_tokens` counts."""
     if any(m.images for m in given) and not plan.model.projector_paths:
         raise BadRequest("this model does not support image input")
     template = (prompts.compile_template(plan.model.template)
@@ -376,8 +375,30 @@ async def _chat(plan: Plan, lease: RunnerLease, req: InferenceRequest
         msgs.insert(0, Message(role="system", content=plan.model.system))
     family = str(plan.model.config.get("model_family", ""))
     msgs = prompts.strip_old_thinking(msgs, family)
+    p = await prompts.fit_messages(r, msgs, req.tools or None, plan.think, lease.num_ctx,
+                                   plan.truncate)
+    return template, r, p
+
+
+async def count_tokens(services: Services, req: InferenceRequest) -> int:
+    """Tokens of the chat prompt `run` would send, counted by the model's own tokenizer on its
+    runner; nothing is generated (Anthropic's `/v1/messages/count_tokens`)."""
+    plan = plan_chat(services.store, req, time.monotonic_ns())
+    if plan is None or not req.messages:
+        raise BadRequest("messages is required")
+    async with services.scheduler.lease(plan.model, plan.options, plan.keep_alive) as lease:
+        _, r, p = await _chat_prompt(plan, lease, req, req.messages)
+        return len(await r.tokenize(p.text, True))
+
+
+async def _chat(plan: Plan, lease: RunnerLease, req: InferenceRequest
+                ) -> AsyncGenerator[Event, None]:
+    given = req.messages or []
+    if not given:
+        yield Done(done_reason="load")
+        return
+    template, r, p = await _chat_prompt(plan, lease, req, given)
     tools: Sequence[Tool] | None = req.tools or None
-    p = await prompts.fit_messages(r, msgs, tools, plan.think, lease.num_ctx, plan.truncate)
     if req.debug_render_only:
         yield Done(debug_rendered=p.text, debug_image_count=len(p.images))
         return

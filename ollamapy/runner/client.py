@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from ollamapy.errors import BadRequest, OllamaError, RunnerError
+from ollamapy.errors import BadRequest, OllamaError, PromptTooLong, RunnerError
 from ollamapy.inference.events import FLUSH, Flush
 from ollamapy.inference.jsontypes import JsonObject
 
@@ -65,7 +65,8 @@ def upstream_error(status: int, text: str) -> OllamaError:
     message = str(err.get("message") or text.strip() or f"llama-server answered {status}")
     kind = err.get("type")
     if kind == "exceed_context_size_error":
-        return BadRequest(CONTEXT_ERROR)
+        return PromptTooLong(CONTEXT_ERROR, tokens=int(err.get("n_prompt_tokens") or 0),
+                             limit=int(err.get("n_ctx") or 0))
     if status == 500 and "does not match the expected" in message:
         return RunnerError(f"model output could not be parsed: {message}", status=502)
     if 400 <= status < 500 or status == 501:

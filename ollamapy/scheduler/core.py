@@ -38,6 +38,7 @@ from ollamapy.logs import kv
 from ollamapy.placement.gpu import Inventory, discover
 from ollamapy.placement.memory import ModelFacts, Placement, decision_fields, place, read_facts
 from ollamapy.runner import variants
+from ollamapy.runner.client import RunnerClient
 from ollamapy.runner.flags import LaunchConfig
 from ollamapy.runner.locate import Runner, RunnerLocator
 from ollamapy.scheduler.events import (
@@ -56,7 +57,6 @@ from ollamapy.scheduler.events import (
     Unloaded,
     UnloadRequested,
 )
-from ollamapy.runner.client import RunnerClient
 from ollamapy.scheduler.launcher import Launcher, ProcessLauncher, RunnerHandle
 from ollamapy.scheduler.policy import (
     RunnerView,

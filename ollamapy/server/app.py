@@ -17,7 +17,16 @@ from aiohttp import web
 from ollamapy.config import Settings, load_settings
 from ollamapy.server import middleware, security
 from ollamapy.server.keys import SCHEDULER_KEY, SERVICES_KEY, SETTINGS_KEY, STORE_KEY
-from ollamapy.server.routes import base, inference, models, openai, registry, scheduler
+from ollamapy.server.routes import (
+    anthropic,
+    base,
+    inference,
+    models,
+    openai,
+    registry,
+    responses,
+    scheduler,
+)
 from ollamapy.server.services import Services, build_services
 
 log = logging.getLogger("ollamapy.server")
@@ -40,6 +49,8 @@ def create_app(settings: Settings | None = None, *,
     scheduler.setup(app, services.scheduler)
     inference.setup(app)
     openai.setup(app)
+    anthropic.setup(app)
+    responses.setup(app)
     registry.setup(app, services.registry)
     app.on_startup.append(_start_store)
     app.cleanup_ctx.append(_scheduler_ctx)

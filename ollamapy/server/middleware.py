@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ollamapy.api.anthropic import anthropic_error_body, anthropic_status, is_anthropic_path
 from ollamapy.errors import OllamaError
 
 log = logging.getLogger("ollamapy.server")
@@ -43,7 +44,17 @@ def openai_error_response(status: int, message: str) -> web.Response:
                         content_type="application/json", charset="utf-8")
 
 
+def anthropic_error_response(status: int, message: str) -> web.Response:
+    body = anthropic_error_body(status, message)
+    return web.Response(status=anthropic_status(status), body=json.dumps(body).encode(),
+                        content_type="application/json", charset="utf-8")
+
+
 def render_error(request: web.Request, status: int, message: str) -> web.Response:
+    """Every error response goes through here, in the shape of the API the path belongs to
+    (middlewares' own errors too: auth, Host check, body size)."""
+    if is_anthropic_path(request.path):
+        return anthropic_error_response(status, message)
     if is_openai(request):
         return openai_error_response(status, message)
     return error_response(status, message)

@@ -9,7 +9,7 @@ import socket
 
 from aiohttp import web
 
-from ollamapy import __version__, pins
+from ollamapy import OLLAMA_API_VERSION, __version__, pins
 from ollamapy.config import Settings
 from ollamapy.logs import kv
 from ollamapy.server.app import create_app
@@ -35,8 +35,9 @@ async def serve(settings: Settings) -> None:
         raise SystemExit(f"Error: listen tcp {hp.host or ''}:{hp.port}: {reason}") from None
     log.info("server config", extra=kv(env=settings.redacted()))
     addrs = [f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in _sockets(site)]
-    log.info("Listening on %s (version %s, llama.cpp %s, event loop %s)",
-             ", ".join(addrs) or hp.url, __version__, pins.llama_cpp().short_commit,
+    log.info("Listening on %s (version %s, Ollama API %s, llama.cpp %s, event loop %s)",
+             ", ".join(addrs) or hp.url, __version__, OLLAMA_API_VERSION,
+             pins.llama_cpp().short_commit,
              type(asyncio.get_running_loop()).__module__.split(".")[0])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -8,7 +8,7 @@ import sys
 
 import httpx
 
-from ollamapy import __version__
+from ollamapy import OLLAMA_API_VERSION, __version__
 from tests.conftest import stop_server
 
 
@@ -17,7 +17,9 @@ def test_root_and_version(server):
     assert r.status_code == 200 and r.text == "Ollama is running"
     assert httpx.head(server.url + "/").status_code == 200
     r = httpx.get(server.url + "/api/version")
-    assert r.status_code == 200 and r.json() == {"version": __version__}
+    # the Ollama API version it implements (clients gate on it); its own version in a header
+    assert r.status_code == 200 and r.json() == {"version": OLLAMA_API_VERSION}
+    assert r.headers["X-Ollamapy-Version"] == __version__
     assert httpx.head(server.url + "/api/version").status_code == 200
 
 

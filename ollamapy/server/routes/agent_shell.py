@@ -1,0 +1,49 @@
+"""What the two agent API families (`anthropic.py`, `responses.py`) share around the engine:
+the engine's services from the app, and a whole answer folded from the event stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from ollamapy.errors import BadRequest, PromptTooLong, RunnerError
+from ollamapy.inference.events import Event
+from ollamapy.inference.services import Services
+from ollamapy.server import keys
+from ollamapy.translate.turn import Turn
+
+
+def services(app: web.Application) -> Services:
+    return Services(store=app[keys.STORE_KEY], scheduler=app[keys.SCHEDULER_KEY])
+
+
+async def _aclose(events: AsyncIterator[Event]) -> None:
+    aclose = getattr(events, "aclose", None)  # an async generator: close upstream now
+    if aclose is not None:
+        await aclose()
+
+
+async def reworded(events: AsyncIterator[Event],
+                   too_long: Callable[[PromptTooLong], BadRequest]) -> AsyncIterator[Event]:
+    """The engine's stream with a too-long prompt worded in the API's own terms."""
+    try:
+        async for ev in events:
+            yield ev
+    except PromptTooLong as e:
+        raise too_long(e) from None
+    finally:
+        await _aclose(events)
+
+
+async def collect(events: AsyncIterator[Event]) -> Turn:
+    """A non-streaming answer: every event folded (upstream is still streamed and closed)."""
+    turn = Turn()
+    try:
+        async for ev in events:
+            turn.add(ev)
+    finally:
+        await _aclose(events)
+    if turn.done is None:
+        raise RunnerError("no response from llama runner")
+    return turn

@@ -1,0 +1,66 @@
+"""`POST /v1/messages` and `POST /v1/messages/count_tokens`: Anthropic's Messages API over the
+engine (translate/anthropic.py does every mapping; this is the HTTP shell). A query string
+(Claude Code sends `?beta=true`) is ignored. Errors, here and from the middlewares, use
+Anthropic's envelope (`api.anthropic.anthropic_error_body`, dispatched in server/middleware.py).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ollamapy.api.anthropic import CountTokensRequest, MessagesRequest
+from ollamapy.api.decode import decode
+from ollamapy.errors import OllamaError
+from ollamapy.inference import engine
+from ollamapy.inference.events import Event
+from ollamapy.server.routes.agent_shell import collect, reworded, services
+from ollamapy.server.wire import EVENT_STREAM, json_response, until_disconnect, write_stream
+from ollamapy.translate import anthropic as tr
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    areq = decode(MessagesRequest, await request.read())
+    ireq = tr.to_inference(areq)
+    svc = services(request.app)
+    if ireq.think:
+        try:
+            ireq.think = tr.relax_think(ireq.think, svc.store.resolve(ireq.model).capabilities)
+        except OllamaError:
+            pass  # an unknown or invalid model: the engine reports it in its own words
+    mid = tr.message_id()
+    events = reworded(engine.run(svc, ireq), tr.too_long)
+    if not areq.stream:
+        async def whole() -> web.StreamResponse:
+            turn = await collect(events)
+            return json_response(tr.message_response(mid, areq.model, turn,
+                                                     areq.stop_sequences))
+        return await until_disconnect(request, whole())
+    conv = tr.MessageStream(mid, areq.model, areq.stop_sequences, tr.estimate_tokens(areq))
+
+    def encode(ev: Event) -> bytes:
+        return tr.sse_bytes(conv.feed(ev))
+
+    def error(e: OllamaError) -> bytes:
+        return tr.sse_bytes(conv.error(e))
+
+    return await until_disconnect(request, write_stream(
+        request, events, encode=encode, content_type=EVENT_STREAM, error=error,
+        sse_headers=True))
+
+
+async def count_tokens(request: web.Request) -> web.StreamResponse:
+    """The prompt's real token count: rendered with the model's template and tools and
+    tokenized by its runner (the engine's `count_tokens`), not a length estimate."""
+    creq = decode(CountTokensRequest, await request.read())
+    ireq = tr.count_request(creq)
+
+    async def work() -> web.StreamResponse:
+        n = await engine.count_tokens(services(request.app), ireq)
+        return json_response({"input_tokens": n})
+
+    return await until_disconnect(request, work())
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
