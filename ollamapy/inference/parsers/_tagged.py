@@ -1,0 +1,216 @@
+"""The streaming machine most families share: thinking, content and tool-call sections marked by
+tags, with whitespace trimmed around the tags the way Ollama's parsers trim it.
+
+Split-invariant by construction: text is emitted only once no tag could still be forming at the
+end of the buffer (the longest suffix that is a tag prefix is held back, plus the whitespace just
+before it, which a following tag would trim). A family is a `Spec`: its tags, how a call body ends
+and how a body becomes calls.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ollamapy.api.inference import Message, Think, Tool
+from ollamapy.inference.events import TextDelta, ThinkingDelta, ToolCallEvent
+from ollamapy.inference.family import ParsedEvent
+from ollamapy.template.tools import call_id
+
+Call = tuple[str, dict[str, Any]]
+Schemas = dict[str, dict[str, Any]]
+BodyParser = Callable[[str, Schemas], list[Call]]
+
+
+class BadCall(ValueError):
+    """A call body that does not parse; its text goes out as content instead."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    parse_body: BodyParser
+    tool_open: str | None = None
+    tool_close: str | None = None  # None: `body_end` finds where a call body ends
+    body_end: Callable[[str], int] | None = None
+    think_open: str | None = None  # optional opener eaten at the start of thinking
+    think_close: str | None = None
+    thinking: bool = False  # HasThinkingSupport
+    default_thinking: bool = False  # think unset -> thinking on?
+    think_in_content: bool = False  # a `think_open` in content switches to thinking
+    tools: bool = True
+
+
+THINK, CONTENT, TOOL = 0, 1, 2
+
+
+def overlap(s: str, tag: str) -> int:
+    """Length of the longest suffix of s that is a proper prefix of tag."""
+    for n in range(min(len(tag) - 1, len(s)), 0, -1):
+        if s.endswith(tag[:n]):
+            return n
+    return 0
+
+
+def thinking_on(think: Think, default: bool) -> bool:
+    if think is None:
+        return default
+    if isinstance(think, str):
+        return True
+    return bool(think)
+
+
+def schemas(tools: Sequence[Tool] | None) -> Schemas:
+    return {t.function.name: t.function.parameters for t in tools or ()}
+
+
+def json_args(v: Any) -> dict[str, Any]:
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except ValueError:
+            raise BadCall("arguments are not JSON") from None
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise BadCall("arguments are not an object")
+    return v
+
+
+class TaggedParser:
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self._buf = ""
+        self._state = CONTENT
+        self._strip = False
+        self._maybe_open = False
+        self._schemas: Schemas = {}
+        self._index = 0
+        self._open_tag = ""
+
+    def has_tool_support(self) -> bool:
+        return self.spec.tools
+
+    def has_thinking_support(self) -> bool:
+        return self.spec.thinking
+
+    def init(self, tools: Sequence[Tool] | None, last_message: Message | None,
+             think: Think) -> None:
+        self._schemas = schemas(tools)
+        self._buf, self._index, self._strip = "", 0, False
+        prefill_content = (last_message is not None and last_message.role == "assistant"
+                           and bool(last_message.content))
+        if (self.spec.thinking and thinking_on(think, self.spec.default_thinking)
+                and not prefill_content):
+            self._state = THINK
+            self._maybe_open = self.spec.think_open is not None
+        else:
+            self._state = CONTENT
+            self._maybe_open = False
+
+    def feed(self, text: str) -> list[ParsedEvent]:
+        self._buf += text
+        out: list[ParsedEvent] = []
+        while self._step(out, done=False):
+            pass
+        return out
+
+    def finish(self) -> list[ParsedEvent]:
+        out: list[ParsedEvent] = []
+        while self._step(out, done=True):
+            pass
+        rest, self._buf = self._buf, ""
+        if self._state == TOOL and rest.strip():
+            self._finish_call(rest, out)
+        elif self._state == THINK and rest.strip():
+            out.append(ThinkingDelta(rest.rstrip()))
+        elif rest.strip():
+            out.append(TextDelta(rest.rstrip()))
+        return out
+
+    # -- the machine ---------------------------------------------------------------------------
+
+    def _terms(self) -> list[str]:
+        s = self.spec
+        if self._state == THINK:
+            return [t for t in (s.think_close, s.tool_open) if t]
+        terms = [s.tool_open] if s.tool_open and self.spec.tools else []
+        if s.think_in_content and s.think_open:
+            terms.append(s.think_open)
+        return terms
+
+    def _emit(self, text: str, out: list[ParsedEvent]) -> None:
+        if not text:
+            return
+        out.append(ThinkingDelta(text) if self._state == THINK else TextDelta(text))
+
+    def _step(self, out: list[ParsedEvent], done: bool) -> bool:
+        if self._strip:
+            self._buf = self._buf.lstrip()
+            if not self._buf:
+                return False
+            self._strip = False
+        if self._state == TOOL:
+            return self._step_tool(out)
+        if self._maybe_open:
+            opener = self.spec.think_open or ""
+            if self._buf.lstrip().startswith(opener):
+                self._buf = self._buf.lstrip()[len(opener):]
+                self._maybe_open, self._strip = False, True
+                return True
+            if opener.startswith(self._buf.lstrip()) and not done:
+                return False
+            self._maybe_open = False
+        terms = self._terms()
+        hits = [(self._buf.find(t), t) for t in terms]
+        hits = [(i, t) for i, t in hits if i >= 0]
+        if hits:
+            i, tag = min(hits)
+            self._emit(self._buf[:i].rstrip(), out)
+            self._buf = self._buf[i + len(tag):]
+            self._strip = True
+            if tag == self.spec.tool_open:
+                self._state, self._open_tag = TOOL, tag
+                self._strip = self.spec.tool_close is not None
+            elif tag == self.spec.think_close:
+                self._state = CONTENT
+            else:
+                self._state = THINK
+            return True
+        if done:
+            return False
+        hold = max((overlap(self._buf, t) for t in terms), default=0)
+        head = self._buf[:len(self._buf) - hold]
+        keep = len(head) - len(head.rstrip())
+        cut = len(head) - keep
+        self._emit(self._buf[:cut], out)
+        self._buf = self._buf[cut:]
+        return False
+
+    def _step_tool(self, out: list[ParsedEvent]) -> bool:
+        close = self.spec.tool_close
+        if close is not None:
+            i = self._buf.find(close)
+            if i < 0:
+                return False
+            body, self._buf = self._buf[:i], self._buf[i + len(close):]
+        else:
+            end = self.spec.body_end(self._buf) if self.spec.body_end else -1
+            if end < 0:
+                return False
+            body, self._buf = self._buf[:end], self._buf[end:]
+        self._finish_call(body, out, closed=True)
+        self._state, self._strip = CONTENT, True
+        return True
+
+    def _finish_call(self, body: str, out: list[ParsedEvent], closed: bool = False) -> None:
+        try:
+            calls = self.spec.parse_body(body.strip(), self._schemas)
+        except (BadCall, ValueError, TypeError):
+            raw = self._open_tag + body + ((self.spec.tool_close or "") if closed else "")
+            out.append(TextDelta(raw))
+            return
+        for name, args in calls:
+            out.append(ToolCallEvent(name=name, arguments=args, id=call_id(), index=self._index))
+            self._index += 1
