@@ -4,8 +4,11 @@ GLM's key/value tags and Python-style calls (bounded, parsed with `ast`, never e
 from __future__ import annotations
 
 import ast
+import io
 import json
+import keyword
 import re
+import tokenize
 from typing import Any
 
 from ollamapy.inference.parsers._tagged import BadCall, Call, Schemas, json_args
@@ -198,13 +201,32 @@ def _dotted(node: ast.expr) -> str:
     raise BadCall("not a function name")
 
 
+_MANGLE = "_kw_"
+
+
+def _unkeyword(src: str) -> str:
+    """`f(from="x")` is not Python; rename keyword-named arguments so `ast` can read them."""
+    try:
+        toks = list(tokenize.generate_tokens(io.StringIO(src).readline))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        raise BadCall("not Python calls") from None
+    out = []
+    for i, t in enumerate(toks):
+        nxt = toks[i + 1] if i + 1 < len(toks) else None
+        if (t.type == tokenize.NAME and keyword.iskeyword(t.string) and nxt is not None
+                and nxt.string == "="):
+            t = t._replace(string=_MANGLE + t.string)
+        out.append((t.type, t.string))
+    return tokenize.untokenize(out)
+
+
 def python_calls_body(body: str, _schemas: Schemas) -> list[Call]:
     """`[f(a=1), g(b="x")]`, `f(a=1)` or one call per line (LFM2, Olmo 3)."""
     if len(body) > 1 << 16:
         raise BadCall("too large")
     try:
-        tree = ast.parse(body.strip(), mode="exec")
-    except (SyntaxError, RecursionError, MemoryError):
+        tree = ast.parse(_unkeyword(body.strip()), mode="exec")
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
         raise BadCall("not Python calls") from None
     nodes: list[ast.expr] = []
     for stmt in tree.body:
@@ -216,7 +238,8 @@ def python_calls_body(body: str, _schemas: Schemas) -> list[Call]:
     for n in nodes:
         if not isinstance(n, ast.Call) or n.args:
             raise BadCall("not a keyword call")
-        args = {kw.arg: _literal(kw.value) for kw in n.keywords if kw.arg is not None}
+        args = {kw.arg.removeprefix(_MANGLE): _literal(kw.value)
+                for kw in n.keywords if kw.arg is not None}
         calls.append((_dotted(n.func), args))
     if not calls:
         raise BadCall("no calls")
