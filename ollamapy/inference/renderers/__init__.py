@@ -1,0 +1,30 @@
+"""Prompt renderers by the name a Modelfile's `RENDERER` (or a pulled config's `renderer`) gives.
+
+`get(name)` returns a renderer or None for an unknown name; `get(name, image_marker=...)` makes
+images render as the runner's media marker (llama-server's `<__media__>`) instead of the
+family's own vision tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ollamapy.inference.family import Renderer
+from ollamapy.inference.renderers.qwen3coder import Qwen3CoderRenderer
+from ollamapy.inference.renderers.qwen3vl import Qwen3VLRenderer, Qwen35Renderer
+
+_REGISTRY: dict[str, Callable[[str | None], Renderer]] = {
+    "qwen3-coder": lambda _m: Qwen3CoderRenderer(),
+    "qwen3-vl-instruct": lambda m: Qwen3VLRenderer(False, m),
+    "qwen3-vl-thinking": lambda m: Qwen3VLRenderer(True, m),
+    "qwen3.5": lambda m: Qwen35Renderer(True, m),
+}
+
+
+def get(name: str, image_marker: str | None = None) -> Renderer | None:
+    make = _REGISTRY.get(name)
+    return make(image_marker) if make is not None else None
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)

@@ -1,0 +1,197 @@
+"""Family renderers against the expected prompts in Ollama's renderer tests
+(model/renderers/*_test.go at ollama fb307609)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ollamapy.api.inference import Message, Tool
+from ollamapy.inference import renderers
+from ollamapy.inference.renderers import _gojson
+from ollamapy.inference.renderers.qwen3coder import TOOL_INSTRUCTIONS
+
+
+def m(role: str, content: str = "", **kw: Any) -> Message:
+    return Message(role=role, content=content, **kw)
+
+
+def call(name: str, **args: Any) -> dict[str, Any]:
+    return {"function": {"name": name, "arguments": args}}
+
+
+def render(name: str, msgs: list[Message], tools: list[Tool] | None = None,
+           think: Any = None) -> str:
+    r = renderers.get(name)
+    assert r is not None
+    return r.render(msgs, tools, think)
+
+
+def fn_tool(name: str, desc: str, props: dict[str, Any], required: list[str] | None = None
+            ) -> Tool:
+    params: dict[str, Any] = {"type": "object", "properties": props}
+    if required:
+        params["required"] = required
+    return Tool(function={"name": name, "description": desc, "parameters": params})
+
+
+CODER_INSTR = TOOL_INSTRUCTIONS
+
+
+def test_qwen3coder_basic() -> None:
+    got = render("qwen3-coder", [m("system", "You are a helpful assistant."),
+                                 m("user", "Hello, how are you?")])
+    assert got == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                   "<|im_start|>user\nHello, how are you?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_qwen3coder_with_tools_and_response() -> None:
+    tools = [fn_tool("get_weather", "Get the current weather in a given location",
+                     {"unit": {"type": "string", "enum": ["celsius", "fahrenheit"],
+                               "description": "The unit of temperature"}}, ["unit"])]
+    msgs = [
+        m("system", "You are a helpful assistant with access to tools."),
+        m("user", "What is the weather like in San Francisco?"),
+        m("assistant", "I'll check the weather in San Francisco for you.",
+          tool_calls=[call("get_weather", unit="fahrenheit")]),
+        m("tool", '{"location": "San Francisco, CA", "temperature": 68, "condition": "partly '
+          'cloudy", "humidity": 65, "wind_speed": 12}', tool_name="get_weather"),
+        m("user", "That sounds nice! What about New York?"),
+    ]
+    want = ("<|im_start|>system\nYou are a helpful assistant with access to tools.\n\n# Tools\n\n"
+            "You have access to the following functions:\n\n<tools>\n<function>\n"
+            "<name>get_weather</name>\n<description>Get the current weather in a given location"
+            "</description>\n<parameters>\n<parameter>\n<name>unit</name>\n<type>string</type>\n"
+            "<description>The unit of temperature</description>\n"
+            "<enum>[\"celsius\",\"fahrenheit\"]</enum>\n</parameter>\n<required>[\"unit\"]"
+            "</required>\n</parameters>\n</function>\n</tools>" + CODER_INSTR + "<|im_end|>\n"
+            "<|im_start|>user\nWhat is the weather like in San Francisco?<|im_end|>\n"
+            "<|im_start|>assistant\nI'll check the weather in San Francisco for you.\n\n"
+            "<tool_call>\n<function=get_weather>\n<parameter=unit>\nfahrenheit\n</parameter>\n"
+            "</function>\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n"
+            "{\"location\": \"San Francisco, CA\", \"temperature\": 68, \"condition\": \"partly "
+            "cloudy\", \"humidity\": 65, \"wind_speed\": 12}\n</tool_response><|im_end|>\n"
+            "<|im_start|>user\nThat sounds nice! What about New York?<|im_end|>\n"
+            "<|im_start|>assistant\n")
+    assert render("qwen3-coder", msgs, tools) == want
+
+
+def test_qwen3coder_parallel_calls_and_responses() -> None:
+    tools = [fn_tool("double", "Double a number",
+                     {"number": {"type": "string", "description": "The number to double"}}),
+             fn_tool("triple", "Triple a number",
+                     {"number": {"type": "string", "description": "The number to triple"}})]
+    msgs = [m("system", "You are a helpful assistant with access to tools."),
+            m("user", "call double(1) and triple(2)"),
+            m("assistant", "I'll call double(1) and triple(2) for you.",
+              tool_calls=[call("double", number="1"), call("triple", number="2")]),
+            m("tool", '{"number": 2}', tool_name="double"),
+            m("tool", '{"number": 6}', tool_name="triple")]
+    got = render("qwen3-coder", msgs, tools)
+    assert ("<tools>\n<function>\n<name>double</name>\n<description>Double a number"
+            "</description>\n<parameters>\n<parameter>\n<name>number</name>\n<type>string</type>"
+            "\n<description>The number to double</description>\n</parameter>\n</parameters>\n"
+            "</function>\n<function>\n<name>triple</name>") in got
+    assert got.endswith(
+        "<|im_start|>user\ncall double(1) and triple(2)<|im_end|>\n<|im_start|>assistant\n"
+        "I'll call double(1) and triple(2) for you.\n\n<tool_call>\n<function=double>\n"
+        "<parameter=number>\n1\n</parameter>\n</function>\n</tool_call>\n<tool_call>\n"
+        "<function=triple>\n<parameter=number>\n2\n</parameter>\n</function>\n</tool_call>"
+        "<|im_end|>\n<|im_start|>user\n<tool_response>\n{\"number\": 2}\n</tool_response>\n"
+        "<tool_response>\n{\"number\": 6}\n</tool_response><|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_qwen3coder_prefill_and_json_args() -> None:
+    assert render("qwen3-coder", [m("system", "You are a helpful assistant."),
+                                  m("user", "Tell me something interesting."),
+                                  m("assistant", "I'll tell you something interesting about cats")]
+                  ).endswith("<|im_start|>assistant\nI'll tell you something interesting about "
+                             "cats")
+    got = render("qwen3-coder", [m("user", "call tool"),
+                                 m("assistant", tool_calls=[call("echo", payload={"foo": "bar"})]),
+                                 m("tool", '{"payload": {"foo": "bar"}}', tool_name="echo")])
+    assert got == ("<|im_start|>user\ncall tool<|im_end|>\n<|im_start|>assistant\n\n<tool_call>\n"
+                   "<function=echo>\n<parameter=payload>\n{\"foo\":\"bar\"}\n</parameter>\n"
+                   "</function>\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n"
+                   "{\"payload\": {\"foo\": \"bar\"}}\n</tool_response><|im_end|>\n"
+                   "<|im_start|>assistant\n")
+
+
+def test_qwen3coder_default_system_with_tools_only() -> None:
+    got = render("qwen3-coder", [m("user", "hi")], [fn_tool("f", "", {})])
+    assert got.startswith("<|im_start|>system\nYou are Qwen, a helpful AI assistant that can "
+                          "interact with a computer to solve tasks.\n\n# Tools")
+
+
+@pytest.mark.parametrize(("v", "want"), [("foo", "foo"), ({"foo": "bar"}, '{"foo":"bar"}'),
+                                         (1, "1"), (True, "true"), (None, "null")])
+def test_format_tool_call_argument(v: Any, want: str) -> None:
+    assert _gojson.arg_text(v) == want
+
+
+def test_qwen3vl_thinking_goldens() -> None:
+    r = "qwen3-vl-thinking"
+    assert render(r, [m("system", "You are a helpful assistant."),
+                      m("user", "Hello, how are you?")]) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "Hello, how are you?<|im_end|>\n<|im_start|>assistant\n<think>\n")
+    poem = "To make this story interesting, I will speak in poetry."
+    assert render(r, [m("user", "Tell me a story in two sentences."),
+                      m("assistant", "abc", thinking=poem)]) == (
+        "<|im_start|>user\nTell me a story in two sentences.<|im_end|>\n<|im_start|>assistant\n"
+        f"<think>\n{poem}\n</think>\n\nabc")
+    assert render(r, [m("user", "Tell me a story in two sentences."),
+                      m("assistant", thinking=poem)]) == (
+        "<|im_start|>user\nTell me a story in two sentences.<|im_end|>\n<|im_start|>assistant\n"
+        f"<think>\n{poem}")
+
+
+def test_qwen3vl_instruct_tools_json_and_images() -> None:
+    tools = [fn_tool("get_weather", "Get weather", {"location": {"type": "string",
+                                                                 "description": "City"}},
+                     ["location"])]
+    got = render("qwen3-vl-instruct", [m("user", "look", images=["aGk="]),
+                                       m("assistant", "ok", tool_calls=[call(
+                                           "get_weather", location="Paris")])], tools)
+    # Ollama's tool line (struct field order: required before properties)
+    assert ('\n{"type": "function", "function": {"name": "get_weather", "description": '
+            '"Get weather", "parameters": {"type": "object", "required": ["location"], '
+            '"properties": {"location": {"type": "string", "description": "City"}}}}}\n'
+            '</tools>') in got
+    assert "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>look<|im_end|>" in got
+    assert got.endswith('ok\n<tool_call>\n{"name": "get_weather", "arguments": '
+                        '{"location": "Paris"}}\n</tool_call>')
+    marked = renderers.get("qwen3-vl-instruct", image_marker="<__media__>")
+    assert marked is not None
+    assert "<__media__>look" in marked.render([m("user", "look", images=["aGk="])], None, None)
+
+
+def test_qwen35_goldens() -> None:
+    assert render("qwen3.5", [m("user", "hello")], think=False).endswith(
+        "<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert render("qwen3.5", [m("user", "hello")]).endswith("<|im_start|>assistant\n<think>\n")
+    tools = [fn_tool("get_weather", "", {"location": {"type": "string"}}, ["location"])]
+    got = render("qwen3.5", [m("system", "You are a helpful assistant."),
+                             m("user", "What's the weather in Paris?"),
+                             m("assistant", "I'll check.",
+                               tool_calls=[call("get_weather", location="Paris")]),
+                             m("tool", "22C"), m("user", "Thanks")], tools)
+    assert "<function=example_function_name>" in got
+    assert ("<tool_call>\n<function=get_weather>\n<parameter=location>\nParis\n</parameter>\n"
+            "</function>\n</tool_call>") in got
+    assert got.index("# Tools") < got.index("You are a helpful assistant.")
+    # historical reasoning before the last user query is dropped
+    got = render("qwen3.5", [m("user", "Run add."),
+                             m("assistant", "I'll run it.", thinking="Need to call add.",
+                               tool_calls=[call("add", a=2, b=3)]),
+                             m("tool", "5"), m("user", "Summarize the results.")])
+    assert "Need to call add." not in got
+    assert ("<tool_call>\n<function=add>\n<parameter=a>\n2\n</parameter>\n<parameter=b>\n3\n"
+            "</parameter>\n</function>\n</tool_call>") in got
+
+
+def test_registry() -> None:
+    assert renderers.get("nope") is None
+    for name in renderers.names():
+        assert renderers.get(name) is not None
