@@ -2,7 +2,8 @@
 
 `get(name)` returns a renderer or None for an unknown name; `get(name, image_marker=...)` makes
 images render as the runner's media marker (llama-server's `<__media__>`) instead of the
-family's own vision tokens.
+family's own vision tokens. A renderer whose prompt starts with the BOS token says so in
+`leading_bos` (the runner must then not add another).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ollamapy.inference.family import Renderer
+from ollamapy.inference.renderers.deepseek import DeepSeek31Renderer
+from ollamapy.inference.renderers.glm import GLM47Renderer
 from ollamapy.inference.renderers.qwen3coder import Qwen3CoderRenderer
 from ollamapy.inference.renderers.qwen3vl import Qwen3VLRenderer, Qwen35Renderer
 
@@ -18,6 +21,8 @@ _REGISTRY: dict[str, Callable[[str | None], Renderer]] = {
     "qwen3-vl-instruct": lambda m: Qwen3VLRenderer(False, m),
     "qwen3-vl-thinking": lambda m: Qwen3VLRenderer(True, m),
     "qwen3.5": lambda m: Qwen35Renderer(True, m),
+    "deepseek3.1": lambda _m: DeepSeek31Renderer(),
+    "glm-4.7": lambda _m: GLM47Renderer(),
 }
 
 

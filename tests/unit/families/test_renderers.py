@@ -195,3 +195,105 @@ def test_registry() -> None:
     assert renderers.get("nope") is None
     for name in renderers.names():
         assert renderers.get(name) is not None
+
+
+DS_BOS, DS_A, DS_U, DS_EOS = ("<｜begin▁of▁sentence｜>", "<｜Assistant｜>", "<｜User｜>",
+                              "<｜end▁of▁sentence｜>")
+DS_CALL = ("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>"
+           "{\"location\":\"Paris\"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>")
+
+
+def test_deepseek31_goldens() -> None:
+    r = "deepseek3.1"
+    assert render(r, [m("user", "Hello, how are you?")]) == (
+        f"{DS_BOS}{DS_U}Hello, how are you?{DS_A}</think>")
+    assert render(r, [m("system", "First instruction"), m("system", "Second instruction"),
+                      m("user", "Hello")]) == (
+        f"{DS_BOS}First instruction\n\nSecond instruction{DS_U}Hello{DS_A}</think>")
+    assert render(r, [m("system", "You are a helpful assistant."),
+                      m("user", "Hello, how are you?")], think=True) == (
+        f"{DS_BOS}You are a helpful assistant.{DS_U}Hello, how are you?{DS_A}<think>")
+    assert render(r, [m("user", "What is the capital of France?"),
+                      m("assistant", "The capital of France is Paris."),
+                      m("user", "Fantastic!")]) == (
+        f"{DS_BOS}{DS_U}What is the capital of France?{DS_A}</think>The capital of France is "
+        f"Paris.{DS_EOS}{DS_U}Fantastic!{DS_A}</think>")
+    assert render(r, [m("user", "What's the weather in Paris?"),
+                      m("assistant", "I'll check the weather for you.",
+                        tool_calls=[call("get_weather", location="Paris")])]) == (
+        f"{DS_BOS}{DS_U}What's the weather in Paris?{DS_A}</think>I'll check the weather for "
+        f"you.{DS_CALL}{DS_EOS}")
+    assert render(r, [m("user", "What's the weather?"),
+                      m("assistant", tool_calls=[call("get_weather", location="Paris")]),
+                      m("tool", "Temperature: 22°C, Sunny")]) == (
+        f"{DS_BOS}{DS_U}What's the weather?{DS_A}</think>{DS_CALL}{DS_EOS}"
+        "<｜tool▁output▁begin｜>Temperature: 22°C, Sunny<｜tool▁output▁end｜>")
+    assert render(r, [m("user", "Think about this"),
+                      m("assistant", "I'm thinking...</think>The answer is 42.")]) == (
+        f"{DS_BOS}{DS_U}Think about this{DS_A}</think>The answer is 42.{DS_EOS}")
+    tools = [fn_tool("get_weather", "Get current weather information",
+                     {"location": {"type": "string", "description": "City name"}}, ["location"])]
+    assert render(r, [m("system", "You are a helpful assistant."),
+                      m("user", "What's the weather like?")], tools, think=False) == (
+        f"{DS_BOS}You are a helpful assistant.\n\n## Tools\nYou have access to the following "
+        "tools:\n\n### get_weather\nDescription: Get current weather information\n\n"
+        "Parameters: {\"type\":\"object\",\"required\":[\"location\"],\"properties\":"
+        "{\"location\":{\"type\":\"string\",\"description\":\"City name\"}}}\n\n"
+        "IMPORTANT: ALWAYS adhere to this exact format for tool use:\n<｜tool▁calls▁begin｜>"
+        "<｜tool▁call▁begin｜>tool_call_name<｜tool▁sep｜>tool_call_arguments<｜tool▁call▁end｜>"
+        "{{additional_tool_calls}}<｜tool▁calls▁end｜>\n\nWhere:\n\n- `tool_call_name` must be "
+        "an exact match to one of the available tools\n- `tool_call_arguments` must be valid "
+        "JSON that strictly follows the tool's Parameters Schema\n- For multiple tool calls, "
+        f"chain them directly without separators or spaces\n{DS_U}What's the weather like?"
+        f"{DS_A}</think>")
+    ds = renderers.get(r)
+    assert getattr(ds, "leading_bos", "") == DS_BOS
+
+
+GLM_TOOLS = (
+    "[gMASK]<sop><|system|>\n# Tools\n\nYou may call one or more functions to assist with the "
+    "user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:"
+    "\n<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", "
+    "\"description\": \"Get weather\", \"parameters\": {\"type\": \"object\", \"required\": "
+    "[\"location\"], \"properties\": {\"location\": {\"type\": \"string\"}}}}}\n</tools>\n\n"
+    "For each function call, output the function name and arguments within the following XML "
+    "format:\n<tool_call>{function-name}<arg_key>{arg-key-1}</arg_key><arg_value>{arg-value-1}"
+    "</arg_value><arg_key>{arg-key-2}</arg_key><arg_value>{arg-value-2}</arg_value>..."
+    "</tool_call>")
+
+
+def test_glm47_goldens() -> None:
+    r = "glm-4.7"
+    assert render(r, [m("user", "Hello")]) == "[gMASK]<sop><|user|>Hello<|assistant|><think>"
+    assert render(r, [m("user", "Hello")], think=False) == (
+        "[gMASK]<sop><|user|>Hello<|assistant|></think>")
+    assert render(r, [m("system", "You are helpful."), m("user", "Hello")]) == (
+        "[gMASK]<sop><|system|>You are helpful.<|user|>Hello<|assistant|><think>")
+    assert render(r, [m("user", "Hi"), m("assistant", "Hello there"),
+                      m("user", "How are you?")]) == (
+        "[gMASK]<sop><|user|>Hi<|assistant|></think>Hello there<|user|>How are you?"
+        "<|assistant|><think>")
+    assert render(r, [m("user", "Answer with reasoning."),
+                      m("assistant", "Done.", thinking="Plan.")]) == (
+        "[gMASK]<sop><|user|>Answer with reasoning.<|assistant|><think>Plan.</think>Done."
+        "<|assistant|><think>")
+    tools = [fn_tool("get_weather", "Get weather", {"location": {"type": "string"}},
+                     ["location"])]
+    assert render(r, [m("user", "Weather?"),
+                      m("assistant", tool_calls=[call("get_weather", location="Tokyo",
+                                                      unit="celsius")]),
+                      m("tool", "{\"temperature\":22}")], tools) == (
+        GLM_TOOLS + "<|user|>Weather?<|assistant|></think><tool_call>get_weather<arg_key>"
+        "location</arg_key><arg_value>Tokyo</arg_value><arg_key>unit</arg_key><arg_value>"
+        "celsius</arg_value></tool_call><|observation|><tool_response>{\"temperature\":22}"
+        "</tool_response><|assistant|><think>")
+    assert render(r, [m("user", "Compare weather"),
+                      m("assistant", tool_calls=[call("get_weather", location="Tokyo"),
+                                                 call("get_weather", location="Paris")]),
+                      m("tool", "{\"temperature\":22}"), m("tool", "{\"temperature\":18}")],
+                  tools) == (
+        GLM_TOOLS + "<|user|>Compare weather<|assistant|></think><tool_call>get_weather"
+        "<arg_key>location</arg_key><arg_value>Tokyo</arg_value></tool_call><tool_call>"
+        "get_weather<arg_key>location</arg_key><arg_value>Paris</arg_value></tool_call>"
+        "<|observation|><tool_response>{\"temperature\":22}</tool_response><tool_response>"
+        "{\"temperature\":18}</tool_response><|assistant|><think>")
