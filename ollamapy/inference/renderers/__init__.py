@@ -13,6 +13,7 @@ from collections.abc import Callable
 from ollamapy.inference.family import Renderer
 from ollamapy.inference.renderers.deepseek import DeepSeek31Renderer
 from ollamapy.inference.renderers.glm import GLM47Renderer
+from ollamapy.inference.renderers.olmo3 import Olmo3Renderer
 from ollamapy.inference.renderers.qwen3coder import Qwen3CoderRenderer
 from ollamapy.inference.renderers.qwen3vl import Qwen3VLRenderer, Qwen35Renderer
 
@@ -23,6 +24,8 @@ _REGISTRY: dict[str, Callable[[str | None], Renderer]] = {
     "qwen3.5": lambda m: Qwen35Renderer(True, m),
     "deepseek3.1": lambda _m: DeepSeek31Renderer(),
     "glm-4.7": lambda _m: GLM47Renderer(),
+    "olmo3": lambda _m: Olmo3Renderer(),
+    "olmo3.1": lambda _m: Olmo3Renderer(extended_system=True),
 }
 
 

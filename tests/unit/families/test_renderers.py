@@ -297,3 +297,47 @@ def test_glm47_goldens() -> None:
         "get_weather<arg_key>location</arg_key><arg_value>Paris</arg_value></tool_call>"
         "<|observation|><tool_response>{\"temperature\":22}</tool_response><tool_response>"
         "{\"temperature\":18}</tool_response><|assistant|><think>")
+
+
+OLMO_FUNCS = ('<functions>[{"type": "function", "function": {"name": "get_weather", '
+              '"description": "Get the current weather", "parameters": {"type": "object", '
+              '"required": ["location"], "properties": {"location": {"type": "string", '
+              '"description": "The city"}}}}}]</functions>')
+OLMO_WITH = ("You are provided with function signatures within <functions></functions> XML "
+             "tags. You may call one or more functions to assist with the user query. Output "
+             "any function calls within <function_calls></function_calls> XML tags. Do not make "
+             "assumptions about what values to plug into functions.")
+
+
+def test_olmo3_goldens() -> None:
+    r = "olmo3"
+    assert render(r, [m("user", "Hello!")]) == (
+        "<|im_start|>system\nYou are a helpful function-calling AI assistant. You do not "
+        "currently have access to any functions. <functions></functions><|im_end|>\n"
+        "<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\n")
+    tools = [fn_tool("get_weather", "Get the current weather",
+                     {"location": {"type": "string", "description": "The city"}},
+                     ["location"])]
+    assert render(r, [m("user", "What is the weather?")], tools) == (
+        "<|im_start|>system\nYou are a helpful function-calling AI assistant. " + OLMO_WITH
+        + OLMO_FUNCS + "<|im_end|>\n<|im_start|>user\nWhat is the weather?<|im_end|>\n"
+        "<|im_start|>assistant\n")
+    assert render(r, [m("system", "You are a helpful assistant."),
+                      m("user", "What is the weather in SF?"),
+                      m("assistant", "Let me check the weather.",
+                        tool_calls=[call("get_weather", location="San Francisco")]),
+                      m("tool", '{"temperature": 68}')], tools) == (
+        "<|im_start|>system\nYou are a helpful assistant." + OLMO_FUNCS + "<|im_end|>\n"
+        "<|im_start|>user\nWhat is the weather in SF?<|im_end|>\n<|im_start|>assistant\n"
+        'Let me check the weather.<function_calls>get_weather(location="San Francisco")'
+        "</function_calls><|im_end|>\n<|im_start|>environment\n{\"temperature\": 68}"
+        "<|im_end|>\n<|im_start|>assistant\n")
+    assert render(r, [m("system", "You are a helpful assistant."), m("user", "Hello"),
+                      m("assistant", "Hi there!"), m("user", "How are you?")]) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHello"
+        "<|im_end|>\n<|im_start|>assistant\nHi there!<|im_end|>\n<|im_start|>user\nHow are "
+        "you?<|im_end|>\n<|im_start|>assistant\n")
+    assert render("olmo3.1", [m("user", "Hi")]).startswith(
+        "<|im_start|>system\nYou are Olmo, a helpful AI assistant built by Ai2.")
+    assert render(r, [m("user", "Hi"), m("assistant", "Hel")]).endswith(
+        "<|im_start|>assistant\nHel")
