@@ -88,6 +88,7 @@ class TaggedParser:
         self._schemas: Schemas = {}
         self._index = 0
         self._open_tag = ""
+        self._seen = 0  # how much of a call body was already searched for its close tag
 
     def has_tool_support(self) -> bool:
         return self.spec.tools
@@ -98,7 +99,7 @@ class TaggedParser:
     def init(self, tools: Sequence[Tool] | None, last_message: Message | None,
              think: Think) -> None:
         self._schemas = schemas(tools)
-        self._buf, self._index, self._strip = "", 0, False
+        self._buf, self._index, self._strip, self._seen = "", 0, False, 0
         prefill_content = (last_message is not None and last_message.role == "assistant"
                            and bool(last_message.content))
         if (self.spec.thinking and thinking_on(think, self.spec.default_thinking)
@@ -171,7 +172,7 @@ class TaggedParser:
             self._buf = self._buf[i + len(tag):]
             self._strip = True
             if tag == self.spec.tool_open:
-                self._state, self._open_tag = TOOL, tag
+                self._state, self._open_tag, self._seen = TOOL, tag, 0
                 self._strip = self.spec.tool_close is not None
             elif tag == self.spec.think_close:
                 self._state = CONTENT
@@ -191,9 +192,11 @@ class TaggedParser:
     def _step_tool(self, out: list[ParsedEvent]) -> bool:
         close = self.spec.tool_close
         if close is not None:
-            i = self._buf.find(close)
+            i = self._buf.find(close, max(0, self._seen - len(close)))
             if i < 0:
+                self._seen = len(self._buf)
                 return False
+            self._seen = 0
             body, self._buf = self._buf[:i], self._buf[i + len(close):]
         else:
             end = self.spec.body_end(self._buf) if self.spec.body_end else -1
