@@ -341,3 +341,65 @@ def test_olmo3_goldens() -> None:
         "<|im_start|>system\nYou are Olmo, a helpful AI assistant built by Ai2.")
     assert render(r, [m("user", "Hi"), m("assistant", "Hel")]).endswith(
         "<|im_start|>assistant\nHel")
+
+
+LFM = "<|startoftext|>"
+
+
+def test_lfm2_goldens() -> None:
+    r, rt = "lfm2", "lfm2-thinking"
+    assert render(r, [m("user", "Hello")]) == (
+        f"{LFM}<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n")
+    bare = [Tool(function={"name": "get_weather", "parameters": {"type": "object"}})]
+    assert render(r, [m("user", "Use tools")], bare) == (
+        f"{LFM}<|im_start|>system\nList of tools: <|tool_list_start|>[{{\"name\": "
+        "\"get_weather\", \"parameters\": {\"type\": \"object\", \"properties\": null}}]"
+        "<|tool_list_end|><|im_end|>\n<|im_start|>user\nUse tools<|im_end|>\n"
+        "<|im_start|>assistant\n")
+    two = [Tool(function={"name": n, "parameters": {"type": "object"}})
+           for n in ("tool_a", "tool_b")]
+    assert render(r, [m("system", "Follow instructions."), m("user", "Do work")], two) == (
+        f"{LFM}<|im_start|>system\nFollow instructions.\nList of tools: <|tool_list_start|>["
+        "{\"name\": \"tool_a\", \"parameters\": {\"type\": \"object\", \"properties\": null}}, "
+        "{\"name\": \"tool_b\", \"parameters\": {\"type\": \"object\", \"properties\": null}}]"
+        "<|tool_list_end|><|im_end|>\n<|im_start|>user\nDo work<|im_end|>\n"
+        "<|im_start|>assistant\n")
+    paris = [call("get_weather", location="Paris")]
+    assert render(r, [m("user", "Call a tool"), m("assistant", tool_calls=paris),
+                      m("tool", "22C")]) == (
+        f"{LFM}<|im_start|>user\nCall a tool<|im_end|>\n<|im_start|>assistant\n"
+        "<|tool_call_start|>[get_weather(location=\"Paris\")]<|tool_call_end|><|im_end|>\n"
+        "<|im_start|>tool\n<|tool_response_start|>22C<|tool_response_end|><|im_end|>\n"
+        "<|im_start|>assistant\n")
+    assert render(r, [m("user", "Call a tool"),
+                      m("assistant", "Checking now.", tool_calls=paris)]) == (
+        f"{LFM}<|im_start|>user\nCall a tool<|im_end|>\n<|im_start|>assistant\n"
+        "<|tool_call_start|>[get_weather(location=\"Paris\")]<|tool_call_end|>\nChecking now.")
+    tagged = [m("user", "Q1"), m("assistant", "<think>reason1</think>A1"), m("user", "Q2"),
+              m("assistant", "<think>reason2</think>A2")]
+    fielded = [m("user", "Q1"), m("assistant", "A1", thinking="reason1"), m("user", "Q2"),
+               m("assistant", "A2", thinking="reason2")]
+    stripped = (f"{LFM}<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n"
+                "<|im_start|>user\nQ2<|im_end|>\n<|im_start|>assistant\n<think>reason2</think>A2")
+    kept = (f"{LFM}<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\n<think>reason1"
+            "</think>A1<|im_end|>\n<|im_start|>user\nQ2<|im_end|>\n<|im_start|>assistant\n"
+            "<think>reason2</think>A2")
+    assert render(rt, tagged, think=False) == stripped
+    assert render(rt, tagged, think=True) == kept
+    assert render(rt, fielded, think=True) == kept
+    assert render(rt, fielded, think=False) == stripped
+    assert render(rt, [m("user", "Weather?"),
+                       m("assistant", thinking="Let me check the weather.", tool_calls=paris),
+                       m("tool", "22C")], think=True) == (
+        f"{LFM}<|im_start|>user\nWeather?<|im_end|>\n<|im_start|>assistant\n<think>Let me "
+        "check the weather.</think><|tool_call_start|>[get_weather(location=\"Paris\")]"
+        "<|tool_call_end|><|im_end|>\n<|im_start|>tool\n<|tool_response_start|>22C"
+        "<|tool_response_end|><|im_end|>\n<|im_start|>assistant\n")
+    assert render(r, [m("user", "Hi"), m("assistant", "Hello", thinking="some reasoning")],
+                  think=False) == (
+        f"{LFM}<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello")
+    assert render(r, [m("developer", "Do X"), m("user", "Hi")]) == (
+        f"{LFM}<|im_start|>developer\nDo X<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\n")
+    assert render(r, [m("user", "see", images=["aGk="])]).startswith(
+        f"{LFM}<|im_start|>user\n<image>see")
