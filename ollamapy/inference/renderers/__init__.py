@@ -14,6 +14,7 @@ from ollamapy.inference.family import Renderer
 from ollamapy.inference.renderers.deepseek import DeepSeek31Renderer
 from ollamapy.inference.renderers.glm import GLM47Renderer
 from ollamapy.inference.renderers.lfm2 import LFM2Renderer
+from ollamapy.inference.renderers.nemotron import NemotronRenderer
 from ollamapy.inference.renderers.olmo3 import Olmo3Renderer
 from ollamapy.inference.renderers.qwen3coder import Qwen3CoderRenderer
 from ollamapy.inference.renderers.qwen3vl import Qwen3VLRenderer, Qwen35Renderer
@@ -27,6 +28,8 @@ _REGISTRY: dict[str, Callable[[str | None], Renderer]] = {
     "glm-4.7": lambda _m: GLM47Renderer(),
     "olmo3": lambda _m: Olmo3Renderer(),
     "lfm2": lambda m: LFM2Renderer(False, m),
+    "nemotron-3-nano": lambda m: NemotronRenderer(False, m),
+    "nemotron-3.5-nano": lambda m: NemotronRenderer(True, m),
     "lfm2-thinking": lambda m: LFM2Renderer(True, m),
     "olmo3.1": lambda _m: Olmo3Renderer(extended_system=True),
 }
