@@ -118,3 +118,74 @@ def test_nemotron_images() -> None:
         "<|im_end|>\n<|im_start|>assistant\n<think></think>It shows something.<|im_end|>\n"
         "<|im_start|>user\n[img-1][img-2] Compare these.<|im_end|>\n<|im_start|>assistant\n"
         "<think>\n")
+
+
+GOLDEN35 = json.loads((Path(__file__).parent / "golden" / "nemotron35_reference.json")
+                      .read_text())["expected"]
+
+
+def tool(name: str, desc: str = "", params: dict[str, Any] | None = None) -> Tool:
+    fn: dict[str, Any] = {"name": name, "description": desc}
+    if params is not None:
+        fn["parameters"] = params
+    return Tool(function=fn)
+
+
+def obj(**props: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": props}
+
+
+F = [call("f")]
+EXTRA: dict[str, tuple[list[Message], list[Tool] | None, Any]] = {
+    "medium effort": ([m("user", "Hello")], None, "medium"),
+    "tool without description": ([m("user", "go")], [tool("ping", "", {
+        **obj(host={"type": "string", "description": "Host"}), "required": ["host"]})], None),
+    "tool without parameters": ([m("user", "go")], [tool("now", "Current time")], None),
+    "tool param without type": ([m("user", "go")],
+                                [tool("q", "Query", obj(x={"description": "no type"}))], None),
+    "tool param with unhandled keys": ([m("user", "go")], [tool("q", "Query", obj(
+        x={"type": "string", "description": "X", "items": ["a", "b"]}))], None),
+    "tool without required list": ([m("user", "go")],
+                                   [tool("q", "Query", obj(x={"type": "string"}))], None),
+    "system message after first turn": ([m("system", "First system"), m("user", "Hi"),
+                                         m("system", "Second system"), m("user", "Again")],
+                                        None, None),
+    "tool message last": ([m("user", "go"), m("assistant", tool_calls=F), m("tool", "result")],
+                          None, None),
+    "tool run then assistant": ([m("user", "go"), m("assistant", tool_calls=F),
+                                 m("tool", "one"), m("tool", "two"), m("assistant", "done"),
+                                 m("user", "next")], None, None),
+    "two user turns truncates earlier thinking": (
+        [m("user", "first"), m("assistant", "answer one", thinking="early reasoning"),
+         m("user", "second"), m("assistant", "answer two", thinking="late reasoning")],
+        None, None),
+    "assistant reasoning with tool call": (
+        [m("user", "go"), m("assistant", "calling", thinking="decide", tool_calls=F)],
+        None, None),
+    "system only no user": ([m("system", "Only system")], None, None),
+    "assistant first no user": ([m("assistant", "unprompted"), m("user", "now ask")], None,
+                                None),
+    "tool message first": ([m("tool", "orphan result")], None, None),
+    "multiple tools": ([m("user", "go")], [tool("alpha", "First", obj(a={"type": "string"})),
+                                           tool("beta", "Second")], None),
+    "tool call multiple arguments": (
+        [m("user", "go"), m("assistant", tool_calls=[call("f", one="1", two=2, three=True)])],
+        None, None),
+    "assistant fully empty": ([m("user", "go"), m("assistant", ""), m("user", "again")], None,
+                              None),
+    "deep multi turn truncation": (
+        [m("user", "u1"), m("assistant", "a1", thinking="t1"), m("user", "u2"),
+         m("assistant", "a2", thinking="t2"), m("user", "u3"),
+         m("assistant", "a3", thinking="t3")], None, None),
+    "content think tags with tool call": (
+        [m("user", "go"), m("assistant", "<think>inline</think>after", tool_calls=F)],
+        None, None),
+}
+
+
+@pytest.mark.parametrize("name", sorted({**CASES, **EXTRA}))
+def test_nemotron35_reference(name: str) -> None:
+    msgs, tools, think = {**CASES, **EXTRA}[name]
+    r = renderers.get("nemotron-3.5-nano")
+    assert r is not None
+    assert r.render(msgs, tools, think) == GOLDEN35[name]
