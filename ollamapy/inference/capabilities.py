@@ -13,9 +13,12 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ollamapy.inference import parsers
+
+if TYPE_CHECKING:
+    from ollamapy.gguf import GGUFFile
 
 GPTOSS = ("gptoss", "gpt-oss")
 
@@ -253,14 +256,21 @@ def facts_from(gguf_kv: Mapping[str, Any] | None, template: str | None,
     )
 
 
-def projector_facts_from_paths(paths: Iterable[Path]) -> list[Mapping[str, Any]]:
+def projector_kvs(paths: Iterable[Path]) -> list[Mapping[str, Any]]:
     """Each projector GGUF's KV map (unreadable ones count as a projector without audio)."""
-    from ollamapy.gguf import GGUFError, load_gguf
+    from ollamapy.gguf import GGUFError, read_gguf
 
     out: list[Mapping[str, Any]] = []
     for p in paths:
         try:
-            out.append(load_gguf(p).kv)
+            out.append(read_gguf(p).kv)
         except (OSError, GGUFError):
             out.append({})
     return out
+
+
+def model_capabilities(gguf: GGUFFile | None, template: str | None, projectors: list[Path],
+                       config: Mapping[str, Any]) -> list[str]:
+    """Drop-in for `ollamapy.store.store.capabilities` (same arguments)."""
+    return capabilities(facts_from(gguf.kv if gguf is not None else None, template,
+                                   projector_kvs(projectors), config))

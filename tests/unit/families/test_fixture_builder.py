@@ -68,3 +68,18 @@ def test_gemma_fixture_copy(tmp_path: Path) -> None:
     g = read_gguf(out)
     assert g.chat_template == QWEN3_JINJA and g.architecture == "gemma3"
     assert len(g.tensors) == len(read_gguf(path).tensors)
+
+
+def test_model_capabilities_is_a_drop_in_for_the_store(tmp_path: Path) -> None:
+    from ollamapy.inference.capabilities import model_capabilities
+
+    src = tiny_gguf(tmp_path / "src.gguf", chat_template="{% if tools %}{{ tools }}{% endif %}")
+    g = read_gguf(src)
+    assert model_capabilities(g, None, [], {}) == ["tools", "completion"]
+    assert model_capabilities(g, "{{ .Prompt }}", [], {"parser": "qwen3.5"}) == [
+        "completion", "tools", "thinking"]
+    proj = tiny_gguf(tmp_path / "proj.gguf", chat_template=None)
+    # the GGUF template does more than `{{ .Prompt }}`, so (like Ollama) it is the one used
+    assert model_capabilities(g, "{{ .Prompt }}", [proj, tmp_path / "missing.gguf"], {}) == [
+        "tools", "completion", "vision"]
+    assert model_capabilities(None, None, [], {}) == []
