@@ -32,8 +32,8 @@ class BadCall(ValueError):
 class Spec:
     parse_body: BodyParser
     tool_open: str | None = None
-    tool_close: str | None = None  # None: `body_end` finds where a call body ends
-    body_end: Callable[[str], int] | None = None
+    tool_close: str | None = None  # None: the body is [json_after] + one JSON value
+    json_after: str | None = None  # "": the JSON value starts the body; "[ARGS]": follows it
     think_open: str | None = None  # optional opener eaten at the start of thinking
     think_close: str | None = None
     thinking: bool = False  # HasThinkingSupport
@@ -43,6 +43,40 @@ class Spec:
 
 
 THINK, CONTENT, TOOL = 0, 1, 2
+
+
+class JsonEnd:
+    """Where the first JSON object/array in a growing buffer ends, scanning each character
+    once however the buffer arrives (string- and escape-aware bracket depth)."""
+
+    def __init__(self) -> None:
+        self.pos = -1  # -1: the value has not started yet
+        self.depth = 0
+        self.in_str = self.esc = False
+
+    def end(self, buf: str, start: int) -> int:
+        if self.pos < 0:
+            self.pos = start
+        for i in range(self.pos, len(buf)):
+            c = buf[i]
+            if self.in_str:
+                if self.esc:
+                    self.esc = False
+                elif c == "\\":
+                    self.esc = True
+                elif c == '"':
+                    self.in_str = False
+            elif c == '"':
+                self.in_str = True
+            elif c in "{[":
+                self.depth += 1
+            elif c in "}]":
+                self.depth -= 1
+                if self.depth == 0:
+                    self.pos = i + 1
+                    return i + 1
+        self.pos = len(buf)
+        return -1
 
 
 def overlap(s: str, tag: str) -> int:
@@ -89,6 +123,7 @@ class TaggedParser:
         self._index = 0
         self._open_tag = ""
         self._seen = 0  # how much of a call body was already searched for its close tag
+        self._json = JsonEnd()
 
     def has_tool_support(self) -> bool:
         return self.spec.tools
@@ -173,6 +208,7 @@ class TaggedParser:
             self._strip = True
             if tag == self.spec.tool_open:
                 self._state, self._open_tag, self._seen = TOOL, tag, 0
+                self._json = JsonEnd()
                 self._strip = self.spec.tool_close is not None
             elif tag == self.spec.think_close:
                 self._state = CONTENT
@@ -199,13 +235,31 @@ class TaggedParser:
             self._seen = 0
             body, self._buf = self._buf[:i], self._buf[i + len(close):]
         else:
-            end = self.spec.body_end(self._buf) if self.spec.body_end else -1
+            end = self._json_body_end()
             if end < 0:
                 return False
             body, self._buf = self._buf[:end], self._buf[end:]
         self._finish_call(body, out, closed=True)
         self._state, self._strip = CONTENT, True
         return True
+
+    def _json_body_end(self) -> int:
+        marker = self.spec.json_after or ""
+        if self._json.pos < 0:
+            i = self._buf.find(marker) if marker else 0
+            if i < 0:
+                return -1
+            j = i + len(marker)
+            while j < len(self._buf) and self._buf[j].isspace():
+                j += 1
+            if j >= len(self._buf):
+                return -1
+            if self._buf[j] not in "[{":
+                # not JSON: without a marker the body is plain text, known whole at once;
+                # after a marker the call can only end with the output
+                return -1 if marker else len(self._buf)
+            return self._json.end(self._buf, j)
+        return self._json.end(self._buf, self._json.pos)
 
     def _finish_call(self, body: str, out: list[ParsedEvent], closed: bool = False) -> None:
         try:

@@ -236,3 +236,13 @@ def test_held_partial_tag_flushed_at_finish() -> None:
 def test_python_calls_never_evaluate() -> None:
     out = run("lfm2", ["<|tool_call_start|>[__import__('os').system('x')]<|tool_call_end|>"])
     assert out[2] == []
+
+
+def test_long_streamed_json_call_body() -> None:
+    items = ", ".join(f'{{"name": "f", "arguments": {{"i": {i}, "s": "a}}\\\\"}}}}' for i in
+                      range(300))
+    out = "[TOOL_CALLS] [" + items + "] done"
+    content, _, calls = run("mistral", list(out))
+    assert content == "done"
+    assert [c[1]["i"] for c in calls] == list(range(300))
+    assert calls[0][1]["s"] == 'a}\\'
