@@ -55,15 +55,15 @@ FAMILIES: dict[str, Family] = {
 
 # A Qwen3-style Jinja template that reads `enable_thinking` (for /apply-template checks).
 QWEN3_JINJA = (
-    "{%- for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}"
-    "<|im_end|>\n{%- endfor %}{%- if add_generation_prompt %}<|im_start|>assistant\n"
-    "{%- if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
-    "{%- endif %}{%- endif %}")
+    "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
+    "{% endif %}{% endif %}")
 # A gpt-oss-style Jinja template that reads `reasoning_effort`.
 EFFORT_JINJA = (
     "<|start|>system<|message|>Reasoning: {{ reasoning_effort | default('medium') }}<|end|>"
-    "{%- for message in messages %}<|start|>{{ message.role }}<|message|>{{ message.content }}"
-    "<|end|>{%- endfor %}{%- if add_generation_prompt %}<|start|>assistant{%- endif %}")
+    "{% for message in messages %}<|start|>{{ message.role }}<|message|>{{ message.content }}"
+    "<|end|>{% endfor %}{% if add_generation_prompt %}<|start|>assistant{% endif %}")
 
 
 def copy_with_chat_template(src: Path, dst: Path, chat_template: str | None) -> Path:
