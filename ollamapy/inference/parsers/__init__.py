@@ -73,6 +73,21 @@ _REGISTRY: dict[str, Callable[[], Parser]] = {
 }
 
 
+_BY_TOOL_TAG = {
+    "<tool_call>": "hermes",
+    "[TOOL_CALLS]": "mistral",
+    "<|python_tag|>": "llama3-json",
+    "{": "llama3-json",
+    deepseek.CALLS_BEGIN: "deepseek-tools",
+}
+
+
+def for_tool_tag(tag: str) -> str | None:
+    """The parser name for the tool-call start tag a Go template teaches
+    (`ollamapy.template.tools.tool_tag`), or None when none of these formats fits."""
+    return _BY_TOOL_TAG.get(tag.strip())
+
+
 def get(name: str) -> Parser | None:
     make = _REGISTRY.get(name)
     return make() if make is not None else None

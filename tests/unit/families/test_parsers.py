@@ -246,3 +246,15 @@ def test_long_streamed_json_call_body() -> None:
     assert content == "done"
     assert [c[1]["i"] for c in calls] == list(range(300))
     assert calls[0][1]["s"] == 'a}\\'
+
+
+def test_parser_for_go_template_tool_tags() -> None:
+    assert parsers.for_tool_tag("<tool_call>") == "hermes"
+    assert parsers.for_tool_tag("[TOOL_CALLS] ") == "mistral"
+    assert parsers.for_tool_tag("{") == "llama3-json"
+    assert parsers.for_tool_tag("<|python_tag|>") == "llama3-json"
+    assert parsers.for_tool_tag("<｜tool▁calls▁begin｜>") == "deepseek-tools"
+    assert parsers.for_tool_tag("<function_call>") is None
+    for tag in ("<tool_call>", "[TOOL_CALLS]", "{", "<｜tool▁calls▁begin｜>"):
+        name = parsers.for_tool_tag(tag)
+        assert name is not None and parsers.get(name) is not None
