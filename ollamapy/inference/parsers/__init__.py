@@ -12,7 +12,16 @@ from collections.abc import Callable, Sequence
 from ollamapy.api.inference import Message, Think, Tool
 from ollamapy.inference.events import TextDelta
 from ollamapy.inference.family import ParsedEvent, Parser
-from ollamapy.inference.parsers import deepseek, glm, harmony, llama3, mistral, pythonic, qwen3
+from ollamapy.inference.parsers import (
+    deepseek,
+    gemma4,
+    glm,
+    harmony,
+    llama3,
+    mistral,
+    pythonic,
+    qwen3,
+)
 from ollamapy.inference.parsers import qwen3coder as qc
 from ollamapy.inference.parsers._bodies import hermes_body
 from ollamapy.inference.parsers._tagged import Spec, TaggedParser
@@ -65,6 +74,8 @@ _REGISTRY: dict[str, Callable[[], Parser]] = {
     "lfm2-thinking": pythonic.lfm2_thinking,
     "olmo3": pythonic.olmo3,
     "olmo3-think": pythonic.olmo3_think,
+    "gemma4": gemma4.gemma4,
+    "gemma4-no-thinking": gemma4.gemma4_no_thinking,
     # tool formats of Go-template families (not Ollama PARSER names)
     "hermes": qwen3.hermes,
     "llama3-json": llama3.llama3_json,

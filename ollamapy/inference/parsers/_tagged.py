@@ -40,9 +40,14 @@ class Spec:
     default_thinking: bool = False  # think unset -> thinking on?
     think_in_content: bool = False  # a `think_open` in content switches to thinking
     tools: bool = True
+    thinking_first: bool = True  # thinking on: the output starts inside the thinking block
+    think_prefix: str = ""  # a channel name right after `think_open` (Gemma 4's "thought\n")
+    drop_thinking_off: bool = False  # thinking text is discarded unless thinking was asked for
+    after_call_noise: tuple[str, ...] = ()  # stray tags dropped right after a call
 
 
 THINK, CONTENT, TOOL = 0, 1, 2
+NOT_JSON = -2
 
 
 class JsonEnd:
@@ -124,6 +129,9 @@ class TaggedParser:
         self._open_tag = ""
         self._seen = 0  # how much of a call body was already searched for its close tag
         self._json = JsonEnd()
+        self._thinking_on = False
+        self._prefix = ""
+        self._noise = False
 
     def has_tool_support(self) -> bool:
         return self.spec.tools
@@ -134,11 +142,12 @@ class TaggedParser:
     def init(self, tools: Sequence[Tool] | None, last_message: Message | None,
              think: Think) -> None:
         self._schemas = schemas(tools)
+        self._thinking_on = self.spec.thinking and thinking_on(think, self.spec.default_thinking)
+        self._prefix, self._noise = "", False
         self._buf, self._index, self._strip, self._seen = "", 0, False, 0
         prefill_content = (last_message is not None and last_message.role == "assistant"
                            and bool(last_message.content))
-        if (self.spec.thinking and thinking_on(think, self.spec.default_thinking)
-                and not prefill_content):
+        if self._thinking_on and self.spec.thinking_first and not prefill_content:
             self._state = THINK
             self._maybe_open = self.spec.think_open is not None
         else:
@@ -177,7 +186,8 @@ class TaggedParser:
         return terms
 
     def _emit(self, text: str, out: list[ParsedEvent]) -> None:
-        if not text:
+        if not text or (self._state == THINK and self.spec.drop_thinking_off
+                        and not self._thinking_on):
             return
         out.append(ThinkingDelta(text) if self._state == THINK else TextDelta(text))
 
@@ -189,11 +199,28 @@ class TaggedParser:
             self._strip = False
         if self._state == TOOL:
             return self._step_tool(out)
+        if self._prefix:
+            if self._buf.startswith(self._prefix):
+                self._buf = self._buf[len(self._prefix):]
+            elif self._prefix.startswith(self._buf) and not done:
+                return False
+            self._prefix = ""
+        if self._noise:
+            self._buf = self._buf.lstrip()
+            for tag in self.spec.after_call_noise:
+                if self._buf.startswith(tag):
+                    self._buf = self._buf[len(tag):]
+                    return True
+            if not done and (not self._buf or any(t.startswith(self._buf)
+                                                  for t in self.spec.after_call_noise)):
+                return False
+            self._noise = False
         if self._maybe_open:
             opener = self.spec.think_open or ""
             if self._buf.lstrip().startswith(opener):
                 self._buf = self._buf.lstrip()[len(opener):]
-                self._maybe_open, self._strip = False, True
+                self._maybe_open, self._prefix = False, self.spec.think_prefix
+                self._strip = not self._prefix
                 return True
             if opener.startswith(self._buf.lstrip()) and not done:
                 return False
@@ -213,7 +240,8 @@ class TaggedParser:
             elif tag == self.spec.think_close:
                 self._state = CONTENT
             else:
-                self._state = THINK
+                self._state, self._prefix = THINK, self.spec.think_prefix
+                self._strip = not self._prefix
             return True
         if done:
             return False
@@ -236,11 +264,17 @@ class TaggedParser:
             body, self._buf = self._buf[:i], self._buf[i + len(close):]
         else:
             end = self._json_body_end()
+            if end == NOT_JSON:
+                # the tag was not a call after all: it and what follows are content
+                out.append(TextDelta(self._open_tag))
+                self._state = CONTENT
+                return True
             if end < 0:
                 return False
             body, self._buf = self._buf[:end], self._buf[end:]
         self._finish_call(body, out, closed=True)
         self._state, self._strip = CONTENT, True
+        self._noise = bool(self.spec.after_call_noise)
         return True
 
     def _json_body_end(self) -> int:
@@ -257,7 +291,7 @@ class TaggedParser:
             if self._buf[j] not in "[{":
                 # not JSON: without a marker the body is plain text, known whole at once;
                 # after a marker the call can only end with the output
-                return -1 if marker else len(self._buf)
+                return -1 if marker else NOT_JSON
             return self._json.end(self._buf, j)
         return self._json.end(self._buf, self._json.pos)
 

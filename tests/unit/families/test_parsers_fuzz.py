@@ -20,7 +20,8 @@ PIECES = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<function=get_w
           "<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>",
           "<｜tool▁call▁end｜>", "<｜tool▁calls▁end｜>", "<arg_key>", "</arg_key>",
           "<arg_value>", "</arg_value>", "<|python_tag|>", "{", "}", "<", ">", "\n", " ", "a",
-          "hello world", "é"]
+          "hello world", "é", "<|channel>", "thought\n", "<channel|>", "<|tool_call>",
+          "<tool_call|>", "call:get_weather{city:", '<|"|>', "<|tool_response>"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
