@@ -168,10 +168,8 @@ class TaggedParser:
         rest, self._buf = self._buf, ""
         if self._state == TOOL and rest.strip():
             self._finish_call(rest, out)
-        elif self._state == THINK and rest.strip():
-            out.append(ThinkingDelta(rest.rstrip()))
         elif rest.strip():
-            out.append(TextDelta(rest.rstrip()))
+            self._emit(rest.rstrip(), out)
         return out
 
     # -- the machine ---------------------------------------------------------------------------

@@ -284,3 +284,8 @@ def test_parser_for_go_template_tool_tags() -> None:
     for tag in ("<tool_call>", "[TOOL_CALLS]", "{", "<｜tool▁calls▁begin｜>"):
         name = parsers.for_tool_tag(tag)
         assert name is not None and parsers.get(name) is not None
+
+
+def test_gemma4_unterminated_thinking_never_leaks_when_off() -> None:
+    assert run("gemma4", ["<|channel>thought\nsecret"]) == ("", "", [])
+    assert run("gemma4", ["<|channel>thought\nshown"], think=True) == ("", "shown", [])
