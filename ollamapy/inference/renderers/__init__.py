@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from ollamapy.inference.family import Renderer
 from ollamapy.inference.renderers.deepseek import DeepSeek31Renderer
+from ollamapy.inference.renderers.gemma4 import Gemma4Renderer
 from ollamapy.inference.renderers.glm import GLM47Renderer
 from ollamapy.inference.renderers.lfm2 import LFM2Renderer
 from ollamapy.inference.renderers.nemotron import NemotronRenderer
@@ -27,6 +28,9 @@ _REGISTRY: dict[str, Callable[[str | None], Renderer]] = {
     "deepseek3.1": lambda _m: DeepSeek31Renderer(),
     "glm-4.7": lambda _m: GLM47Renderer(),
     "olmo3": lambda _m: Olmo3Renderer(),
+    "gemma4": lambda m: Gemma4Renderer(False, m),
+    "gemma4-small": lambda m: Gemma4Renderer(False, m),
+    "gemma4-large": lambda m: Gemma4Renderer(True, m),
     "lfm2": lambda m: LFM2Renderer(False, m),
     "nemotron-3-nano": lambda m: NemotronRenderer(False, m),
     "nemotron-3.5-nano": lambda m: NemotronRenderer(True, m),
