@@ -53,6 +53,21 @@ NESTED = tool("create", "Create item", {
                "properties": {"enabled": {"type": "boolean", "description": "On/off"}}}})
 ARRAY = tool("batch", "Run batch", {"commands": {"type": "array", "description": "Commands",
                                                  "items": {"type": "string"}}})
+UNION = tool("maybe_name", "Test nullable union", {"name": {"type": ["string", "null"],
+                                                             "description": "Name"}})
+COUNT = tool("count", "Count items", {"n": {"type": "number"}})
+CONFIGURE = tool("configure", "Configure", {"config": {"type": "object",
+                                                       "description": "Config"}})
+BATCH_IDS = tool("batch", "Run batch", {"ids": {"type": "array", "description": "IDs"}})
+LEVEL = tool("set_level", "Set level", {"level": {"type": "string", "enum": ["low", "high"]}})
+SEARCH = tool("search", "Search", {"query": {"type": "string", "description": "Search query"},
+                                   "limit": {"type": "number"},
+                                   "offset": {"type": "number", "description": "Start offset"}})
+USER = tool("create_user", "Create user", {"profile": {
+    "type": "object", "description": "Profile", "required": ["name"],
+    "properties": {"name": {"type": "string", "description": "Name"},
+                   "age": {"type": "number", "description": "Age"}}}})
+CALC = tool("calc", "Calculate", {"value": {"type": "number", "description": "Value"}})
 LS = [call("bash", command="ls")]
 FILES = "file1.txt\nfile2.txt"
 
@@ -126,6 +141,47 @@ CASES: dict[str, tuple[list[Message], list[Tool] | None, Any]] = {
                          m("tool", "ok", tool_name="bash")], [BASH_SMALL], None),
     "nested_object_tool": ([m("user", "Create")], [NESTED], None),
     "array_tool": ([m("user", "Batch")], [ARRAY], None),
+    "typed_property_union_type": ([m("user", "Hi")], [UNION], None),
+    "assistant_whitespace_trimmed": ([m("user", "Hi"), m("assistant", "  spaced  "),
+                                      m("user", "More")], None, None),
+    "three_tool_responses": (
+        [m("user", "Do three things"),
+         m("assistant", tool_calls=[call("bash", command=c) for c in "abc"]),
+         *[m("tool", f"result-{c}", tool_name="bash") for c in "abc"]], [BASH_SMALL], None),
+    "tool_calls_no_content": ([m("user", "Go"), m("assistant", tool_calls=LS),
+                               m("tool", "files", tool_name="bash")], [BASH_SMALL], None),
+    "multiple_thinking_blocks": (
+        [m("user", "Hi"),
+         m("assistant", "<|channel>Think1<channel|>Middle<|channel>Think2<channel|>Done"),
+         m("user", "More")], None, None),
+    "property_no_description": ([m("user", "Count")], [COUNT], None),
+    "system_message_trimmed": ([m("system", "  You are helpful.  "), m("user", "Hi")], None,
+                               None),
+    "nested_map_args": (
+        [m("user", "Go"), m("assistant", tool_calls=[call("configure", config={
+            "db": {"host": "localhost", "port": 5432.0}})]),
+         m("tool", "ok", tool_name="configure")], [CONFIGURE], None),
+    "array_in_args": ([m("user", "Go"), m("assistant", tool_calls=[call("batch", ids=[1.0, 2.0,
+                                                                                      3.0])]),
+                       m("tool", "done", tool_name="batch")], [BATCH_IDS], None),
+    "mixed_array_args": ([m("user", "Go"),
+                          m("assistant", tool_calls=[call("batch", ids=["a", 1.0, True])]),
+                          m("tool", "done", tool_name="batch")], [BATCH_IDS], None),
+    "enum_no_description": ([m("user", "Set")], [LEVEL], None),
+    "system_whitespace_only": ([m("system", "   "), m("user", "Hi")], None, None),
+    "empty_assistant_content": ([m("user", "Hi"), m("assistant", ""), m("user", "More")], None,
+                                None),
+    "map_arg_string_keys": ([m("user", "Go"),
+                             m("assistant", tool_calls=[call("configure",
+                                                             config={"key": "value"})]),
+                             m("tool", "ok", tool_name="configure")], [CONFIGURE], None),
+    "mixed_desc_no_desc": ([m("user", "Search")], [SEARCH], None),
+    "tool_content_trimmed": ([m("user", "Go"), m("assistant", tool_calls=LS),
+                              m("tool", "  result  ", tool_name="bash")], [BASH_SMALL], None),
+    "empty_system_message": ([m("system", ""), m("user", "Hi")], None, None),
+    "nested_object_with_required": ([m("user", "Create")], [USER], None),
+    "float_argument": ([m("user", "Calc"), m("assistant", tool_calls=[call("calc", value=3.14)]),
+                        m("tool", "ok", tool_name="calc")], [CALC], None),
 }
 
 
