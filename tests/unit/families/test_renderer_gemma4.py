@@ -68,6 +68,12 @@ USER = tool("create_user", "Create user", {"profile": {
     "properties": {"name": {"type": "string", "description": "Name"},
                    "age": {"type": "number", "description": "Age"}}}})
 CALC = tool("calc", "Calculate", {"value": {"type": "number", "description": "Value"}})
+RAW = tool("raw", "Raw input", None)
+MOVE = tool("move", "Move", {"x": {"type": "number", "description": "X"},
+                             "y": {"type": "number", "description": "Y"}}, ["x", "y"])
+TAGS = tool("tag", "Tag items", {"tags": {"type": "array", "description": "Tags"}})
+UPDATE = tool("update", "Update settings", {"settings": {"type": "object", "properties": {
+    "verbose": {"type": "boolean", "description": "Verbose mode"}}}})
 LS = [call("bash", command="ls")]
 FILES = "file1.txt\nfile2.txt"
 
@@ -182,11 +188,59 @@ CASES: dict[str, tuple[list[Message], list[Tool] | None, Any]] = {
     "nested_object_with_required": ([m("user", "Create")], [USER], None),
     "float_argument": ([m("user", "Calc"), m("assistant", tool_calls=[call("calc", value=3.14)]),
                         m("tool", "ok", tool_name="calc")], [CALC], None),
+    "thinking_in_last_assistant": ([m("user", "Hi"),
+                                    m("assistant", "<|channel>thinking<channel|>Result")],
+                                   None, None),
+    "tool_content_multiline_whitespace": (
+        [m("user", "Go"), m("assistant", tool_calls=LS),
+         m("tool", "\n  file1\n  file2\n", tool_name="bash")], [BASH_SMALL], None),
+    "tool_params_type_only": ([m("user", "Raw")], [RAW], None),
+    "multiple_required": ([m("user", "Move")], [MOVE], None),
+    "assistant_only_thinking": ([m("user", "Hi"),
+                                 m("assistant", "<|channel>just thinking<channel|>"),
+                                 m("user", "More")], None, None),
+    "thinking_with_tool_calls": (
+        [m("system", "You are helpful."), m("user", "List files"),
+         m("assistant", "<|channel>I should use bash<channel|>", tool_calls=LS),
+         m("tool", "file1.txt", tool_name="bash"), m("assistant", "Here are the files."),
+         m("user", "Thanks")], [BASH_SMALL], True),
+    "array_without_items": ([m("user", "Tag")], [TAGS], None),
+    "object_no_desc_with_properties": ([m("user", "Update")], [UPDATE], None),
+    "chained_tool_calls": (
+        [m("user", "Set up the project"),
+         m("assistant", tool_calls=[call("bash", command="mkdir src")]),
+         m("tool", "", tool_name="bash"),
+         m("assistant", tool_calls=[call("bash", command="touch src/main.go")]),
+         m("tool", "", tool_name="bash"), m("assistant", "Done."), m("user", "Thanks")],
+        [BASH_SMALL], None),
+    "tool_call_thinking_with_remaining_content": (
+        [m("user", "List files"),
+         m("assistant", "<|channel>I need to check the directory<channel|>Let me list the files.",
+           tool_calls=LS),
+         m("tool", "main.go\ngo.mod", tool_name="bash"), m("user", "OK")], [BASH_SMALL], None),
+    "argument_with_newlines": (
+        [m("user", "Run it"),
+         m("assistant", tool_calls=[call("bash", command="echo hello\necho world")]),
+         m("tool", "hello\nworld", tool_name="bash")], [BASH_SMALL], None),
+    "empty_string_argument": ([m("user", "Go"), m("assistant", tool_calls=[call("bash",
+                                                                             command="")]),
+                               m("tool", "error", tool_name="bash")], [BASH_SMALL], None),
+    "null_tool_arguments": (
+        [m("user", "Set optional"),
+         m("assistant", tool_calls=[call("set_optional", nested={"value": None}, value=None)])],
+        None, None),
+    "historical_tool_call_thinking_omitted_before_later_user": (
+        [m("user", "List files"),
+         m("assistant", thinking="Need the file list before answering.", tool_calls=LS),
+         m("tool", "file1.txt", tool_name="bash"), m("user", "Now answer")], [BASH_SMALL], True),
+    "terminal_tool_response_adds_thinking_cue_when_thinking_enabled": (
+        [m("user", "List files"), m("assistant", tool_calls=LS),
+         m("tool", "file1.txt", tool_name="bash")], [BASH_SMALL], True),
 }
 
 
-def test_cases_are_goldens() -> None:
-    assert set(CASES) <= set(GOLDEN)
+def test_every_golden_has_a_case() -> None:
+    assert set(CASES) == set(GOLDEN)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
