@@ -16,7 +16,7 @@ from ollamapy.inference.renderers.gemma4 import Gemma4Renderer
 from ollamapy.inference.renderers.glm import GLM47Renderer
 from ollamapy.inference.renderers.lfm2 import LFM2Renderer
 from ollamapy.inference.renderers.nemotron import NemotronRenderer
-from ollamapy.inference.renderers.olmo3 import Olmo3Renderer
+from ollamapy.inference.renderers.olmo3 import Olmo3Renderer, Olmo3ThinkRenderer
 from ollamapy.inference.renderers.qwen3coder import Qwen3CoderRenderer
 from ollamapy.inference.renderers.qwen3vl import Qwen3VLRenderer, Qwen35Renderer
 
@@ -36,6 +36,8 @@ _REGISTRY: dict[str, Callable[[str | None], Renderer]] = {
     "nemotron-3.5-nano": lambda m: NemotronRenderer(True, m),
     "lfm2-thinking": lambda m: LFM2Renderer(True, m),
     "olmo3.1": lambda _m: Olmo3Renderer(extended_system=True),
+    "olmo3-think": lambda _m: Olmo3ThinkRenderer(),
+    "olmo3-32b-think": lambda _m: Olmo3ThinkRenderer(is_32b=True),
 }
 
 

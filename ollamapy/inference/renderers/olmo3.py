@@ -59,3 +59,33 @@ class Olmo3Renderer:
                 and tail.content):
             out.append("<|im_start|>assistant\n")
         return "".join(out)
+
+
+THINK_FUNCTIONS_SUFFIX = " " + NO_FUNCTIONS.strip() + " <functions></functions>"
+THINK_32B_SYSTEM = "You are a helpful AI assistant."
+THINK_31_SYSTEM = ("You are Olmo, a helpful AI assistant built by Ai2. Your date cutoff is "
+                   "December 2024, and your model weights are available at "
+                   "https://huggingface.co/allenai.")
+
+
+class Olmo3ThinkRenderer:
+    """Olmo 3 Think (`olmo3-think`, `olmo3-32b-think`): no tools (calls and tool turns are
+    dropped), the prompt always ends in an open `<think>`."""
+
+    def __init__(self, is_32b: bool = False) -> None:
+        self.is_32b = is_32b
+
+    def render(self, messages: Sequence[Message], tools: Sequence[Tool] | None,
+               think: Think) -> str:
+        system = next((m for m in messages if m.role == "system"), None)
+        out = ["<|im_start|>system\n"]
+        if system is not None:
+            out.append(system.content + THINK_FUNCTIONS_SUFFIX)
+        else:
+            out.append(THINK_32B_SYSTEM if self.is_32b else THINK_31_SYSTEM)
+        out.append("<|im_end|>\n")
+        for m in messages:
+            if m.role in ("user", "assistant"):
+                out.append(f"<|im_start|>{m.role}\n{m.content}<|im_end|>\n")
+        out.append("<|im_start|>assistant\n<think>")
+        return "".join(out)

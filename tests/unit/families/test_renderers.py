@@ -403,3 +403,32 @@ def test_lfm2_goldens() -> None:
         "<|im_start|>assistant\n")
     assert render(r, [m("user", "see", images=["aGk="])]).startswith(
         f"{LFM}<|im_start|>user\n<image>see")
+
+
+OLMO31 = ("You are Olmo, a helpful AI assistant built by Ai2. Your date cutoff is December "
+          "2024, and your model weights are available at https://huggingface.co/allenai.")
+
+
+def test_olmo3_think_goldens() -> None:
+    r = "olmo3-think"
+    assert render(r, [m("user", "Hello!")]) == (
+        f"<|im_start|>system\n{OLMO31}<|im_end|>\n<|im_start|>user\nHello!<|im_end|>\n"
+        "<|im_start|>assistant\n<think>")
+    assert render(r, [m("system", "You are a helpful assistant."), m("user", "Hello!")]) == (
+        "<|im_start|>system\nYou are a helpful assistant. You do not currently have access to "
+        "any functions. <functions></functions><|im_end|>\n<|im_start|>user\nHello!<|im_end|>\n"
+        "<|im_start|>assistant\n<think>")
+    assert render(r, [m("user", "What is the weather?")],
+                  [Tool(function={"name": "get_weather",
+                                  "description": "Get the current weather"})]) == (
+        f"<|im_start|>system\n{OLMO31}<|im_end|>\n<|im_start|>user\nWhat is the weather?"
+        "<|im_end|>\n<|im_start|>assistant\n<think>")
+    assert render(r, [m("user", "What is the weather in SF?"),
+                      m("assistant", "Let me check the weather.",
+                        tool_calls=[call("get_weather", location="San Francisco")]),
+                      m("tool", '{"temperature": 68}')]) == (
+        f"<|im_start|>system\n{OLMO31}<|im_end|>\n<|im_start|>user\nWhat is the weather in SF?"
+        "<|im_end|>\n<|im_start|>assistant\nLet me check the weather.<|im_end|>\n"
+        "<|im_start|>assistant\n<think>")
+    assert render("olmo3-32b-think", [m("user", "Hello!")]).startswith(
+        "<|im_start|>system\nYou are a helpful AI assistant.<|im_end|>\n")
