@@ -374,7 +374,8 @@ async def generate_chunks(app: web.Application, plan: Plan, req: GenerateRequest
         elif req.suffix:
             if template is None:
                 raise BadRequest(f"{plan.model.name} does not support insert")
-            p = prompts.Prompt(prompts.render_fim(template, req.prompt, req.suffix, plan.think))
+            p = prompts.Prompt(await asyncio.to_thread(
+                prompts.render_fim, template, req.prompt, req.suffix, plan.think))
         else:
             msgs: list[Message] = []
             system = req.system if req.system else plan.model.system
