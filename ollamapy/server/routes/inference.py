@@ -25,7 +25,7 @@ from aiohttp import web
 from ollamapy import options as ollama_options
 from ollamapy import prompt as prompts
 from ollamapy import sampling
-from ollamapy.api.decode import decode
+from ollamapy.api.decode import decode_request
 from ollamapy.api.inference import (
     ChatRequest,
     EmbeddingsRequest,
@@ -544,7 +544,7 @@ async def unload(app: web.Application, model_name: str) -> None:
 
 async def generate(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
-    req = decode(GenerateRequest, await request.read())
+    req = await decode_request(GenerateRequest, request)
     plan = plan_generate(request.app, req, start)
     if plan is None:
         await unload(request.app, req.model)
@@ -556,7 +556,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
 
 async def chat(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
-    req = decode(ChatRequest, await request.read())
+    req = await decode_request(ChatRequest, request)
     plan = plan_chat(request.app, req, start)
     if plan is None:
         await unload(request.app, req.model)
@@ -646,7 +646,7 @@ def shape_vectors(vecs: list[list[float]], dimensions: int | None) -> list[list[
 
 async def embed(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
-    req = decode(EmbedRequest, await request.read())
+    req = await decode_request(EmbedRequest, request)
     if not req.model:
         raise BadRequest("model is required")
     inputs = req.inputs()
@@ -671,7 +671,7 @@ async def embed(request: web.Request) -> web.StreamResponse:
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
-    req = decode(EmbeddingsRequest, await request.read())
+    req = await decode_request(EmbeddingsRequest, request)
     if not req.model:
         raise BadRequest("model is required")
     model = resolve_model(request.app, req.model,

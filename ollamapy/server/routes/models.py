@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-from ollamapy.api.decode import decode, go_time
+from ollamapy.api.decode import decode_request, go_time
 from ollamapy.api.models import (
     CopyRequest,
     CreateRequest,
@@ -52,7 +52,7 @@ CHUNK = 1 << 20
 # ---------- helpers ----------
 async def read_body(request: web.Request, cls: type[T]) -> T:
     """Decode a JSON body into `cls` with Ollama's error texts (400 on anything malformed)."""
-    return decode(cls, await request.read())
+    return await decode_request(cls, request)
 
 
 def store_of(request: web.Request) -> st.ModelStore:

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ollamapy.api.decode import decode
+from ollamapy.api.decode import decode_request
 from ollamapy.api.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -58,7 +58,7 @@ def sse_error(e: OllamaError) -> bytes:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
-    oreq = decode(ChatCompletionRequest, await request.read())
+    oreq = await decode_request(ChatCompletionRequest, request)
     req = to_chat(oreq)
     plan = plan_chat(request.app, req, start)
     if plan is None:  # keep_alive is not an OpenAI field; cannot happen, kept for safety
@@ -69,7 +69,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def completions(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
-    oreq = decode(CompletionRequest, await request.read())
+    oreq = await decode_request(CompletionRequest, request)
     req = to_generate(oreq)
     if not req.model:
         raise BadRequest("model is required")
@@ -106,7 +106,7 @@ def b64_floats(vec: list[float]) -> str:
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
-    oreq = decode(EmbeddingRequest, await request.read())
+    oreq = await decode_request(EmbeddingRequest, request)
     if oreq.encoding_format not in (None, "float", "base64"):
         raise BadRequest(f"Invalid value for 'encoding_format' = {oreq.encoding_format}. "
                          "Supported values: ['float', 'base64'].")
