@@ -215,8 +215,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OLLAMAPY_TEMPLATE_MAX_NODES", parse_uint, "4096",
             "actions and text pieces in one template"),
     Setting("OLLAMAPY_MAX_MANIFEST_LAYERS", parse_uint, "1024", "layers in one manifest"),
-    Setting("OLLAMAPY_MAX_TEXT_LAYER_BYTES", parse_uint, str(4 * 1024**2),
-            "largest license/template/system/params/messages layer read"),
+    Setting("OLLAMAPY_MAX_TEXT_LAYER_BYTES", parse_uint, str(16 * 1024**2),
+            "text layers (license, template, system, params, messages) of one model, in total"),
     Setting("OLLAMAPY_SHOW_MAX_ARRAY", parse_uint, str(1 << 20),
             "GGUF array elements show --verbose returns per array (the rest is cut)"),
 )

@@ -59,6 +59,11 @@ def parse_manifest(data: bytes) -> Manifest:
         raise OllamaError(f"invalid manifest: {e}") from None
     if not isinstance(raw, dict):
         raise OllamaError("invalid manifest: not a JSON object")
+    from ollamapy.config import read_setting
+
+    max_layers = int(read_setting("OLLAMAPY_MAX_MANIFEST_LAYERS"))
+    if isinstance(raw.get("layers"), list) and len(raw["layers"]) > max_layers:
+        raise OllamaError(f"invalid manifest: more than {max_layers} layers")
     try:
         m = Manifest.model_validate(raw)
     except ValidationError as e:
