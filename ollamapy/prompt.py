@@ -9,7 +9,6 @@ prompt still too long is cut in the middle (keeping num_keep tokens) unless `shi
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,6 +18,7 @@ from typing import Any
 from ollamapy.api.inference import Message, Tool
 from ollamapy.errors import BadRequest, LimitExceeded
 from ollamapy.runner.client import CONTEXT_ERROR
+from ollamapy.template import isolate
 from ollamapy.template.gotemplate import (
     JsonList,
     Template,
@@ -261,7 +261,7 @@ async def _render(r: Renderer, msgs: list[Message], tools: Sequence[Tool] | None
                   think: bool | str | None) -> str:
     if r.template is not None:
         # off the loop: a render is bounded (template Limits) but may take a while
-        return await asyncio.to_thread(render_go, r.template, msgs, tools, think)
+        return await isolate.render(render_go, r.template, msgs, tools, think)
     enable = None if think is None else bool(think)
     if (r.skeleton_key and not tools and content_is_opaque(r.jinja_source)
             and all(_plain(m) for m in msgs)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -788,6 +789,10 @@ class _Exec:
         if self.steps_left < 0:
             raise TemplateLimitError(
                 f"template execution exceeds the limit of {self.lim.max_steps} steps")
+        if self.steps_left & 0xFF == 0:
+            # a long render runs in a worker thread; hand the GIL over now and then so the
+            # event loop is not starved (a CPU-bound thread otherwise holds it 5 ms per wait)
+            time.sleep(0)
 
     def lookup(self, name: str) -> Any:
         for s in reversed(self.scopes):

@@ -53,6 +53,7 @@ from ollamapy.server import keys
 from ollamapy.server.middleware import STREAM_RESPONSE
 from ollamapy.store.model import Model
 from ollamapy.store.names import ModelName
+from ollamapy.template import isolate
 from ollamapy.template.gotemplate import Template
 from ollamapy.template.thinking import ThinkingParser, tags_from_jinja, thinking_tags
 from ollamapy.template.tools import ToolParser, tag_from_jinja, tool_tag
@@ -374,7 +375,7 @@ async def generate_chunks(app: web.Application, plan: Plan, req: GenerateRequest
         elif req.suffix:
             if template is None:
                 raise BadRequest(f"{plan.model.name} does not support insert")
-            p = prompts.Prompt(await asyncio.to_thread(
+            p = prompts.Prompt(await isolate.render(
                 prompts.render_fim, template, req.prompt, req.suffix, plan.think))
         else:
             msgs: list[Message] = []
