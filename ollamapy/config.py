@@ -199,7 +199,7 @@ SETTINGS: tuple[Setting, ...] = (
     # harden (issue 11): bounds on request- and model-controlled work
     Setting("OLLAMAPY_MAX_JSON_BYTES", parse_uint, str(32 * 1024**2),
             "largest JSON request body (413 above it; blob uploads are not limited)"),
-    Setting("OLLAMAPY_MAX_JSON_OBJECTS", parse_uint, "200000",
+    Setting("OLLAMAPY_MAX_JSON_OBJECTS", parse_uint, "100000",
             "JSON objects in one request body (400 above it)"),
     Setting("OLLAMAPY_MAX_MESSAGES", parse_uint, "20000", "messages in one chat request"),
     Setting("OLLAMAPY_MAX_IMAGES", parse_uint, "256", "images in one request"),

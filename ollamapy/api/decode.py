@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -86,7 +87,7 @@ class Caps:
     """Per-request bounds on JSON bodies; defaults sit far above what real clients send."""
 
     max_json_bytes: int = 32 * 1024 * 1024
-    max_json_objects: int = 200_000
+    max_json_objects: int = 100_000
     max_messages: int = 20_000
     max_images: int = 256
     max_embed_inputs: int = 16_384
@@ -96,13 +97,19 @@ class Caps:
     def from_values(cls, values: Mapping[str, Any]) -> Caps:
         """From parsed settings; OLLAMAPY_MAX_BODY_BYTES (the server-wide ceiling) still wins
         when it is the smaller."""
-        body = values["OLLAMAPY_MAX_BODY_BYTES"]
-        json_bytes = values["OLLAMAPY_MAX_JSON_BYTES"]
+        from ollamapy.config import read_setting
+
+        def get(name: str) -> int:  # a hand-built Settings may lack them: defaults then
+            v = values.get(name)
+            return int(v) if v is not None else int(read_setting(name, {}))
+
+        body = get("OLLAMAPY_MAX_BODY_BYTES")
+        json_bytes = get("OLLAMAPY_MAX_JSON_BYTES")
         return cls(max_json_bytes=min(body, json_bytes) if body else json_bytes,
-                   max_json_objects=values["OLLAMAPY_MAX_JSON_OBJECTS"],
-                   max_messages=values["OLLAMAPY_MAX_MESSAGES"],
-                   max_images=values["OLLAMAPY_MAX_IMAGES"],
-                   max_embed_inputs=values["OLLAMAPY_MAX_EMBED_INPUTS"])
+                   max_json_objects=get("OLLAMAPY_MAX_JSON_OBJECTS"),
+                   max_messages=get("OLLAMAPY_MAX_MESSAGES"),
+                   max_images=get("OLLAMAPY_MAX_IMAGES"),
+                   max_embed_inputs=get("OLLAMAPY_MAX_EMBED_INPUTS"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Caps:
@@ -183,7 +190,11 @@ async def decode_request(cls: type[M], request: web.Request, limits: Caps | None
 def _count_values(body: bytes) -> int:
     """Upper bound on array elements + object members: commas outside strings, plus one.
     One pass, holding one string at a time (a `sub` copy held a list of every piece)."""
-    inside = sum(m.group().count(b",") for m in _JSON_STRING.finditer(body))
+    inside = 0
+    for i, m in enumerate(_JSON_STRING.finditer(body)):
+        inside += m.group().count(b",")
+        if i & 0xFFF == 0:
+            time.sleep(0)  # in a worker thread: let the event loop have the GIL
     return body.count(b",") - inside + 1
 
 
@@ -234,6 +245,8 @@ def decode(cls: type[M], body: bytes, limits: Caps | None = None) -> M:
     def count_object(obj: dict[str, Any]) -> dict[str, Any]:
         nonlocal objects
         objects += 1
+        if objects & 0x7FF == 0:
+            time.sleep(0)  # in a worker thread: let the event loop have the GIL
         if objects > lim.max_json_objects:
             raise LimitExceeded(f"request body has more than {lim.max_json_objects} JSON "
                                 "objects (OLLAMAPY_MAX_JSON_OBJECTS)")

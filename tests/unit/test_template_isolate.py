@@ -23,13 +23,13 @@ def _pool() -> Iterator[None]:
 
 async def test_small_render_runs_in_this_process() -> None:
     pid, out = await isolate.render(where, parse("{{range 3}}x{{end}}{{.Prompt}}"),
-                                    {"Prompt": "p"})
+                                    {"Prompt": "p", "Response": ""})
     assert pid == os.getpid() and out == "xxxp"
 
 
 async def test_long_render_runs_in_a_worker_process() -> None:
     t = parse("{{range 300}}{{range 100}}{{end}}{{end}}{{.Prompt}}")
-    pid, out = await isolate.render(where, t, {"Prompt": "p"})
+    pid, out = await isolate.render(where, t, {"Prompt": "p", "Response": ""})
     assert pid != os.getpid() and out == "p"
 
 

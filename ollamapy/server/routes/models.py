@@ -312,7 +312,9 @@ async def show(request: web.Request) -> web.Response:
     req = await read_body(request, ShowRequest)
     if not req.target():
         raise BadRequest("model is required")
-    return json_ok(await in_thread(show_model, store_of(request), req))
+    store = store_of(request)
+    # serialised in the thread too: a verbose show can carry a million-element token array
+    return await in_thread(lambda: json_ok(show_model(store, req)))
 
 
 # ---------- copy / delete ----------
