@@ -217,7 +217,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OLLAMAPY_MAX_MANIFEST_LAYERS", parse_uint, "1024", "layers in one manifest"),
     Setting("OLLAMAPY_MAX_TEXT_LAYER_BYTES", parse_uint, str(16 * 1024**2),
             "text layers (license, template, system, params, messages) of one model, in total"),
-    Setting("OLLAMAPY_SHOW_MAX_ARRAY", parse_uint, str(1 << 20),
+    Setting("OLLAMAPY_SHOW_MAX_ARRAY", parse_uint, "300000",
             "GGUF array elements show --verbose returns per array (the rest is cut)"),
 )
 _BY_ENV = {s.env: s for s in SETTINGS}

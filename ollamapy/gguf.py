@@ -439,7 +439,7 @@ def human_number(n: int) -> str:
     return str(n)
 
 
-SHOW_ARRAYS_AT_FULL_LENGTH = 8  # the element budget of one verbose show, in max-array units
+SHOW_ARRAYS_AT_FULL_LENGTH = 4  # the element budget of one verbose show, in max-array units
 
 
 def model_info(g: GGUFFile, *, verbose: bool = False, max_array: int | None = None
@@ -447,7 +447,8 @@ def model_info(g: GGUFFile, *, verbose: bool = False, max_array: int | None = No
     """Ollama's show `model_info`: all KV except general.name/tokenizer.chat_template; arrays
     longer than 5 become [] unless verbose; general.parameter_count from the tensors.
     Verbose arrays are cut at `max_array` elements (OLLAMAPY_SHOW_MAX_ARRAY) and all of them
-    together at 8x that: what is materialised is bounded whatever the file declares."""
+    together at 4x that: what is materialised (and JSON-encoded, which holds the GIL) is
+    bounded whatever the file declares."""
     if max_array is None:
         from ollamapy.config import read_setting
 

@@ -230,7 +230,7 @@ def test_verbose_show_of_a_gguf_with_a_huge_array(srv: ServerProc, http: httpx.C
     def attack() -> None:
         r = http.post("/api/show", json={"model": "arr", "verbose": True})
         assert r.status_code == 200
-        assert len(r.json()["model_info"]["evil.array"]) == 1 << 20
+        assert len(r.json()["model_info"]["evil.array"]) == 300_000
     under_attack(srv, attack)
     http.request("DELETE", "/api/delete", json={"model": "arr"})
 

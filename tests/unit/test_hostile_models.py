@@ -107,4 +107,4 @@ def test_verbose_show_total_budget_across_arrays(tmp_path: Path) -> None:
     w.close()
     info = model_info(read_gguf(tmp_path / "b.gguf"), verbose=True, max_array=2000)
     total = sum(len(v) for k, v in info.items() if k.startswith("evil."))
-    assert total == 8 * 2000
+    assert total == 4 * 2000
