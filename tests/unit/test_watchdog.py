@@ -17,6 +17,7 @@ def test_verdict_rule() -> None:
     assert is_blocking(0.6, 0.0)            # a blocking wait (lock, sleep, sync read)
     assert not is_blocking(0.15, 0.01)      # descheduled on a busy box: not our fault
     assert not is_blocking(0.05, 0.05)
+    assert not is_blocking(0.14, 0.07)      # half busy, half descheduled
 
 
 def _run(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
