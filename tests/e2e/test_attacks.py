@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
-import threading
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,31 +39,37 @@ MIN_PROBES = 100          # enough samples that p99 is not just the single worst
 PROBE_EVERY_S = 0.02
 
 
+# The probe runs in its own process: the attacking client in this process (uploading 13 MB,
+# say) must not delay the probe's requests through this process's GIL.
+PROBE_SRC = """
+import json, sys, time, httpx, psutil
+url, pid, out, stop, min_n, every = sys.argv[1:7]
+proc = psutil.Process(int(pid)); lat, rss, errors = [], [], []
+import os
+with httpx.Client(base_url=url, timeout=10) as c:
+    while not os.path.exists(stop) or len(lat) < int(min_n):
+        t = time.perf_counter()
+        try:
+            r = c.get("/")
+            if r.status_code != 200:
+                errors.append(f"GET / -> {r.status_code}")
+        except httpx.HTTPError as e:
+            errors.append(f"GET / failed: {e!r}")
+        lat.append(time.perf_counter() - t)
+        rss.append(proc.memory_info().rss)
+        time.sleep(float(every))
+json.dump({"latencies": lat, "rss": rss, "errors": errors}, open(out, "w"))
+"""
+
+
 @dataclass
 class Probe:
-    """GET / in a loop on its own keep-alive connection, plus the server's RSS."""
+    """GET / in a loop on its own keep-alive connection (in a child process), plus the
+    server's RSS."""
 
-    url: str
-    pid: int
     latencies: list[float] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        proc = psutil.Process(self.pid)
-        with httpx.Client(base_url=self.url, timeout=10) as c:
-            while not self.stop.is_set() or len(self.latencies) < MIN_PROBES:
-                t = time.perf_counter()
-                try:
-                    r = c.get("/")
-                    if r.status_code != 200:
-                        self.errors.append(f"GET / -> {r.status_code}")
-                except httpx.HTTPError as e:
-                    self.errors.append(f"GET / failed: {e!r}")
-                self.latencies.append(time.perf_counter() - t)
-                self.rss.append(proc.memory_info().rss)
-                time.sleep(PROBE_EVERY_S)
 
     def p99(self) -> float:
         return statistics.quantiles(self.latencies, n=100)[98]
@@ -89,14 +97,21 @@ def http(srv: ServerProc) -> Iterator[httpx.Client]:
 def under_attack(srv: ServerProc, attack: Callable[[], None]) -> Probe:
     """Run `attack` while probing; assert the bounds, then that a generate still works."""
     base = psutil.Process(srv.proc.pid).memory_info().rss
-    probe = Probe(srv.url, srv.proc.pid)
-    t = threading.Thread(target=probe.run, daemon=True)
-    t.start()
-    try:
-        attack()
-    finally:
-        probe.stop.set()
-        t.join(120)
+    with tempfile.TemporaryDirectory() as d:
+        out, stop = Path(d) / "probe.json", Path(d) / "stop"
+        child = subprocess.Popen([sys.executable, "-c", PROBE_SRC, srv.url, str(srv.proc.pid),
+                                  str(out), str(stop), str(MIN_PROBES), str(PROBE_EVERY_S)])
+        time.sleep(0.5)  # the probe is connected and sampling before the attack starts
+        try:
+            attack()
+        finally:
+            stop.touch()
+            try:
+                child.wait(120)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        probe = Probe(**json.loads(out.read_text()))
     growth = max(probe.rss) - base
     summary = (f"p99={probe.p99() * 1000:.1f} ms max={max(probe.latencies) * 1000:.1f} ms "
                f"n={len(probe.latencies)} rss_growth={growth / 2**20:.1f} MiB")
