@@ -578,6 +578,8 @@ def parse_manifest(data: bytes) -> dict[str, Any]:
     """Decode and sanity-check a manifest (layers must be objects with valid digests)."""
     if len(data) > MAX_MANIFEST_BYTES:
         raise OllamaError("manifest too large")
+    if data.count(b'"digest"') > _max_layers() + 1:  # refused before building the tree
+        raise OllamaError(f"invalid manifest: more than {_max_layers()} layers")
     try:
         m = json.loads(data)
     except ValueError as e:
