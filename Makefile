@@ -8,7 +8,7 @@ TEST_VARIANT ?= cpu
 PYTEST_ARGS ?=
 export OLLAMAPY_CACHE ?= $(HOME)/.cache/ollamapy
 
-.PHONY: all venv vendor runner runner-test model-file gemma-file model serve test unit lint bench clean install-service
+.PHONY: all venv vendor runner runner-test model-file gemma-file model serve test unit lint bench fuzz clean install-service
 
 all: runner model
 
@@ -52,6 +52,12 @@ unit: venv
 
 test: venv runner-test model-file lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# fuzz: the property-based fuzzers with 20,000 examples per target (a bounded run of them is part
+# of `make test`); counts of inputs, crashes and hangs land in fuzz-report.json.
+fuzz: venv
+	HYPOTHESIS_PROFILE=fuzz OLLAMAPY_FUZZ_REPORT=$(CURDIR)/fuzz-report.json \
+		$(BIN)/pytest -q --timeout=0 -p no:randomly tests/unit/test_fuzz.py tests/unit/test_gguf_fuzz.py $(PYTEST_ARGS)
 
 bench: venv runner-test model-file
 	$(BIN)/python -m bench

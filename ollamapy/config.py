@@ -216,6 +216,29 @@ SETTINGS: tuple[Setting, ...] = (
             "directory of built runners (before repo runners/)"),
     Setting("OLLAMAPY_MAX_BODY_BYTES", "max_body_bytes", parse_uint, str(1024**3),
             "largest request body accepted (413 above it)"),
+    # harden (issue 11): bounds on request- and model-controlled work
+    Setting("OLLAMAPY_MAX_JSON_BYTES", parse_uint, str(32 * 1024**2),
+            "largest JSON request body (413 above it; blob uploads are not limited)"),
+    Setting("OLLAMAPY_MAX_JSON_OBJECTS", parse_uint, "100000",
+            "JSON objects in one request body (400 above it)"),
+    Setting("OLLAMAPY_MAX_MESSAGES", parse_uint, "20000", "messages in one chat request"),
+    Setting("OLLAMAPY_MAX_IMAGES", parse_uint, "256", "images in one request"),
+    Setting("OLLAMAPY_MAX_EMBED_INPUTS", parse_uint, "16384", "inputs in one embed request"),
+    Setting("OLLAMAPY_TEMPLATE_MAX_OUTPUT", parse_uint, str(16 * 1024**2),
+            "characters one template render may produce"),
+    Setting("OLLAMAPY_TEMPLATE_MAX_STEPS", parse_uint, "2000000",
+            "template actions and range iterations executed per render"),
+    Setting("OLLAMAPY_TEMPLATE_MAX_WIDTH", parse_uint, "100000",
+            "largest printf width or precision in a template"),
+    Setting("OLLAMAPY_TEMPLATE_MAX_DEPTH", parse_uint, "100",
+            "nesting depth of template blocks and parentheses"),
+    Setting("OLLAMAPY_TEMPLATE_MAX_NODES", parse_uint, "4096",
+            "actions and text pieces in one template"),
+    Setting("OLLAMAPY_MAX_MANIFEST_LAYERS", parse_uint, "1024", "layers in one manifest"),
+    Setting("OLLAMAPY_MAX_TEXT_LAYER_BYTES", parse_uint, str(16 * 1024**2),
+            "text layers (license, template, system, params, messages) of one model, in total"),
+    Setting("OLLAMAPY_SHOW_MAX_ARRAY", parse_uint, "300000",
+            "GGUF array elements show --verbose returns per array (the rest is cut)"),
 )
 _BY_ENV = {s.env: s for s in SETTINGS}
 
@@ -283,3 +306,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 def describe(env: str) -> Setting:
     return _BY_ENV[env]
+
+
+def read_setting(env: str, environ: Mapping[str, str] | None = None) -> Any:
+    """One setting, parsed, for modules that bound work without a Settings object at hand
+    (a bad value falls back to the default rather than failing a request)."""
+    s = _BY_ENV[env]
+    raw = (os.environ if environ is None else environ).get(env)
+    try:
+        return s.parse(s.default if raw is None or _clean(raw) == "" else raw)
+    except (ValueError, TypeError):
+        return s.parse(s.default)

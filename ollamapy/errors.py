@@ -51,6 +51,13 @@ class PayloadTooLarge(OllamaError):
     status = 413
 
 
+class LimitExceeded(OllamaError):
+    """A request went past a configured bound (template work, messages, images, inputs).
+    Not a BadRequest subclass, so routes that remap BadRequest still answer 400 here."""
+
+    status = 400
+
+
 class ClientClosed(OllamaError):
     """The client went away while its request waited (Ollama answers 499)."""
 

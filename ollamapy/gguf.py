@@ -323,15 +323,18 @@ def _min_elem_size(etype: int, len_size: int) -> int | None:
 
 
 def read_array(path: str | os.PathLike[str], arr: SkippedArray, version: int = 3,
-               byteorder: str = "<") -> list[Any]:
-    """Materialise a skipped array (e.g. tokenizer tokens for `show --verbose`)."""
+               byteorder: str = "<", limit: int | None = None) -> list[Any]:
+    """Materialise a skipped array (e.g. tokenizer tokens for `show --verbose`), at most its
+    first `limit` elements (a crafted file can declare billions)."""
+    count = arr.count if limit is None else min(arr.count, max(limit, 0))
+
     def parse(r: _Reader) -> list[Any]:
         r.pos = arr.offset
         if arr.type in _SCALAR:
             fmt, n = _SCALAR[arr.type]
-            r.need(n * arr.count, "array")
-            return list(struct.unpack_from(f"{byteorder}{arr.count}{fmt}", r.buf, r.pos))
-        return [r.value(arr.type, "array", 0, 1) for _ in range(arr.count)]
+            r.need(n * count, "array")
+            return list(struct.unpack_from(f"{byteorder}{count}{fmt}", r.buf, r.pos))
+        return [r.value(arr.type, "array", 0, 1) for _ in range(count)]
     return _with_map(Path(path), lambda buf, size: parse(_Reader(buf, size, byteorder, version)))
 
 
@@ -436,15 +439,29 @@ def human_number(n: int) -> str:
     return str(n)
 
 
-def model_info(g: GGUFFile, *, verbose: bool = False) -> dict[str, Any]:
+SHOW_ARRAYS_AT_FULL_LENGTH = 4  # the element budget of one verbose show, in max-array units
+
+
+def model_info(g: GGUFFile, *, verbose: bool = False, max_array: int | None = None
+               ) -> dict[str, Any]:
     """Ollama's show `model_info`: all KV except general.name/tokenizer.chat_template; arrays
-    longer than 5 become [] unless verbose; general.parameter_count from the tensors."""
+    longer than 5 become [] unless verbose; general.parameter_count from the tensors.
+    Verbose arrays are cut at `max_array` elements (OLLAMAPY_SHOW_MAX_ARRAY) and all of them
+    together at 4x that: what is materialised (and JSON-encoded, which holds the GIL) is
+    bounded whatever the file declares."""
+    if max_array is None:
+        from ollamapy.config import read_setting
+
+        max_array = int(read_setting("OLLAMAPY_SHOW_MAX_ARRAY"))
+    budget = max_array * SHOW_ARRAYS_AT_FULL_LENGTH
     out: dict[str, Any] = {}
     for k, v in g.kv.items():
         if k in ("general.name", "tokenizer.chat_template"):
             continue
         if isinstance(v, SkippedArray):
-            v = read_array(g.path, v, g.version, g.byteorder) if verbose else []
+            take = min(v.count, max_array, budget)
+            budget -= take
+            v = read_array(g.path, v, g.version, g.byteorder, limit=take) if verbose else []
         elif isinstance(v, list) and len(v) > 5 and not verbose:
             v = []
         out[k] = _plain(v)

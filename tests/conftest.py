@@ -19,6 +19,7 @@ from ollamapy import default_model
 from ollamapy.runner.locate import find_runners
 
 REPO = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.watchdog"]  # async tests fail when a loop callback blocks > 100 ms
 
 
 def _need(what: str, how: str) -> None:

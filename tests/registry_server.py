@@ -35,6 +35,9 @@ MODEL_TYPE = "application/vnd.ollama.image.model"
 CHUNK = 64 * 1024
 
 
+INTERNAL_SECRET = "AWS_SECRET_ACCESS_KEY=internal-only-credential"
+
+
 def sha256_bytes(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -85,11 +88,12 @@ class Knobs:
     fail_manifest: int | None = None  # manifest GETs answer this status
     head_missing: bool = False        # blob HEADs say 404 (as for a repo that lacks the blob)
     slow: float = 0.0                 # pause after every 64 KB sent
+    redirect_to: str | None = None    # blob GETs -> 307 to this URL ("{digest}" filled in)
 
 
 @dataclass
 class Request:
-    server: str                       # "registry" | "cdn" | "evil"
+    server: str                       # "registry" | "cdn" | "evil" | "internal"
     method: str
     path: str
     headers: dict[str, str]
@@ -122,6 +126,7 @@ class TestRegistry:
         self.host = ""       # 127.0.0.1:<port> of the registry
         self.cdn_host = ""
         self.evil_host = ""
+        self.internal_host = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runners: list[web.AppRunner] = []
@@ -205,14 +210,14 @@ class TestRegistry:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    async def _site(self, app: web.Application) -> str:
+    async def _site(self, app: web.Application, host: str = "127.0.0.1") -> str:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, host, 0)
         await site.start()
         self._runners.append(runner)
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"127.0.0.1:{port}"
+        return f"{host}:{port}"
 
     async def _start(self) -> None:
         reg = web.Application(client_max_size=1 << 30)
@@ -235,6 +240,15 @@ class TestRegistry:
         self.host = await self._site(reg)
         self.cdn_host = await self._site(cdn)
         self.evil_host = await self._site(evil)
+        # an "internal service" (think cloud metadata / admin API) on another loopback address
+        internal = web.Application()
+        internal.router.add_route("*", "/{tail:.*}", self._internal)
+        internal.middlewares.append(self._record("internal"))
+        self.internal_host = await self._site(internal, "127.0.0.2")
+
+    async def _internal(self, request: web.Request) -> web.Response:
+        status = 500 if request.query.get("fail") else 200
+        return web.Response(status=status, text=INTERNAL_SECRET)
 
     async def _stop(self) -> None:
         for r in self._runners:
@@ -324,6 +338,8 @@ class TestRegistry:
         blob = self.blobs.get(digest)
         if blob is None or (request.method == "HEAD" and self.knobs.head_missing):
             return web.json_response({"errors": [{"code": "BLOB_UNKNOWN"}]}, status=404)
+        if self.knobs.redirect_to and request.method == "GET":
+            raise web.HTTPTemporaryRedirect(self.knobs.redirect_to.replace("{digest}", digest))
         if self.knobs.redirect and request.method == "GET":
             raise web.HTTPTemporaryRedirect(
                 f"http://{self.cdn_host}/cdn/{digest}?sig={secrets.token_hex(4)}")

@@ -29,6 +29,7 @@ from ollamapy.inference.plan import Plan, merged_options, plan_chat, plan_genera
 from ollamapy.inference.request import InferenceRequest
 from ollamapy.inference.services import RunnerLease, Services
 from ollamapy.runner.client import RunnerConnectionError
+from ollamapy.template import isolate
 from ollamapy.template.gotemplate import Template
 from ollamapy.template.thinking import ThinkingParser, tags_from_jinja, thinking_tags
 from ollamapy.template.tools import ToolParser, tag_from_jinja, tool_tag
@@ -298,7 +299,8 @@ async def _generate(plan: Plan, lease: RunnerLease, req: InferenceRequest,
     elif req.suffix:
         if template is None:
             raise BadRequest(f"{plan.model.name} does not support insert")
-        p = prompts.Prompt(prompts.render_fim(template, text, req.suffix, plan.think))
+        p = prompts.Prompt(await isolate.render(
+            prompts.render_fim, template, text, req.suffix, plan.think))
     else:
         msgs: list[Message] = []
         system = req.system if req.system else plan.model.system

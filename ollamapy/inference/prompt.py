@@ -15,10 +15,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from ollamapy.api.inference import Message, Tool
-from ollamapy.errors import BadRequest
+from ollamapy.errors import BadRequest, LimitExceeded
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.runner.client import CONTEXT_ERROR
-from ollamapy.template.gotemplate import JsonList, Template, TemplateError, wrap_json
+from ollamapy.template import isolate
+from ollamapy.template.gotemplate import (
+    JsonList,
+    Template,
+    TemplateError,
+    TemplateLimitError,
+    wrap_json,
+)
 from ollamapy.template.gotemplate import parse as parse_template
 
 IMAGE_TOKENS = 768  # what Ollama budgets per image when the model has a projector
@@ -81,6 +88,8 @@ class Prompt:
 def compile_template(source: str) -> Template:
     try:
         return parse_template(source)
+    except TemplateLimitError as e:  # a 400 even where a bad request template is a 500
+        raise LimitExceeded(f"template error: {e}") from None
     except TemplateError as e:
         raise BadRequest(f"template error: {e}") from None
 
@@ -272,7 +281,8 @@ def _plain(m: Message) -> bool:
 async def _render(r: Renderer, msgs: list[Message], tools: Sequence[Tool] | None,
                   think: bool | str | None) -> str:
     if r.template is not None:
-        return render_go(r.template, msgs, tools, think)
+        # off the loop: a render is bounded (template Limits) but may take a while
+        return await isolate.render(render_go, r.template, msgs, tools, think)
     enable = None if think is None else bool(think)
     if (r.skeleton_key and not tools and content_is_opaque(r.jinja_source)
             and all(_plain(m) for m in msgs)):

@@ -45,6 +45,7 @@ class DownloadConfig:
     parts: int = 16                 # concurrent parts (and the size divisor)
     min_part: int = 100 * MB
     max_part: int = 1000 * MB
+    max_parts: int = 64             # beyond 64 GB parts grow instead (bounded partial files)
     max_retries: int = 6
     stall_timeout: float = 30.0     # no bytes for this long -> restart the part
     backoff: float = 1.0            # sleep backoff * 2**try between failed attempts
@@ -76,7 +77,10 @@ class Part:
 
 
 def part_size(total: int, cfg: DownloadConfig) -> int:
-    return min(max(total // cfg.parts, cfg.min_part), cfg.max_part)
+    """Ollama's size/16 clamped to [min_part, max_part], but never more than `max_parts` parts
+    (a manifest declaring 16 TiB would otherwise plan 16,384 part files)."""
+    return max(min(max(total // cfg.parts, cfg.min_part), cfg.max_part),
+               -(-total // max(cfg.max_parts, 1)))
 
 
 def plan_parts(total: int, cfg: DownloadConfig) -> list[Part]:
@@ -134,16 +138,16 @@ def check_range_response(status: int, headers: Any, start: int, stop: int, total
     if status == 206:
         m = _CONTENT_RANGE.fullmatch(headers.get("Content-Range", "").strip())
         if m is None or int(m.group(1)) != start:
-            raise Fatal(f"unexpected Content-Range {headers.get('Content-Range')!r}")
+            raise Fatal("unexpected Content-Range from the registry")
         if m.group(3) != "*" and int(m.group(3)) != total:
-            raise Fatal(f"blob size mismatch: registry has {m.group(3)} bytes, "
-                        f"manifest declares {total}")
+            raise Fatal(f"blob size mismatch: the registry's blob is not the {total} bytes "
+                        "the manifest declares")
         return
     if status == 200:
         length = headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) != total:
-            raise Fatal(f"blob size mismatch: registry has {length} bytes, "
-                        f"manifest declares {total}")
+            raise Fatal(f"blob size mismatch: the registry's blob is not the {total} bytes "
+                        "the manifest declares")
         if start != 0:
             raise Fatal("registry ignored the Range header")
         return
@@ -256,6 +260,7 @@ class Downloader:
     async def _download(self, bd: BlobDownload, session: RegistrySession) -> None:
         tmp_dir, data_path = self._paths(bd.digest)
         tmp_dir.mkdir(parents=True, exist_ok=True)
+        check_disk_space(tmp_dir, data_path, bd.total)  # before any file exists
         fd = os.open(data_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
@@ -440,11 +445,34 @@ class Downloader:
             resp.close()  # never read past the part: extra bytes are simply not accepted
 
 
+class InsufficientSpace(OllamaError):
+    status = 507
+
+
+def check_disk_space(tmp_dir: Path, data_path: Path, total: int) -> None:
+    """Refuse a blob that cannot fit before writing anything: a manifest may declare 16 TiB, and
+    an aborted pull of it must not leave a sparse file and part records behind."""
+    try:
+        st = os.statvfs(tmp_dir)
+    except OSError:
+        return
+    have = st.f_bavail * st.f_frsize
+    try:
+        have += os.stat(data_path).st_blocks * 512  # resuming: what is already on disk counts
+    except OSError:
+        pass
+    if total > have:
+        raise InsufficientSpace(f"not enough free disk space for a {total}-byte blob "
+                                f"({have} bytes available)")
+
+
 def mismatch_message(store_message: str, want: str) -> str:
-    """Ollama's wording, from the store's `digest mismatch, expected "X", got "Y"`."""
+    """Ollama's wording, minus the received digest: a hash of what a redirect target sent is an
+    oracle on internal content (issue 11), so it is logged, never returned."""
     got = re.search(r"got \"?(sha256:[0-9a-f]{64})", store_message)
-    return (f"digest mismatch, file must be downloaded again: want {want}, "
-            f"got {got.group(1) if got else 'a different digest'}")
+    if got:
+        log.warning("digest mismatch want=%s got=%s", want, got.group(1))
+    return f"digest mismatch, file must be downloaded again: want {want}, got a different digest"
 
 
 def _pick(eg: BaseExceptionGroup) -> BaseException:

@@ -53,12 +53,19 @@ def parse_manifest(data: bytes) -> Manifest:
     digest such as `sha256:../../etc/passwd`."""
     if len(data) > MAX_MANIFEST_BYTES:
         raise OllamaError("manifest too large")
+    from ollamapy.config import read_setting
+
+    max_layers = int(read_setting("OLLAMAPY_MAX_MANIFEST_LAYERS"))
+    if data.count(b'"digest"') > max_layers + 1:  # refused before building the tree
+        raise OllamaError(f"invalid manifest: more than {max_layers} layers")
     try:
         raw: Any = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise OllamaError(f"invalid manifest: {e}") from None
     if not isinstance(raw, dict):
         raise OllamaError("invalid manifest: not a JSON object")
+    if isinstance(raw.get("layers"), list) and len(raw["layers"]) > max_layers:
+        raise OllamaError(f"invalid manifest: more than {max_layers} layers")
     try:
         m = Manifest.model_validate(raw)
     except ValidationError as e:

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from ollamapy.errors import BadRequest, NotFound, OllamaError
-from ollamapy.registry import auth
+from ollamapy.registry import auth, netguard
 from ollamapy.registry.download import DownloadConfig, Downloader
 from ollamapy.registry.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from ollamapy.registry.names import MANIFEST_MEDIA_TYPE, target
@@ -55,6 +55,7 @@ class RegistryService:
         self.noprune = noprune
         self.cfg = cfg or DownloadConfig()
         self._http: aiohttp.ClientSession | None = None
+        self._http_internal: aiohttp.ClientSession | None = None
         self.downloader = Downloader(lambda: self.store, None, self.cfg)
         self._push_locks: dict[str, asyncio.Lock] = {}
 
@@ -62,25 +63,40 @@ class RegistryService:
     def store(self) -> Any:
         return self._store() if callable(self._store) else self._store
 
+    @staticmethod
+    def _client(allow_internal: bool) -> aiohttp.ClientSession:
+        """Two pools: one whose resolver admits only public answers, one (for registries on
+        internal addresses) that refuses link-local only; a pooled connection never crosses."""
+        resolver = netguard.GuardedResolver(allow_internal, exempt=netguard.proxy_hosts())
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=60, resolver=resolver),
+            auto_decompress=False, trust_env=False)
+
     @property
     def http(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=60),
-                auto_decompress=False, trust_env=False)
+            self._http = self._client(False)
             self.downloader.http = self._http
         return self._http
 
+    @property
+    def http_internal(self) -> aiohttp.ClientSession:
+        if self._http_internal is None or self._http_internal.closed:
+            self._http_internal = self._client(True)
+        return self._http_internal
+
     async def aclose(self) -> None:
         await self.downloader.aclose()
-        if self._http is not None:
-            await self._http.close()
+        for http in (self._http, self._http_internal):
+            if http is not None:
+                await http.close()
 
     def _sign(self, data: bytes) -> str:
         return auth.sign(auth.load_key(self.key_path), data)
 
     def session(self, name: ModelName, insecure: bool) -> RegistrySession:
-        return RegistrySession(self.http, target(name, insecure), self._sign, insecure)
+        return RegistrySession(self.http, target(name, insecure), self._sign, insecure,
+                               http_internal=self.http_internal)
 
     # -- pull ---------------------------------------------------------------------------------
 

@@ -12,10 +12,12 @@ import ipaddress
 import json
 import logging
 import platform
+import re
 import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp
@@ -23,7 +25,7 @@ from yarl import URL
 
 from ollamapy import __version__
 from ollamapy.errors import OllamaError
-from ollamapy.registry import auth
+from ollamapy.registry import auth, netguard
 from ollamapy.registry.names import Target, origin, resolve
 
 log = logging.getLogger("ollamapy.registry")
@@ -82,11 +84,34 @@ async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
     data = await resp.content.read(cap + 1)
     if len(data) > cap:
         resp.close()
-        raise OllamaError(f"response from {resp.url.host} too large")
+        raise OllamaError("registry response too large")
     return data
 
 
-async def error_text(resp: aiohttp.ClientResponse) -> str:
+_ERROR_CODE = re.compile(r"[A-Z][A-Z_]{0,63}")
+
+
+def status_text(status: int, body: bytes) -> str:
+    """`<code>: <reason>` without echoing what the remote sent (it may be any internal HTTP
+    answer): only the standard reason phrase and docker-registry error codes (`[A-Z_]+`)."""
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "error"
+    codes: list[str] = []
+    try:
+        errors = json.loads(body).get("errors")
+        for e in errors if isinstance(errors, list) else []:
+            code = e.get("code") if isinstance(e, dict) else None
+            if isinstance(code, str) and _ERROR_CODE.fullmatch(code) and code not in codes:
+                codes.append(code)
+    except (ValueError, AttributeError, RecursionError):
+        pass
+    return f"{status}: {reason}" + (f" ({', '.join(codes[:4])})" if codes else "")
+
+
+async def error_body_text(resp: aiohttp.ClientResponse) -> str:
+    """`<code>: <body>` (Ollama's wording) for an error from the registry the user named."""
     try:
         body = await resp.content.read(MAX_ERROR_BODY)
     except (aiohttp.ClientError, TimeoutError):
@@ -96,15 +121,36 @@ async def error_text(resp: aiohttp.ClientResponse) -> str:
     return f"{resp.status}: {body.decode(errors='replace').strip()}"
 
 
+async def error_text(resp: aiohttp.ClientResponse) -> str:
+    try:
+        body = await resp.content.read(MAX_ERROR_BODY)
+    except (aiohttp.ClientError, TimeoutError):
+        body = b""
+    finally:
+        resp.release()
+    return status_text(resp.status, body)
+
+
 class RegistrySession:
     def __init__(self, http: aiohttp.ClientSession, target: Target, signer: Signer | None,
-                 insecure: bool = False) -> None:
+                 insecure: bool = False,
+                 http_internal: aiohttp.ClientSession | None = None) -> None:
         self.http = http
+        self.http_internal = http_internal  # its resolver admits internal answers
         self.target = target
         self.signer = signer
         self.insecure = insecure
         self.token: str | None = None
         self._origin = origin(target.base)
+        self._internal: bool | None = None
+
+    async def allow_internal(self) -> bool:
+        """Decided once per session from the registry the user named (see netguard)."""
+        if self._internal is None:
+            self._internal = await netguard.registry_is_internal(URL(self.target.base).host or "")
+            if self._internal and self.http_internal is not None:
+                self.http = self.http_internal
+        return self._internal
 
     def is_registry(self, url: str) -> bool:
         return origin(url) == self._origin
@@ -124,7 +170,9 @@ class RegistrySession:
         """One request, redirects followed by hand. follow: "all" (any host, no credentials to
         foreign origins), "same" (stop at the first redirect to another origin and return it),
         or "none"."""
+        allow = await self.allow_internal()
         for _ in range(MAX_REDIRECTS + 1):
+            netguard.check_host(URL(url, encoded=True).host or "", allow)
             resp = await self.http.request(
                 method, URL(url, encoded=True), headers=self.headers_for(url, headers),
                 data=body() if body is not None else None, allow_redirects=False,
@@ -163,7 +211,11 @@ class RegistrySession:
                 resp.release()
                 raise RegistryNotFound()
             if resp.status >= 400:
-                raise RegistryError(await error_text(resp), resp.status)
+                # the registry's own words (e.g. "requires a newer version of Ollama") reach the
+                # user; an answer from any other host a redirect led to never does (issue 11)
+                own = self.is_registry(str(resp.url))
+                raise RegistryError(await (error_body_text(resp) if own else error_text(resp)),
+                                    resp.status)
             return resp
         raise Unauthorized()
 
@@ -172,6 +224,7 @@ class RegistrySession:
         if self.signer is None:
             raise Unauthorized()
         url = auth.token_url(challenge)
+        netguard.check_host(URL(url, encoded=True).host or "", await self.allow_internal())
         signature = self.signer(auth.signing_payload(url))
         headers = {"User-Agent": USER_AGENT, "Authorization": signature}
         async with self.http.get(URL(url, encoded=True), headers=headers, allow_redirects=False,
@@ -179,9 +232,7 @@ class RegistrySession:
                                  timeout=aiohttp.ClientTimeout(total=60)) as resp:
             body = await read_capped(resp, MAX_ERROR_BODY)
             if resp.status >= 400:
-                text = body.decode(errors="replace").strip()
-                raise RegistryError(f"{resp.status}: {text}" if text else str(resp.status),
-                                    resp.status)
+                raise RegistryError(status_text(resp.status, body), resp.status)
         try:
             token = json.loads(body).get("token")
         except (ValueError, AttributeError):

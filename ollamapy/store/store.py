@@ -360,6 +360,19 @@ class ModelStore:
         licenses: list[str] = []
         params: dict[str, Any] = {}
         messages: list[dict[str, Any]] = []
+        # one budget for all text layers: thousands of license layers naming one big blob
+        # must not make every /api/tags read it thousands of times (issue 11)
+        left = _text_budget()
+
+        def read_text(digest: str) -> str:
+            nonlocal left
+            if left <= 0:
+                raise OllamaError(f"text layers of {e.name.display_shortest()} exceed "
+                                  f"{_text_budget()} bytes")
+            text = self.read_blob_text(digest, min(left, MAX_TEXT_LAYER_BYTES))
+            left -= len(text)
+            return text
+
         for layer in m.get("layers", []):
             mt = layer.get("mediaType")
             digest = layer.get("digest")
@@ -372,16 +385,16 @@ class ModelStore:
             elif mt == MEDIA_ADAPTER:
                 adapters.append(self.blob_path(digest))
             elif mt in (MEDIA_TEMPLATE, MEDIA_PROMPT):
-                template = self.read_blob_text(digest)
+                template = read_text(digest)
             elif mt == MEDIA_SYSTEM:
-                system = self.read_blob_text(digest)
+                system = read_text(digest)
             elif mt == MEDIA_LICENSE:
-                licenses.append(self.read_blob_text(digest))
+                licenses.append(read_text(digest))
             elif mt == MEDIA_PARAMS:
-                v = _json_or(self.read_blob_text(digest), {})
+                v = _json_or(read_text(digest), {})
                 params = v if isinstance(v, dict) else {}
             elif mt == MEDIA_MESSAGES:
-                v = _json_or(self.read_blob_text(digest), [])
+                v = _json_or(read_text(digest), [])
                 messages = [x for x in v if isinstance(x, dict)] if isinstance(v, list) else []
         config: dict[str, Any] = {}
         cfg = m.get("config") or {}
@@ -557,16 +570,32 @@ def _json_or(text: str, default: Any) -> Any:
         return default
 
 
+def _max_layers() -> int:
+    from ollamapy.config import read_setting
+
+    return int(read_setting("OLLAMAPY_MAX_MANIFEST_LAYERS"))
+
+
+def _text_budget() -> int:
+    from ollamapy.config import read_setting
+
+    return int(read_setting("OLLAMAPY_MAX_TEXT_LAYER_BYTES"))
+
+
 def parse_manifest(data: bytes) -> dict[str, Any]:
     """Decode and sanity-check a manifest (layers must be objects with valid digests)."""
     if len(data) > MAX_MANIFEST_BYTES:
         raise StoreError("manifest too large")
+    if data.count(b'"digest"') > _max_layers() + 1:  # refused before building the tree
+        raise StoreError(f"invalid manifest: more than {_max_layers()} layers")
     try:
         m = json.loads(data)
     except ValueError as e:
         raise StoreError(f"invalid manifest: {e}") from None
     if not isinstance(m, dict) or not isinstance(m.get("layers", []), list):
         raise StoreError("invalid manifest")
+    if len(m.get("layers", [])) > _max_layers():
+        raise StoreError(f"invalid manifest: more than {_max_layers()} layers")
     for layer in [*m.get("layers", []), m.get("config") or {}]:
         if not isinstance(layer, dict):
             raise StoreError("invalid manifest layer")

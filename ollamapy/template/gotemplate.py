@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -18,6 +20,46 @@ from typing import Any
 
 class TemplateError(Exception):
     """Parse or execution error (Ollama reports template errors to the client)."""
+
+
+class TemplateLimitError(TemplateError):
+    """A template went past one of the configured bounds (output, steps, width, depth, size)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one template's parse and render, so a request or model template can neither
+    run unbounded nor allocate unbounded memory. Defaults sit far above real model templates."""
+
+    max_output: int = 16 * 1024 * 1024   # characters produced by one render
+    max_steps: int = 2_000_000           # nodes executed + range iterations per render
+    max_width: int = 100_000             # printf width / precision
+    max_depth: int = 100                 # nesting of blocks and parentheses
+    max_nodes: int = 4096                # actions + text pieces in one template
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
+        from ollamapy.config import read_setting
+
+        return cls(*(read_setting(f"OLLAMAPY_TEMPLATE_MAX_{n}", environ)
+                     for n in ("OUTPUT", "STEPS", "WIDTH", "DEPTH", "NODES")))
+
+
+_limits: Limits | None = None
+
+
+def limits() -> Limits:
+    """The process-wide limits (read from the environment on first use)."""
+    global _limits
+    if _limits is None:
+        _limits = Limits.from_env(os.environ)
+    return _limits
+
+
+def set_limits(value: Limits | None) -> None:
+    """Replace the process-wide limits (None: read the environment again on next use)."""
+    global _limits
+    _limits = value
 
 
 # ---------------------------------------------------------------- values
@@ -210,8 +252,10 @@ def _action_end(src: str, k: int) -> tuple[str, int, bool]:
     """Find the closing delimiter, skipping quoted strings and comments."""
     i = k
     n = len(src)
-    stripped = src[k:].lstrip(_SPACE)
-    if stripped.startswith("/*"):
+    m0 = k
+    while m0 < n and src[m0] in _SPACE:
+        m0 += 1
+    if src.startswith("/*", m0):
         c = src.find("*/", k)
         if c < 0:
             raise TemplateError("unclosed comment")
@@ -400,9 +444,15 @@ def _pipe_idents(p: Pipe) -> Iterator[str]:
 
 
 class _Parser:
-    def __init__(self, src: str) -> None:
-        self.pieces = list(_split(src))
+    def __init__(self, src: str, lim: Limits) -> None:
+        self.pieces: list[tuple[str, str]] = []
+        for piece in _split(src):
+            self.pieces.append(piece)
+            if len(self.pieces) > lim.max_nodes:
+                raise TemplateLimitError(f"template has more than {lim.max_nodes} actions")
         self.pos = 0
+        self.depth = 0
+        self.max_depth = lim.max_depth
 
     def parse(self) -> list[Any]:
         nodes, stop = self._list()
@@ -433,11 +483,20 @@ class _Parser:
             elif head.kind == "ident" and head.value in ("define", "template", "block"):
                 raise TemplateError(f"{head.value} is not supported")
             else:
-                nodes.append(Action(_PipeParser(toks).pipe()))
+                nodes.append(Action(_PipeParser(toks, self.max_depth).pipe()))
         return nodes, None
 
     def _branch(self, kind: str, toks: list[Tok]) -> Branch:
-        pipe = _PipeParser(toks).pipe(allow_two=kind == "range")
+        self.depth += 1
+        try:
+            return self._branch_in(kind, toks)
+        finally:
+            self.depth -= 1
+
+    def _branch_in(self, kind: str, toks: list[Tok]) -> Branch:
+        if self.depth > self.max_depth:
+            raise TemplateLimitError(f"template nesting deeper than {self.max_depth}")
+        pipe = _PipeParser(toks, self.max_depth).pipe(allow_two=kind == "range")
         body, stop = self._list()
         if stop is None:
             raise TemplateError(f"unexpected EOF in {kind}")
@@ -456,9 +515,11 @@ class _Parser:
 
 
 class _PipeParser:
-    def __init__(self, toks: list[Tok]) -> None:
+    def __init__(self, toks: list[Tok], max_depth: int = 100) -> None:
         self.toks = toks
         self.i = 0
+        self.depth = 0
+        self.max_depth = max_depth
 
     def peek(self) -> Tok | None:
         return self.toks[self.i] if self.i < len(self.toks) else None
@@ -514,7 +575,11 @@ class _PipeParser:
                 raise TemplateError(f"unexpected keyword {t.value}")
             op = Operand("ident", t.value)
         elif t.kind == "(":
+            self.depth += 1
+            if self.depth > self.max_depth:
+                raise TemplateLimitError(f"template nesting deeper than {self.max_depth}")
             inner = self.pipe(inner=True)
+            self.depth -= 1
             if self.peek() is None or self.peek().kind != ")":  # type: ignore[union-attr]
                 raise TemplateError("unclosed left paren")
             self.i += 1
@@ -606,7 +671,27 @@ def _sprint(*args: Any) -> str:
     return out
 
 
-def _sprintf(fmt: str, *args: Any) -> str:
+def _spec(flags: str, cap: int) -> tuple[str, int | None, int | None]:
+    """`+-# 0` flags, width, precision of one printf verb, each number capped."""
+    i = 0
+    while i < len(flags) and flags[i] in "+-# 0":
+        i += 1
+    flag_chars, rest = flags[:i], flags[i:]
+    width_text, dot, prec_text = rest.partition(".")
+    width = prec = None
+    if width_text.isdigit():
+        width = int(width_text) if len(width_text) <= 18 else cap + 1
+    if dot:
+        prec = int(prec_text) if prec_text.isdigit() and len(prec_text) <= 18 else (
+            0 if not prec_text.isdigit() else cap + 1)
+    for what, v in (("width", width), ("precision", prec)):
+        if v is not None and v > cap:
+            raise TemplateLimitError(f"printf {what} {v} exceeds the limit of {cap}")
+    return flag_chars, width, prec
+
+
+def _sprintf(fmt: str, *args: Any, max_width: int | None = None) -> str:
+    cap = limits().max_width if max_width is None else max_width
     out: list[str] = []
     i = 0
     ai = 0
@@ -614,8 +699,10 @@ def _sprintf(fmt: str, *args: Any) -> str:
     while i < n:
         c = fmt[i]
         if c != "%":
-            out.append(c)
-            i += 1
+            j = fmt.find("%", i)
+            j = n if j < 0 else j
+            out.append(fmt[i:j])
+            i = j
             continue
         j = i + 1
         while j < n and fmt[j] in "+-# 0123456789.":
@@ -628,6 +715,7 @@ def _sprintf(fmt: str, *args: Any) -> str:
         if verb == "%":
             out.append("%")
             continue
+        flag_chars, width, prec = _spec(flags, cap)
         if ai >= len(args):
             out.append(f"%!{verb}(MISSING)")
             continue
@@ -635,24 +723,23 @@ def _sprintf(fmt: str, *args: Any) -> str:
         ai += 1
         if verb in "vs":
             text = go_str(a) if a is not None else "<nil>"
+            if verb == "s" and prec is not None:
+                text = text[:prec]
         elif verb == "q":
             text = json.dumps(go_str(a), ensure_ascii=False)
         elif verb == "d" and isinstance(a, int) and not isinstance(a, bool):
             text = str(a)
         elif verb in "feg" and isinstance(a, int | float) and not isinstance(a, bool):
-            prec = flags.split(".")[1] if "." in flags else "6"
-            text = f"{float(a):.{int(prec or 0)}{verb}}" if verb != "g" else go_float(float(a))
-            flags = flags.split(".")[0]
+            text = (f"{float(a):.{6 if prec is None else prec}{verb}}" if verb != "g"
+                    else go_float(float(a)))
         elif verb == "t" and isinstance(a, bool):
             text = go_str(a)
         elif verb == "x" and isinstance(a, int):
             text = format(a, "x")
         else:
             text = f"%!{verb}({type(a).__name__}={go_str(a)})"
-        width = "".join(ch for ch in flags if ch.isdigit())
         if width:
-            w = int(width)
-            text = text.ljust(w) if "-" in flags else text.rjust(w)
+            text = text.ljust(width) if "-" in flag_chars else text.rjust(width)
         out.append(text)
     if ai < len(args):
         out.append("%!(EXTRA " + ", ".join(go_str(a) for a in args[ai:]) + ")")
@@ -682,10 +769,30 @@ FUNCS: dict[str, Callable[..., Any]] = {
 
 
 class _Exec:
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Any, lim: Limits) -> None:
         self.root = root
         self.out: list[str] = []
         self.scopes: list[dict[str, Any]] = [{"$": root}]
+        self.steps_left = lim.max_steps
+        self.output_left = lim.max_output
+        self.lim = lim
+
+    def emit(self, text: str) -> None:
+        self.output_left -= len(text)
+        if self.output_left < 0:
+            raise TemplateLimitError(
+                f"template output exceeds the limit of {self.lim.max_output} characters")
+        self.out.append(text)
+
+    def step(self, n: int = 1) -> None:
+        self.steps_left -= n
+        if self.steps_left < 0:
+            raise TemplateLimitError(
+                f"template execution exceeds the limit of {self.lim.max_steps} steps")
+        if self.steps_left & 0xFF == 0:
+            # a long render runs in a worker thread; hand the GIL over now and then so the
+            # event loop is not starved (a CPU-bound thread otherwise holds it 5 ms per wait)
+            time.sleep(0)
 
     def lookup(self, name: str) -> Any:
         for s in reversed(self.scopes):
@@ -702,12 +809,13 @@ class _Exec:
 
     def run(self, nodes: list[Any], dot: Any) -> None:
         for n in nodes:
+            self.step()
             if isinstance(n, Text):
-                self.out.append(n.text)
+                self.emit(n.text)
             elif isinstance(n, Action):
                 v = self.pipe(n.pipe, dot)
                 if not n.pipe.decl:
-                    self.out.append(go_str(v))
+                    self.emit(go_str(v))
             elif isinstance(n, Branch):
                 self.branch(n, dot)
             elif isinstance(n, Loop):
@@ -740,21 +848,30 @@ class _Exec:
         self.scopes.append({})
         try:
             v = self.pipe(inner, dot)
+            items: Iterator[tuple[Any, Any]]
             if v is None:
-                items: list[tuple[Any, Any]] = []
+                count = 0
+                items = iter(())
             elif isinstance(v, dict):
-                items = [(k, v[k]) for k in _sorted_keys(v)]
+                count = len(v)
+                items = ((k, v[k]) for k in _sorted_keys(v))
             elif isinstance(v, list | tuple | str):
-                items = list(enumerate(v))
+                count = len(v)
+                items = enumerate(v)
             elif isinstance(v, int) and not isinstance(v, bool):
-                items = [(i, i) for i in range(v)]
+                count = max(v, 0)
+                items = ((i, i) for i in range(count))
             else:
                 raise TemplateError(f"range can't iterate over {go_str(v)}")
-            if not items:
+            if not count:
                 if n.else_body is not None:
                     self.block(n.else_body, dot)
                 return
+            if count > self.steps_left:  # refuse up front rather than after the budget is gone
+                raise TemplateLimitError(
+                    f"template execution exceeds the limit of {self.lim.max_steps} steps")
             for k, elem in items:
+                self.step()
                 vars_: dict[str, Any] = {}
                 if len(decl) == 1:
                     vars_[decl[0]] = elem
@@ -822,6 +939,8 @@ class _Exec:
         if fn is None:
             raise TemplateError(f'function "{name}" not defined')
         try:
+            if fn is _sprintf:
+                return _sprintf(*args, max_width=self.lim.max_width)
             return fn(*args)
         except TemplateError:
             raise
@@ -854,9 +973,10 @@ _NOVAL = object()
 class Template:
     """A parsed Go template. `render(data)` executes it against a dict of root fields."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, lim: Limits | None = None) -> None:
         self.source = source
-        self.nodes = _Parser(source).parse()
+        self.limits = lim or limits()
+        self.nodes = _Parser(source, self.limits).parse()
         names = {s.lower() for s in _idents(self.nodes)}
         if "messages" not in names and "response" not in names:
             self.nodes.append(Action(Pipe([], False, [Command([Operand("field",
@@ -865,7 +985,7 @@ class Template:
         self.vars = frozenset(names)
 
     def render(self, data: dict[str, Any], nodes: list[Any] | None = None) -> str:
-        ex = _Exec(data)
+        ex = _Exec(data, self.limits)
         try:
             ex.run(self.nodes if nodes is None else nodes, data)
         except (_Break, _Continue):
@@ -901,9 +1021,9 @@ class Template:
         return walk(self.nodes)
 
 
-def parse(source: str) -> Template:
+def parse(source: str, lim: Limits | None = None) -> Template:
     try:
-        return Template(source)
+        return Template(source, lim)
     except TemplateError:
         raise
     except (ValueError, IndexError) as e:

@@ -301,7 +301,7 @@ async def test_wrong_bytes_are_rejected_and_nothing_is_left(
     registry.knobs.wrong_bytes = True
     want = manifest["layers"][0]["digest"]
     with pytest.raises(OllamaError, match=f"^digest mismatch, file must be downloaded again: "
-                                          f"want {want}, got sha256:[0-9a-f]{{64}}$"):
+                                          f"want {want}, got a different digest$"):
         await pull(svc, name(registry))
     assert not store.has_blob(want)
     assert leftovers(store) == []

@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ollamapy.api.anthropic import CountTokensRequest, MessagesRequest
-from ollamapy.api.decode import decode
+from ollamapy.api.decode import decode_request
 from ollamapy.errors import OllamaError
 from ollamapy.inference import engine
 from ollamapy.inference.events import Event
@@ -19,7 +19,7 @@ from ollamapy.translate import anthropic as tr
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    areq = decode(MessagesRequest, await request.read())
+    areq = await decode_request(MessagesRequest, request)
     ireq = tr.to_inference(areq)
     svc = services(request.app)
     if ireq.think:
@@ -51,7 +51,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
 async def count_tokens(request: web.Request) -> web.StreamResponse:
     """The prompt's real token count: rendered with the model's template and tools and
     tokenized by its runner (the engine's `count_tokens`), not a length estimate."""
-    creq = decode(CountTokensRequest, await request.read())
+    creq = await decode_request(CountTokensRequest, request)
     ireq = tr.count_request(creq)
 
     async def work() -> web.StreamResponse:

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ollamapy.api.decode import decode
+from ollamapy.api.decode import decode_request
 from ollamapy.api.inference import (
     ChatRequest,
     EmbeddingsRequest,
@@ -110,7 +110,7 @@ async def respond(request: web.Request, events: AsyncIterator[Event], chunks: Na
 
 async def generate(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
-    req = decode(GenerateRequest, await request.read())
+    req = await decode_request(GenerateRequest, request)
     ireq = generate_request(req, start)
     chunks = NativeChunks(req.model, chat=False, top_logprobs=ireq.top_logprobs)
     return await wire.until_disconnect(request, respond(
@@ -119,7 +119,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
 
 async def chat(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
-    req = decode(ChatRequest, await request.read())
+    req = await decode_request(ChatRequest, request)
     ireq = chat_request(req, start)
     chunks = NativeChunks(req.model, chat=True, top_logprobs=ireq.top_logprobs)
     return await wire.until_disconnect(request, respond(
@@ -128,7 +128,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
 async def embed(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
-    req = decode(EmbedRequest, await request.read())
+    req = await decode_request(EmbedRequest, request)
     if not req.model:
         raise BadRequest("model is required")
     inputs = req.inputs()
@@ -152,7 +152,7 @@ async def embed(request: web.Request) -> web.StreamResponse:
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
-    req = decode(EmbeddingsRequest, await request.read())
+    req = await decode_request(EmbeddingsRequest, request)
     if not req.model:
         raise BadRequest("model is required")
     keep_alive = parse_keep_alive(req.keep_alive)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-from ollamapy.api.decode import decode, go_time
+from ollamapy.api.decode import decode_request, go_time
 from ollamapy.api.models import (
     CopyRequest,
     CreateRequest,
@@ -53,7 +53,7 @@ CHUNK = 1 << 20
 # ---------- helpers ----------
 async def read_body(request: web.Request, cls: type[T]) -> T:
     """Decode a JSON body into `cls` with Ollama's error texts (400 on anything malformed)."""
-    return decode(cls, await request.read())
+    return await decode_request(cls, request)
 
 
 @dataclass(frozen=True)
@@ -332,7 +332,8 @@ async def show(request: web.Request, ctx: ModelRoutes) -> web.Response:
     req = await read_body(request, ShowRequest)
     if not req.target():
         raise BadRequest("model is required")
-    return json_ok(await in_thread(show_model, ctx.store, req))
+    # serialised in the thread too: a verbose show can carry a million-element token array
+    return await in_thread(lambda: json_ok(show_model(ctx.store, req)))
 
 
 # ---------- copy / delete ----------

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from ollamapy.api.decode import decode
+from ollamapy.api.decode import decode_request
 from ollamapy.api.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -48,7 +48,7 @@ from ollamapy.server.routes.inference import (
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
-    oreq = decode(ChatCompletionRequest, await request.read())
+    oreq = await decode_request(ChatCompletionRequest, request)
     ireq = chat_request(to_chat(oreq), start)
     chunks = NativeChunks(oreq.model, chat=True, top_logprobs=ireq.top_logprobs)
     return await reply(request, oreq.model, oreq.stream, oreq.stream_options,
@@ -58,7 +58,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def completions(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
-    oreq = decode(CompletionRequest, await request.read())
+    oreq = await decode_request(CompletionRequest, request)
     req = to_generate(oreq)
     if not req.model:
         raise BadRequest("model is required")
@@ -97,7 +97,7 @@ def b64_floats(vec: list[float]) -> str:
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
-    oreq = decode(EmbeddingRequest, await request.read())
+    oreq = await decode_request(EmbeddingRequest, request)
     if oreq.encoding_format not in (None, "float", "base64"):
         raise BadRequest(f"Invalid value for 'encoding_format' = {oreq.encoding_format}. "
                          "Supported values: ['float', 'base64'].")

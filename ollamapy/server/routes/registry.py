@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ollamapy.api.decode import decode
+from ollamapy.api.decode import decode_request
 from ollamapy.api.registry import ProgressResponse, PullRequest, PushRequest
 from ollamapy.errors import BadRequest, InternalError, OllamaError
 from ollamapy.registry import auth
@@ -63,13 +63,13 @@ def _name(req: PullRequest, required_message: str) -> ModelName:
 
 
 async def pull_handler(request: web.Request, svc: PullPush) -> web.StreamResponse:
-    req = decode(PullRequest, await request.read())
+    req = await decode_request(PullRequest, request)
     name = _name(req, "invalid model name")  # Ollama: ParseName("") is invalid
     return await _run(request, req.streaming(), lambda emit: svc.pull(name, req.insecure, emit))
 
 
 async def push_handler(request: web.Request, svc: PullPush) -> web.StreamResponse:
-    req = decode(PushRequest, await request.read())
+    req = await decode_request(PushRequest, request)
     name = _name(req, "model is required")
     return await _run(request, req.streaming(), lambda emit: svc.push(name, req.insecure, emit))
 

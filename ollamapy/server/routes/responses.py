@@ -9,7 +9,7 @@ import time
 
 from aiohttp import web
 
-from ollamapy.api.decode import decode
+from ollamapy.api.decode import decode_request
 from ollamapy.api.responses import ResponsesRequest
 from ollamapy.errors import OllamaError
 from ollamapy.inference import engine
@@ -20,7 +20,7 @@ from ollamapy.translate import responses as tr
 
 
 async def responses(request: web.Request) -> web.StreamResponse:
-    rreq = decode(ResponsesRequest, await request.read())
+    rreq = await decode_request(ResponsesRequest, request)
     ireq = tr.to_inference(rreq)
     rid, created = tr.response_id(), int(time.time())
     events = reworded(engine.run(services(request.app), ireq), tr.too_long)
