@@ -217,27 +217,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OLLAMAPY_MAX_BODY_BYTES", "max_body_bytes", parse_uint, str(1024**3),
             "largest request body accepted (413 above it)"),
     # harden (issue 11): bounds on request- and model-controlled work
-    Setting("OLLAMAPY_MAX_JSON_BYTES", parse_uint, str(32 * 1024**2),
+    Setting("OLLAMAPY_MAX_JSON_BYTES", "max_json_bytes", parse_uint, str(32 * 1024**2),
             "largest JSON request body (413 above it; blob uploads are not limited)"),
-    Setting("OLLAMAPY_MAX_JSON_OBJECTS", parse_uint, "100000",
+    Setting("OLLAMAPY_MAX_JSON_OBJECTS", "max_json_objects", parse_uint, "100000",
             "JSON objects in one request body (400 above it)"),
-    Setting("OLLAMAPY_MAX_MESSAGES", parse_uint, "20000", "messages in one chat request"),
-    Setting("OLLAMAPY_MAX_IMAGES", parse_uint, "256", "images in one request"),
-    Setting("OLLAMAPY_MAX_EMBED_INPUTS", parse_uint, "16384", "inputs in one embed request"),
-    Setting("OLLAMAPY_TEMPLATE_MAX_OUTPUT", parse_uint, str(16 * 1024**2),
+    Setting("OLLAMAPY_MAX_MESSAGES", "max_messages", parse_uint, "20000", "messages in one chat request"),
+    Setting("OLLAMAPY_MAX_IMAGES", "max_images", parse_uint, "256", "images in one request"),
+    Setting("OLLAMAPY_MAX_EMBED_INPUTS", "max_embed_inputs", parse_uint, "16384", "inputs in one embed request"),
+    Setting("OLLAMAPY_TEMPLATE_MAX_OUTPUT", "template_max_output", parse_uint, str(16 * 1024**2),
             "characters one template render may produce"),
-    Setting("OLLAMAPY_TEMPLATE_MAX_STEPS", parse_uint, "2000000",
+    Setting("OLLAMAPY_TEMPLATE_MAX_STEPS", "template_max_steps", parse_uint, "2000000",
             "template actions and range iterations executed per render"),
-    Setting("OLLAMAPY_TEMPLATE_MAX_WIDTH", parse_uint, "100000",
+    Setting("OLLAMAPY_TEMPLATE_MAX_WIDTH", "template_max_width", parse_uint, "100000",
             "largest printf width or precision in a template"),
-    Setting("OLLAMAPY_TEMPLATE_MAX_DEPTH", parse_uint, "100",
+    Setting("OLLAMAPY_TEMPLATE_MAX_DEPTH", "template_max_depth", parse_uint, "100",
             "nesting depth of template blocks and parentheses"),
-    Setting("OLLAMAPY_TEMPLATE_MAX_NODES", parse_uint, "4096",
+    Setting("OLLAMAPY_TEMPLATE_MAX_NODES", "template_max_nodes", parse_uint, "4096",
             "actions and text pieces in one template"),
-    Setting("OLLAMAPY_MAX_MANIFEST_LAYERS", parse_uint, "1024", "layers in one manifest"),
-    Setting("OLLAMAPY_MAX_TEXT_LAYER_BYTES", parse_uint, str(16 * 1024**2),
+    Setting("OLLAMAPY_MAX_MANIFEST_LAYERS", "max_manifest_layers", parse_uint, "1024", "layers in one manifest"),
+    Setting("OLLAMAPY_MAX_TEXT_LAYER_BYTES", "max_text_layer_bytes", parse_uint, str(16 * 1024**2),
             "text layers (license, template, system, params, messages) of one model, in total"),
-    Setting("OLLAMAPY_SHOW_MAX_ARRAY", parse_uint, "300000",
+    Setting("OLLAMAPY_SHOW_MAX_ARRAY", "show_max_array", parse_uint, "300000",
             "GGUF array elements show --verbose returns per array (the rest is cut)"),
 )
 _BY_ENV = {s.env: s for s in SETTINGS}
@@ -269,6 +269,19 @@ class Settings:
     api_key: str
     runners_dir: str
     max_body_bytes: int
+    max_json_bytes: int
+    max_json_objects: int
+    max_messages: int
+    max_images: int
+    max_embed_inputs: int
+    template_max_output: int
+    template_max_steps: int
+    template_max_width: int
+    template_max_depth: int
+    template_max_nodes: int
+    max_manifest_layers: int
+    max_text_layer_bytes: int
+    show_max_array: int
 
     def __getitem__(self, env: str) -> Any:
         """Transitional `settings["OLLAMA_X"]` for modules not yet on the typed attributes."""

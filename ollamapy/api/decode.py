@@ -83,6 +83,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"invalid character '{name[0]}' looking for beginning of value")
 
 
+_CAP_SETTINGS = ("OLLAMAPY_MAX_BODY_BYTES", "OLLAMAPY_MAX_JSON_BYTES", "OLLAMAPY_MAX_JSON_OBJECTS",
+                 "OLLAMAPY_MAX_MESSAGES", "OLLAMAPY_MAX_IMAGES", "OLLAMAPY_MAX_EMBED_INPUTS")
+
+
 @dataclass(frozen=True)
 class Caps:
     """Per-request bounds on JSON bodies; defaults sit far above what real clients send."""
@@ -116,10 +120,7 @@ class Caps:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Caps:
         from ollamapy.config import read_setting
 
-        names = ("OLLAMAPY_MAX_BODY_BYTES", "OLLAMAPY_MAX_JSON_BYTES",
-                 "OLLAMAPY_MAX_JSON_OBJECTS", "OLLAMAPY_MAX_MESSAGES", "OLLAMAPY_MAX_IMAGES",
-                 "OLLAMAPY_MAX_EMBED_INPUTS")
-        return cls.from_values({n: read_setting(n, environ) for n in names})
+        return cls.from_values({n: read_setting(n, environ) for n in _CAP_SETTINGS})
 
 
 _caps: Caps | None = None
@@ -156,7 +157,7 @@ def _request_caps(request: web.Request) -> Caps:
         return caps()
     hit = _by_settings.get(id(settings))
     if hit is None or hit[0] is not settings:
-        hit = (settings, Caps.from_values(settings.values))
+        hit = (settings, Caps.from_values({env: settings[env] for env in _CAP_SETTINGS}))
         _by_settings.clear()
         _by_settings[id(settings)] = hit
     return hit[1]
