@@ -71,9 +71,14 @@ def upstream_error(status: int, text: str) -> OllamaError:
     return RunnerError(message, status=500)
 
 
-def _headers() -> dict[str, str]:
+def _auth(api_key: str) -> dict[str, str]:
+    """The runner's own key (every llama-server refuses requests without it but /health)."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _headers(api_key: str = "") -> dict[str, str]:
     # Explicit and minimal: no X-Conversation-Id (it disables cancel-on-disconnect upstream).
-    return {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    return {"Content-Type": "application/json", "Accept": "text/event-stream", **_auth(api_key)}
 
 
 def _dumps(body: dict[str, Any]) -> str:
@@ -97,10 +102,11 @@ async def _send(session: aiohttp.ClientSession, url: str, data: str,
     return await session.post(url, data=data, headers=headers)
 
 
-async def _post_json(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> Any:
+async def _post_json(session: aiohttp.ClientSession, url: str, body: dict[str, Any],
+                     api_key: str = "") -> Any:
     try:
         async with await _send(session, url, _dumps(body), {
-                "Content-Type": "application/json"}) as resp:
+                "Content-Type": "application/json", **_auth(api_key)}) as resp:
             text = await resp.text()
             if resp.status != 200:
                 raise upstream_error(resp.status, text)
@@ -141,7 +147,8 @@ async def sse_lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
 
 
 async def completion_stream(session: aiohttp.ClientSession, base_url: str,
-                            body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+                            body: dict[str, Any], *, api_key: str = ""
+                            ) -> AsyncIterator[dict[str, Any]]:
     """POST /completion with stream=true and yield each SSE event as it arrives.
 
     Leaving the iteration early (client gone, error) closes the upstream response, which makes
@@ -151,7 +158,7 @@ async def completion_stream(session: aiohttp.ClientSession, base_url: str,
     check_completion_body(body)
     data = _dumps(body)
     try:
-        resp = await _send(session, f"{base_url}/completion", data, _headers())
+        resp = await _send(session, f"{base_url}/completion", data, _headers(api_key))
     except aiohttp.ClientError as e:
         raise RunnerConnectionError(f"llama runner connection error: {e}") from None
     try:
@@ -181,34 +188,35 @@ async def completion_stream(session: aiohttp.ClientSession, base_url: str,
 
 
 async def tokenize(session: aiohttp.ClientSession, base_url: str, content: str, *,
-                   add_special: bool = False) -> list[int]:
+                   add_special: bool = False, api_key: str = "") -> list[int]:
     if not isinstance(content, str):
         raise RunnerError("internal error: tokenize content must be text")
     data = await _post_json(session, f"{base_url}/tokenize", {
-        "content": content, "add_special": bool(add_special), "parse_special": True})
+        "content": content, "add_special": bool(add_special), "parse_special": True}, api_key)
     return [int(t) for t in data.get("tokens", [])]
 
 
 async def detokenize(session: aiohttp.ClientSession, base_url: str,
-                     tokens: Sequence[int], n_vocab: int | None = None) -> str:
+                     tokens: Sequence[int], n_vocab: int | None = None, *,
+                     api_key: str = "") -> str:
     clean = [int(t) for t in tokens]
     limit = n_vocab if n_vocab else 2**31 - 1
     if any(isinstance(t, bool) or t < 0 or t >= limit for t in tokens):
         raise BadRequest("context contains an invalid token")
-    data = await _post_json(session, f"{base_url}/detokenize", {"tokens": clean})
+    data = await _post_json(session, f"{base_url}/detokenize", {"tokens": clean}, api_key)
     return str(data.get("content", ""))
 
 
 async def apply_template(session: aiohttp.ClientSession, base_url: str,
                          messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None,
-                         enable_thinking: bool | None = None) -> str:
+                         enable_thinking: bool | None = None, api_key: str = "") -> str:
     """Render messages with the GGUF's own Jinja chat template (+ generation prompt)."""
     body: dict[str, Any] = {"messages": messages, "add_generation_prompt": True}
     if tools:
         body["tools"] = tools
     if enable_thinking is not None:
         body["chat_template_kwargs"] = {"enable_thinking": bool(enable_thinking)}
-    data = await _post_json(session, f"{base_url}/apply-template", body)
+    data = await _post_json(session, f"{base_url}/apply-template", body, api_key)
     prompt = data.get("prompt")
     if not isinstance(prompt, str):
         raise RunnerError("llama runner returned no prompt from its chat template")
@@ -216,12 +224,12 @@ async def apply_template(session: aiohttp.ClientSession, base_url: str,
 
 
 async def embeddings(session: aiohttp.ClientSession, base_url: str, inputs: list[str], *,
-                     normalize: int = 2) -> list[list[float]]:
+                     normalize: int = 2, api_key: str = "") -> list[list[float]]:
     """One pooled vector per input (llama-server normalises: 2 = L2, -1 = raw)."""
     if not all(isinstance(s, str) for s in inputs):
         raise RunnerError("internal error: embedding inputs must be text")
     data = await _post_json(session, f"{base_url}/embeddings", {
-        "content": inputs, "embd_normalize": int(normalize)})
+        "content": inputs, "embd_normalize": int(normalize)}, api_key)
     if not isinstance(data, list):
         raise RunnerError("llama runner returned an unexpected embeddings shape")
     out: list[list[float]] = [[] for _ in inputs]
@@ -237,10 +245,11 @@ async def embeddings(session: aiohttp.ClientSession, base_url: str, inputs: list
     return out
 
 
-async def n_vocab(session: aiohttp.ClientSession, base_url: str) -> int | None:
+async def n_vocab(session: aiohttp.ClientSession, base_url: str, *,
+                  api_key: str = "") -> int | None:
     """Vocabulary size from /v1/models meta (for validating client-supplied token ids)."""
     try:
-        async with session.get(f"{base_url}/v1/models") as resp:
+        async with session.get(f"{base_url}/v1/models", headers=_auth(api_key)) as resp:
             if resp.status != 200:
                 return None
             data = await resp.json()

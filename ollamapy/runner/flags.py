@@ -1,7 +1,8 @@
 """Pure: what one runner launch needs -> llama-server argv (host/port are added at spawn time).
 
 Every setting reaches llama-server as an explicit flag (the child's LLAMA_ARG_* environment is
-scrubbed), so this function is the single place that decides the runner's command line.
+scrubbed), so this function is the single place that decides the runner's command line. Never
+a secret here: argv is world-readable; the runner's API key travels in its environment.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class LaunchConfig:
     cache_ram_mib: int | None = None
     context_shift: bool = True
     log_verbosity: int = 4  # 4 prints the buffer sizes /api/ps reports
+    slots: bool = False  # /slots shows every slot's prompt: only when debugging (OLLAMA_DEBUG)
 
 
 def kv_cache_type(cfg: LaunchConfig) -> str:
@@ -92,6 +94,7 @@ def build_args(cfg: LaunchConfig) -> list[str]:
         args += ["--cache-ram", str(max(0, cfg.cache_ram_mib))]
     if cfg.context_shift and not cfg.embedding and not cfg.projectors:
         args += ["--context-shift"]
+    args += ["--slots" if cfg.slots else "--no-slots"]
     args += ["--log-verbosity", str(cfg.log_verbosity), "--log-colors", "off"]
     return args
 

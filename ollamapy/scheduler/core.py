@@ -142,6 +142,7 @@ class Lease:
         self._scheduler = scheduler
         self._runner = r
         self.base_url: str = r.handle.base_url
+        self.api_key: str = r.handle.api_key  # the runner refuses requests without it
         self.session: aiohttp.ClientSession = scheduler.session
         self.load_duration: float = grant.load_duration
         self.num_ctx: int = r.num_ctx
@@ -811,6 +812,7 @@ class Scheduler:
             embedding_model=bool(r.facts and r.facts.embedding_model),
             projectors=spec.projectors, adapters=spec.adapters, alias=r.model.short_name,
             cache_ram_mib=cache_ram_mib(inv.system.total, self.max_loaded),
+            slots=self.settings["OLLAMA_DEBUG"] > 0,
         )
 
 

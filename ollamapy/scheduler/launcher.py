@@ -27,6 +27,7 @@ class RunnerHandle(Protocol):
     """A started, healthy llama-server as the scheduler uses it."""
 
     base_url: str
+    api_key: str  # sent as `Authorization: Bearer`; only /health answers without it
     props: dict[str, Any]
 
     @property
@@ -97,6 +98,7 @@ class ProcessLauncher:
         """/props after /health: slots, effective per-slot context, template caps."""
         try:
             async with probe.get(f"{proc.base_url}/props",
+                                 headers={"Authorization": f"Bearer {proc.api_key}"},
                                  timeout=aiohttp.ClientTimeout(total=10)) as r:
                 if r.status == 200:
                     data = await r.json()

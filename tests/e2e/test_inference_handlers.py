@@ -121,7 +121,7 @@ class FakeScheduler:
         self.calls.append({"options": options, "keep_alive": keep_alive, "embedding": embedding})
         self.active += 1
         try:
-            yield SimpleNamespace(base_url=self.urls[kind], session=self.session,
+            yield SimpleNamespace(base_url=self.urls[kind], session=self.session, api_key="",
                                   load_duration=0.001,
                                   num_ctx=min(int(options.get("num_ctx") or 2048), 2048)
                                   if kind == "gen" else 1024,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
 import ollama
@@ -30,7 +31,9 @@ OPTS = {"num_predict": 8, "temperature": 0, "seed": 42}
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     tmp = tmp_path_factory.mktemp("serve")
     register_default_model(tmp / "models", params=FAST_PARAMS)
-    s = start_server(tmp, {"OLLAMA_NUM_PARALLEL": "1", "OLLAMA_CONTEXT_LENGTH": "2048"})
+    # OLLAMA_DEBUG: runners keep /slots, which the disconnect tests watch to see a slot go idle.
+    s = start_server(tmp, {"OLLAMA_NUM_PARALLEL": "1", "OLLAMA_CONTEXT_LENGTH": "2048",
+                           "OLLAMA_DEBUG": "1"})
     yield s
     stop_server(s)
 
@@ -134,20 +137,32 @@ def test_errors_and_load_unload(srv: ServerProc, client: ollama.Client) -> None:
     assert r.done
 
 
-def generation_runner(srv: ServerProc) -> str:
-    """Base URL of the server's (only) generation llama-server, from its command line."""
-    found = [c.cmdline() for c in psutil.Process(srv.proc.pid).children(recursive=True)
+@dataclass(frozen=True)
+class Runner:
+    url: str
+    key: str
+
+
+def generation_runner(srv: ServerProc) -> Runner:
+    """The server's (only) generation llama-server: its URL from its command line, its key from
+    its environment (readable by its own user only, as a test running as that user is)."""
+    found = [c for c in psutil.Process(srv.proc.pid).children(recursive=True)
              if "llama-server" in c.name()]
-    gen = [argv for argv in found if "--embeddings" not in argv]
+    gen = [c for c in found if "--embeddings" not in c.cmdline()]
     assert len(gen) == 1, found
-    return f"http://127.0.0.1:{gen[0][gen[0].index('--port') + 1]}"
+    argv = gen[0].cmdline()
+    return Runner(f"http://127.0.0.1:{argv[argv.index('--port') + 1]}",
+                  gen[0].environ()["LLAMA_API_KEY"])
 
 
-def slot_busy(runner: str) -> bool:
-    return any(s.get("is_processing") for s in httpx.get(runner + "/slots", timeout=10).json())
+def slot_busy(runner: Runner) -> bool:
+    r = httpx.get(runner.url + "/slots", timeout=10,
+                  headers={"Authorization": f"Bearer {runner.key}"})
+    assert r.status_code == 200, r.text
+    return any(s.get("is_processing") for s in r.json())
 
 
-def wait_slot_idle(runner: str, seconds: float = 30.0) -> None:
+def wait_slot_idle(runner: Runner, seconds: float = 30.0) -> None:
     """A liveness bound, far below the minutes an uncancelled ENDLESS request keeps it busy."""
     deadline = time.monotonic() + seconds
     while slot_busy(runner):

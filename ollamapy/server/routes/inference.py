@@ -219,12 +219,12 @@ class Plan:
 def renderer(plan: Plan, lease: Any, template: Template | None) -> prompts.Renderer:
     async def tok(text: str, add_special: bool) -> list[int]:
         return await upstream.tokenize(lease.session, lease.base_url, text,
-                                       add_special=add_special)
+                                       add_special=add_special, api_key=lease.api_key)
 
     async def apply(msgs: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
                     think: bool | None) -> str:
         return await upstream.apply_template(lease.session, lease.base_url, msgs, tools=tools,
-                                             enable_thinking=think)
+                                             enable_thinking=think, api_key=lease.api_key)
 
     return prompts.Renderer(template, tok, apply, bool(plan.model.projector_paths),
                             jinja_source=str(lease.props.get("chat_template") or ""),
@@ -284,7 +284,7 @@ async def strip_leading_bos(lease: Any, p: prompts.Prompt) -> prompts.Prompt:
     adds = _ADDS_BOS.get(key)
     if adds is None:
         adds = bool(await upstream.tokenize(lease.session, lease.base_url, "",
-                                            add_special=True))
+                                            add_special=True, api_key=lease.api_key))
         _ADDS_BOS[key] = adds
         while len(_ADDS_BOS) > MAX_ADDS_BOS:
             _ADDS_BOS.popitem(last=False)
@@ -305,8 +305,8 @@ async def run_completion(plan: Plan, lease: Any, body: dict[str, Any],
     try:
         thought: list[str] = []
         used = 0
-        gen = steps(upstream.completion_stream(lease.session, lease.base_url, first), parser,
-                    top)
+        gen = steps(upstream.completion_stream(lease.session, lease.base_url, first,
+                                               api_key=lease.api_key), parser, top)
         try:
             async for s in gen:
                 used += len(s.tokens)
@@ -339,7 +339,7 @@ async def run_completion(plan: Plan, lease: Any, body: dict[str, Any],
                   "n_predict": max(int(body.get("n_predict", 0)) - used, 1)}
         rest = OutputParser(None, parser.tools)
         async with contextlib.aclosing(steps(upstream.completion_stream(
-                lease.session, lease.base_url, second), rest, top)) as gen2:
+                lease.session, lease.base_url, second, api_key=lease.api_key), rest, top)) as gen2:
             async for s in gen2:
                 yield s
     except upstream.RunnerConnectionError as e:
@@ -386,9 +386,9 @@ async def generate_chunks(app: web.Application, plan: Plan, req: GenerateRequest
             p = await prompts.fit_messages(r, msgs, None, plan.think, lease.num_ctx,
                                            plan.truncate)
             if req.context:
-                nv = await upstream.n_vocab(lease.session, lease.base_url)
+                nv = await upstream.n_vocab(lease.session, lease.base_url, api_key=lease.api_key)
                 prefix = await upstream.detokenize(lease.session, lease.base_url, req.context,
-                                                   nv)
+                                                   nv, api_key=lease.api_key)
                 p = prompts.Prompt(prefix + p.text, p.images)
         if req.debug_render_only:
             yield {"model": plan.req_model, "created_at": now_rfc3339(), "done": True,
@@ -406,7 +406,8 @@ async def generate_chunks(app: web.Application, plan: Plan, req: GenerateRequest
         def prompt_ids() -> asyncio.Future[list[int]]:
             return asyncio.ensure_future(
                 _const(p.tokens) if p.tokens is not None
-                else upstream.tokenize(lease.session, lease.base_url, p.text, add_special=True))
+                else upstream.tokenize(lease.session, lease.base_url, p.text, add_special=True,
+                                       api_key=lease.api_key))
 
         sent = False
         try:
@@ -598,19 +599,22 @@ async def embed_inputs(app: web.Application, model: Model, inputs: list[str],
         limit = max(limit - 2, 1)  # room for BOS/EOS
 
         async def fit(text: str, limit: int) -> tuple[str, int]:
-            toks = await upstream.tokenize(lease.session, lease.base_url, text)
+            toks = await upstream.tokenize(lease.session, lease.base_url, text,
+                                           api_key=lease.api_key)
             if len(toks) <= limit:
                 return text, len(toks)
             if not truncate:
                 raise BadRequest("the input length exceeds the context length")
             cut = toks[:limit]
-            return await upstream.detokenize(lease.session, lease.base_url, cut), len(cut)
+            return await upstream.detokenize(lease.session, lease.base_url, cut,
+                                             api_key=lease.api_key), len(cut)
 
         fitted = await asyncio.gather(*(fit(t, limit) for t in inputs))
         try:
             try:
                 vecs = await upstream.embeddings(lease.session, lease.base_url,
-                                                 [t for t, _ in fitted], normalize=normalize_out)
+                                                 [t for t, _ in fitted], normalize=normalize_out,
+                                                 api_key=lease.api_key)
             except OllamaError as e:
                 batch = batch_limit(e.message)
                 if batch is None or not truncate or batch - 2 >= limit:
@@ -618,7 +622,8 @@ async def embed_inputs(app: web.Application, model: Model, inputs: list[str],
                 # Ollama retries once with inputs cut to the runner's batch size
                 fitted = await asyncio.gather(*(fit(t, batch - 2) for t in inputs))
                 vecs = await upstream.embeddings(lease.session, lease.base_url,
-                                                 [t for t, _ in fitted], normalize=normalize_out)
+                                                 [t for t, _ in fitted], normalize=normalize_out,
+                                                 api_key=lease.api_key)
         except upstream.RunnerConnectionError as e:
             raise lease.fail(e) from None
         return EmbedResult(vecs, sum(n for _, n in fitted), lease.load_duration)
