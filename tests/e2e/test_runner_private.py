@@ -18,6 +18,10 @@ pytestmark = pytest.mark.e2e
 SERVER_SECRET = "admin-key-must-not-leak"
 
 
+def proc_file(pid: int, name: str) -> bytes:
+    return Path(f"/proc/{pid}/{name}").read_bytes()
+
+
 async def test_runner_refuses_clients_without_its_key(runner_binary: Path, model_path: Path,
                                                       tmp_path: Path) -> None:
     parent = {**os.environ, "OLLAMA_API_KEYS": SERVER_SECRET,
@@ -47,12 +51,12 @@ async def test_runner_refuses_clients_without_its_key(runner_binary: Path, model
                 assert r.status != 200
             async with s.get(proc.base_url + "/health") as r:
                 assert r.status == 200
-        environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+        environ = proc_file(proc.pid, "environ").split(b"\0")
         names = {e.split(b"=", 1)[0] for e in environ if e}
         assert b"OLLAMA_API_KEYS" not in names and b"OLLAMAPY_INFERENCE_KEYS" not in names
         assert SERVER_SECRET.encode() not in b"\0".join(environ)
         assert f"LLAMA_API_KEY={proc.api_key}".encode() in environ
-        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        cmdline = proc_file(proc.pid, "cmdline")
         assert proc.api_key.encode() not in cmdline and b"--api-key" not in cmdline
     finally:
         await proc.stop()
