@@ -43,10 +43,37 @@ def openai_error_response(status: int, message: str) -> web.Response:
                         content_type="application/json", charset="utf-8")
 
 
+ErrorRenderer = Callable[[int, str], web.Response]
+# Per-path error shapes, longest prefix first: an API family whose clients expect their own
+# error body (Anthropic's /v1/messages) registers it here; /v1/* else gets OpenAI's envelope,
+# everything else Ollama's {"error": ...}.
+_RENDERERS: dict[str, ErrorRenderer] = {}
+
+
+def register_error_renderer(prefix: str, renderer: ErrorRenderer) -> None:
+    _RENDERERS[prefix] = renderer
+
+
+def unregister_error_renderer(prefix: str) -> None:
+    _RENDERERS.pop(prefix, None)
+
+
+def renderer_for(path: str) -> ErrorRenderer:
+    for prefix in sorted(_RENDERERS, key=len, reverse=True):
+        if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+            return _RENDERERS[prefix]
+    if path.startswith("/v1/"):
+        return openai_error_response
+    return error_response
+
+
 def render_error(request: web.Request, status: int, message: str) -> web.Response:
-    if is_openai(request):
-        return openai_error_response(status, message)
-    return error_response(status, message)
+    return renderer_for(request.path)(status, message)
+
+
+def render_exception(request: web.Request, e: OllamaError) -> web.Response:
+    """For middlewares outside `errors` (security): the same shape `errors` would give."""
+    return render_error(request, e.status, e.message)
 
 
 @web.middleware

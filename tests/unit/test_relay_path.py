@@ -37,8 +37,8 @@ def _app() -> web.Application:
         @asynccontextmanager
         async def lease(self, m: Model, opts: Any, ka: Any, *, embedding: bool = False
                         ) -> AsyncIterator[SimpleNamespace]:
-            yield SimpleNamespace(base_url="http://upstream", session=None, load_duration=0.0,
-                                  num_ctx=4096, props={}, model=m,
+            yield SimpleNamespace(base_url="http://upstream", session=None, api_key="",
+                                  load_duration=0.0, num_ctx=4096, props={}, model=m,
                                   fail=lambda e: RunnerError(str(e)))
 
     app = web.Application()
@@ -52,8 +52,8 @@ async def test_context_tokenize_starts_only_after_first_chunk_is_flushed(
     issued before the first chunk has gone out, or it competes with the first token."""
     calls: list[str] = []
 
-    def tokenize(session: Any, url: str, text: str, *, add_special: bool = False
-                 ) -> Coroutine[Any, Any, list[int]]:
+    def tokenize(session: Any, url: str, text: str, *, add_special: bool = False,
+                 api_key: str = "") -> Coroutine[Any, Any, list[int]]:
         calls.append(text)
 
         async def ids() -> list[int]:
@@ -115,8 +115,8 @@ async def test_openai_completions_skip_context_tokenize(monkeypatch: pytest.Monk
 
     calls: list[str] = []
 
-    async def tokenize(session: Any, url: str, text: str, *, add_special: bool = False
-                       ) -> list[int]:
+    async def tokenize(session: Any, url: str, text: str, *, add_special: bool = False,
+                       api_key: str = "") -> list[int]:
         calls.append(text)
         return [1]
 
@@ -169,16 +169,16 @@ async def test_leading_textual_bos_stripped_only_when_tokenizer_adds_one(
     asked: list[str] = []
     adds = {"http://a": True, "http://b": False}
 
-    async def tokenize(session: Any, url: str, text: str, *, add_special: bool = False
-                       ) -> list[int]:
+    async def tokenize(session: Any, url: str, text: str, *, add_special: bool = False,
+                       api_key: str = "") -> list[int]:
         asked.append(url)
         assert text == "" and add_special
         return [2] if adds[url] else []
 
     monkeypatch.setattr(inference.upstream, "tokenize", tokenize)
     m = _model()
-    lease_a = SimpleNamespace(base_url="http://a", session=None, model=m)
-    lease_b = SimpleNamespace(base_url="http://b", session=None, model=m)
+    lease_a = SimpleNamespace(base_url="http://a", session=None, model=m, api_key="")
+    lease_b = SimpleNamespace(base_url="http://b", session=None, model=m, api_key="")
     gemma = prompts.Prompt("<bos><start_of_turn>user\nhi<end_of_turn>\n")
     out = await inference.strip_leading_bos(lease_a, gemma)
     assert out.text == "<start_of_turn>user\nhi<end_of_turn>\n"
@@ -194,8 +194,8 @@ async def test_generate_and_chat_send_prompt_without_double_bos(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from ollamapy.api.inference import ChatRequest, Message
 
-    async def tokenize(session: Any, url: str, text: str, *, add_special: bool = False
-                       ) -> list[int]:
+    async def tokenize(session: Any, url: str, text: str, *, add_special: bool = False,
+                       api_key: str = "") -> list[int]:
         return [2] if text == "" else [1]
 
     sent: list[str] = []

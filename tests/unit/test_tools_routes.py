@@ -114,7 +114,7 @@ async def rig(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[str, Upstr
                         ) -> AsyncIterator[SimpleNamespace]:
             props = {"media_marker": "<__media__>"} if m.projector_paths else {}
             yield SimpleNamespace(base_url=f"http://127.0.0.1:{up_port}", session=session,
-                                  load_duration=0.0, num_ctx=4096, props=props, model=m,
+                                  api_key="", load_duration=0.0, num_ctx=4096, props=props, model=m,
                                   fail=lambda e: RunnerError(str(e)))
 
     app = web.Application(middlewares=[middleware.errors])

@@ -49,7 +49,7 @@ from ollamapy.relay import (
     steps,
 )
 from ollamapy.runner import client as upstream
-from ollamapy.server import keys
+from ollamapy.server import keys, security
 from ollamapy.server.middleware import STREAM_RESPONSE
 from ollamapy.store.model import Model
 from ollamapy.store.names import ModelName
@@ -545,6 +545,8 @@ async def unload(app: web.Application, model_name: str) -> None:
 async def generate(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
     req = decode(GenerateRequest, await request.read())
+    if req.prompt == "" and not req.images and parse_keep_alive(req.keep_alive) == 0:
+        security.require_scope(request, "admin", "stopping a model")  # plan_generate's shortcut
     plan = plan_generate(request.app, req, start)
     if plan is None:
         await unload(request.app, req.model)
@@ -557,6 +559,8 @@ async def generate(request: web.Request) -> web.StreamResponse:
 async def chat(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
     req = decode(ChatRequest, await request.read())
+    if not req.messages and parse_keep_alive(req.keep_alive) == 0:
+        security.require_scope(request, "admin", "stopping a model")  # plan_chat's shortcut
     plan = plan_chat(request.app, req, start)
     if plan is None:
         await unload(request.app, req.model)
