@@ -199,6 +199,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OLLAMAPY_RUNNERS", _clean, "", "directory of built runners (before repo runners/)"),
     Setting("OLLAMAPY_MAX_BODY_BYTES", parse_uint, str(1024**3),
             "largest request body accepted (413 above it)"),
+    Setting("OLLAMAPY_WRITE_TIMEOUT", parse_seconds, "2m",
+            "drop a client that reads nothing of a response this long (0 = never)"),
+    Setting("OLLAMAPY_BODY_TIMEOUT", parse_seconds, "2m",
+            "drop a client that sends nothing more of a request body this long (0 = never)"),
+    Setting("OLLAMAPY_HEADER_TIMEOUT", parse_seconds, "1m",
+            "close a connection that sends no complete request head this long (also the "
+            "keep-alive idle time; 0 = aiohttp's default)"),
 )
 _BY_ENV = {s.env: s for s in SETTINGS}
 

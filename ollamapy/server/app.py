@@ -20,7 +20,10 @@ log = logging.getLogger("ollamapy.server")
 
 def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or load_settings()
-    app = web.Application(middlewares=[*security.middlewares(settings), middleware.errors],
+    deadlines = middleware.deadlines(settings["OLLAMAPY_WRITE_TIMEOUT"],
+                                     settings["OLLAMAPY_BODY_TIMEOUT"])
+    app = web.Application(middlewares=[*security.middlewares(settings), middleware.errors,
+                                       deadlines],
                           client_max_size=settings["OLLAMAPY_MAX_BODY_BYTES"])
     security.setup(app, settings)  # CORS headers on every response, exposure warning at start
     app[SETTINGS_KEY] = settings

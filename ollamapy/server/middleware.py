@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -10,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ollamapy.errors import OllamaError
+from ollamapy.logs import kv
 
 log = logging.getLogger("ollamapy.server")
 
@@ -97,3 +99,104 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return render_error(request, 500, "internal server error")
+
+
+# ------------------------------------------------------------------------------ deadlines
+
+class StallClock:
+    """Pure: has a transfer made no progress for `timeout` seconds? Fed (now, progress mark)
+    observations; any change of the mark is progress. `idle` says whether the side is waiting
+    at all (a paused writer, an unfinished body); while not idle nothing counts as a stall."""
+
+    def __init__(self, timeout: float, now: float) -> None:
+        self.timeout = timeout
+        self._mark: object = None
+        self._since = now
+
+    def observe(self, now: float, waiting: bool, mark: object) -> bool:
+        if not waiting or mark != self._mark:
+            self._mark, self._since = mark, now
+            return False
+        return now - self._since >= self.timeout
+
+
+class Deadlines:
+    """Watches one request's connection: a client that reads nothing of a response for
+    `write_timeout` seconds (the transport paused, its buffer not shrinking), or sends nothing
+    of a started body for `body_timeout` seconds, has its connection aborted. Streaming handlers
+    see the closed transport and close their upstream request, which frees the runner slot."""
+
+    def __init__(self, request: web.Request, write_timeout: float, body_timeout: float) -> None:
+        self._request = request
+        self._loop = asyncio.get_running_loop()
+        now = self._loop.time()
+        self._write = StallClock(write_timeout, now) if write_timeout > 0 else None
+        self._body = StallClock(body_timeout, now) if body_timeout > 0 else None
+        timeouts = [t for t in (write_timeout, body_timeout) if t > 0]
+        self._tick = min(1.0, min(timeouts) / 4) if timeouts else 0.0
+        self._handle: asyncio.TimerHandle | None = None
+        self.handler_done = False
+
+    def start(self) -> None:
+        if self._tick > 0:
+            self._handle = self._loop.call_later(self._tick, self._check)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        self._handle = None
+        tr = self._request.transport
+        if tr is None or tr.is_closing():
+            return
+        now = self._loop.time()
+        proto = self._request.protocol
+        paused = bool(getattr(proto, "writing_paused", False))
+        buffered = tr.get_write_buffer_size()
+        if self._write is not None and self._write.observe(now, paused, buffered):
+            self._abort("client read nothing of the response", self._write.timeout)
+            return
+        content = self._request.content
+        if self._body is not None and not self.handler_done and self._body.observe(
+                now, not content.is_eof(), content.total_bytes):
+            self._abort("client sent nothing more of the request body", self._body.timeout)
+            return
+        if self.handler_done and not paused and buffered == 0:
+            return  # the response is out: nothing left to watch
+        self._handle = self._loop.call_later(self._tick, self._check)
+
+    def _abort(self, why: str, timeout: float) -> None:
+        log.warning("closing a stalled connection: %s for %gs", why, timeout,
+                    extra=kv(method=self._request.method, path=self._request.path,
+                             remote=self._request.remote))
+        tr = self._request.transport
+        if tr is not None:
+            tr.abort()
+
+
+def deadlines(write_timeout: float, body_timeout: float
+              ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Middleware: `Deadlines` around every request (0 turns a deadline off)."""
+
+    @web.middleware
+    async def watch(request: web.Request, handler: Handler) -> web.StreamResponse:
+        d = Deadlines(request, write_timeout, body_timeout)
+        d.start()
+        try:
+            return await handler(request)
+        finally:
+            # Keep watching until the response (or the error page) is written: aiohttp sends
+            # it after the middlewares return, to a client that may not read it either. The
+            # watch ends itself once the buffer is empty or the connection is gone.
+            d.handler_done = True
+
+    return watch
+
+
+def server_settings(header_timeout: float) -> dict[str, Any]:
+    """aiohttp server settings for `web.AppRunner(**...)` (serve.py): a connection that has not
+    sent a complete request head `header_timeout` seconds after connecting or after its previous
+    response is closed (aiohttp's keep-alive timer is also its header deadline)."""
+    return {"keepalive_timeout": header_timeout if header_timeout > 0 else 3630.0}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -13,6 +13,13 @@ from aiohttp.test_utils import TestServer
 from ollamapy.runner import client as upstream
 
 KEY = "runner-key-123"
+
+
+def reply(body: object) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(_: web.Request) -> web.Response:
+        return web.json_response(body)
+
+    return handler
 
 
 def keyed_runner() -> web.Application:
@@ -36,12 +43,12 @@ def keyed_runner() -> web.Application:
 
     app = web.Application(middlewares=[auth])
     app.router.add_post("/completion", completion)
-    app.router.add_post("/tokenize", lambda r: web.json_response({"tokens": [1, 2]}))
-    app.router.add_post("/detokenize", lambda r: web.json_response({"content": "ab"}))
-    app.router.add_post("/apply-template", lambda r: web.json_response({"prompt": "P"}))
-    app.router.add_post("/embeddings", lambda r: web.json_response(
+    app.router.add_post("/tokenize", reply({"tokens": [1, 2]}))
+    app.router.add_post("/detokenize", reply({"content": "ab"}))
+    app.router.add_post("/apply-template", reply({"prompt": "P"}))
+    app.router.add_post("/embeddings", reply(
         [{"index": 0, "embedding": [[1.0, 0.0]]}]))
-    app.router.add_get("/v1/models", lambda r: web.json_response(
+    app.router.add_get("/v1/models", reply(
         {"data": [{"meta": {"n_vocab": 49152}}]}))
     app["seen"] = seen
     return app
