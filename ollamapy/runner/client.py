@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from ollamapy.errors import BadRequest, OllamaError, RunnerError
+from ollamapy.errors import BadRequest, OllamaError, RunnerAuthError, RunnerError
 from ollamapy.relay import FLUSH
 
 log = logging.getLogger("ollamapy.runner.client")
@@ -62,6 +62,8 @@ def upstream_error(status: int, text: str) -> OllamaError:
         err = {"message": str(err)}
     message = str(err.get("message") or text.strip() or f"llama-server answered {status}")
     kind = err.get("type")
+    if status == 401:
+        return RunnerAuthError("internal error: the llama runner refused ollamapy's runner key")
     if kind == "exceed_context_size_error":
         return BadRequest(CONTEXT_ERROR)
     if status == 500 and "does not match the expected" in message:

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ollamapy.errors import OllamaError
+from ollamapy.errors import OllamaError, PayloadTooLarge
 from ollamapy.logs import kv
 
 log = logging.getLogger("ollamapy.server")
@@ -93,7 +93,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPMethodNotAllowed:
         return web.Response(status=405, text="405 method not allowed", content_type="text/plain")
     except web.HTTPRequestEntityTooLarge as e:  # client_max_size exceeded
-        return render_error(request, 413, f"request body too large: {e.text}")
+        return render_exception(request, PayloadTooLarge(f"request body too large: {e.text}"))
     except web.HTTPException:
         raise
     except Exception:
@@ -140,11 +140,6 @@ class Deadlines:
     def start(self) -> None:
         if self._tick > 0:
             self._handle = self._loop.call_later(self._tick, self._check)
-
-    def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
 
     def _check(self) -> None:
         self._handle = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -280,9 +279,8 @@ def policy(settings: Settings) -> Policy:
                   keys=load_scoped_keys(settings))
 
 
-def _forbidden(message: str) -> web.Response:
-    return web.Response(status=403, body=json.dumps({"error": message}).encode(),
-                        content_type="application/json", charset="utf-8")
+def _forbidden(request: web.Request, message: str) -> web.Response:
+    return render_exception(request, Forbidden(message))
 
 
 def _add_vary(headers: CIMultiDict[str], *values: str) -> None:
@@ -302,7 +300,7 @@ def cors_middleware(pol: Policy) -> Middleware:
         if not origin or same_origin(origin, request.host):
             return await handler(request)
         if not every and not origin_allowed(origin, pol.origins):
-            return _forbidden("origin not allowed")
+            return _forbidden(request, "origin not allowed")
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             resp = web.Response(status=204)
             resp.headers["Access-Control-Allow-Origin"] = "*" if every else origin
@@ -345,7 +343,7 @@ def host_middleware(pol: Policy) -> Middleware:
             if request.method == "OPTIONS" and not ip_literal:
                 return web.Response(status=204)  # Ollama answers OPTIONS to local names early
             return await handler(request)
-        return _forbidden("host not allowed")
+        return _forbidden(request, "host not allowed")
 
     return host_check
 
@@ -419,10 +417,11 @@ def setup(app: web.Application, settings: Settings) -> None:
         for w in startup_warnings(settings):
             log.warning(w)
         try:
-            n = len(load_api_keys(settings))
+            scopes = list(load_scoped_keys(settings).values())
         except ValueError:
-            n = 0
-        if n:
-            log.info("API key authentication enabled", extra=kv(keys=n))
+            scopes = []
+        if scopes:
+            log.info("API key authentication enabled", extra=kv(
+                admin_keys=scopes.count("admin"), inference_keys=scopes.count("inference")))
 
     app.on_startup.append(_announce)

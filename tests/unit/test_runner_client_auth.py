@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from ollamapy.errors import RunnerAuthError
 from ollamapy.runner import client as upstream
 
 KEY = "runner-key-123"
@@ -77,5 +78,7 @@ async def test_every_call_sends_the_runner_key(runner) -> None:
 
 async def test_without_the_key_the_runner_refuses(runner) -> None:
     s, url = runner
-    with pytest.raises(upstream.OllamaError):
+    with pytest.raises(RunnerAuthError) as e:
         await upstream.tokenize(s, url, "ab")
+    # ollamapy's fault, not the client's: never a 401 that reads as "your key is wrong"
+    assert e.value.status == 500 and "runner key" in e.value.message
