@@ -170,6 +170,21 @@ def wait_slot_idle(runner: Runner, seconds: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def test_server_runners_refuse_clients_without_their_key(srv: ServerProc) -> None:
+    """Another local process cannot go around the server: the runner it started answers only
+    /health without the runner's key."""
+    with httpx.Client(timeout=60) as h:
+        h.post(srv.url + "/api/generate", json={"model": M, "prompt": ""})  # load first
+        runner = generation_runner(srv)
+        assert h.get(runner.url + "/health").status_code == 200
+        for path in ("/props", "/slots", "/v1/models"):
+            assert h.get(runner.url + path).status_code == 401, path
+        r = h.post(runner.url + "/completion", json={"prompt": "hi", "n_predict": 1})
+        assert r.status_code == 401
+        ok = h.get(runner.url + "/props", headers={"Authorization": f"Bearer {runner.key}"})
+        assert ok.status_code == 200
+
+
 # Greedy counting never reaches an end-of-sequence token (checked: 2000 of 2000 tokens), so this
 # request keeps the only slot busy for 20000 tokens (minutes on any CPU) unless it is cancelled.
 ENDLESS = {"model": M, "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "raw": True,
