@@ -188,9 +188,9 @@ def parse_key_file(text: str, source: str) -> list[tuple[str, Scope]]:
         if not words:
             continue
         if len(words) > 2 or (len(words) == 2 and words[1] not in SCOPES):
-            bad = words[1] if len(words) >= 2 else ""
-            raise ValueError(f"{source} line {n}: unknown scope {bad!r}; use `key`, "
-                             f"`key inference` or `key admin`")
+            # The words are not echoed: a mistyped line may hold a second key.
+            raise ValueError(f"{source} line {n}: expected `key`, `key inference` or "
+                             f"`key admin`")
         out.append((words[0], cast(Scope, words[1]) if len(words) == 2 else "admin"))
     return out
 
