@@ -187,3 +187,29 @@ async def test_client_that_reads_nothing_frees_the_runner_slot(caplog) -> None:
             finally:
                 s.close()
     assert "read nothing" in caplog.text
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="TCP_INFO is Linux")
+def test_kernel_send_state_sees_a_peer_that_reads_nothing() -> None:
+    """Loopback queues megabytes in the kernel; acknowledged bytes stop moving when the peer
+    stops reading, whatever the transport's own buffer says."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    peer = socket.create_connection(srv.getsockname())
+    conn, _ = srv.accept()
+    try:
+        conn.sendall(b"x" * 1000)
+        peer.recv(1000, socket.MSG_WAITALL)
+        conn.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            while True:  # fill every buffer between us and the peer that reads nothing
+                conn.send(b"y" * 65536)
+        state = middleware.kernel_send_state(conn)
+        assert state is not None
+        acked, queued = state
+        assert acked >= 1000 and queued > 0
+        assert middleware.kernel_send_state(conn) == state  # no progress without reads
+    finally:
+        for s in (peer, conn, srv):
+            s.close()
