@@ -15,6 +15,7 @@ log = logging.getLogger("ollamapy.runner")
 
 QUANTIZED_KV = frozenset({"q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"})
 DEFAULT_CACHE_RAM_MIB = 8192
+RUNNER_CORS_ORIGIN = "http://ollamapy.invalid"
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ def build_args(cfg: LaunchConfig) -> list[str]:
     if cfg.context_shift and not cfg.embedding and not cfg.projectors:
         args += ["--context-shift"]
     args += ["--slots" if cfg.slots else "--no-slots"]
+    # No browser origin may read a runner (.invalid is reserved: no page has it, RFC 2606).
+    args += ["--cors-origins", RUNNER_CORS_ORIGIN]
     args += ["--log-verbosity", str(cfg.log_verbosity), "--log-colors", "off"]
     return args
 

@@ -49,8 +49,11 @@ async def test_runner_refuses_clients_without_its_key(runner_binary: Path, model
             # --no-slots: even with the key, nobody reads other requests' prompts
             async with s.get(proc.base_url + "/slots", headers=auth) as r:
                 assert r.status != 200
-            async with s.get(proc.base_url + "/health") as r:
+            async with s.get(proc.base_url + "/health",
+                             headers={"Origin": "https://evil.example"}) as r:
                 assert r.status == 200
+                assert r.headers.get("Access-Control-Allow-Origin") in (
+                    None, "http://ollamapy.invalid")  # no page may read it
         environ = proc_file(proc.pid, "environ").split(b"\0")
         names = {e.split(b"=", 1)[0] for e in environ if e}
         assert b"OLLAMA_API_KEYS" not in names and b"OLLAMAPY_INFERENCE_KEYS" not in names

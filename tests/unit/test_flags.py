@@ -114,3 +114,10 @@ def test_no_secret_on_the_command_line():
     """argv is world-readable (/proc/<pid>/cmdline): the key travels in the environment."""
     args = build_args(LaunchConfig(model_path=Path("m"), num_ctx=2048))
     assert "--api-key" not in args and "--api-key-file" not in args
+
+
+def test_runner_allows_no_browser_origin():
+    """ollamapy talks to its runners server-side: no web page may read a runner's answers
+    (llama-server's default `*` lets any page read /health and probe the port)."""
+    args = build_args(LaunchConfig(model_path=Path("m"), num_ctx=2048))
+    assert opt(args, "--cors-origins") == "http://ollamapy.invalid"
