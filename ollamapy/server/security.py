@@ -33,7 +33,8 @@ Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 ALLOW_METHODS = "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS"
 ALLOW_HEADERS = ",".join((
-    "Authorization", "Content-Type", "User-Agent", "Accept", "X-Requested-With", "Openai-Beta",
+    "Authorization", "X-Api-Key", "Content-Type", "User-Agent", "Accept", "X-Requested-With",
+    "Openai-Beta",
     "X-Stainless-Arch", "X-Stainless-Async", "X-Stainless-Custom-Poll-Interval",
     "X-Stainless-Helper-Method", "X-Stainless-Lang", "X-Stainless-Os",
     "X-Stainless-Package-Version", "X-Stainless-Poll-Helper", "X-Stainless-Retry-Count",

@@ -147,6 +147,7 @@ async def test_preflight_allowed_origin(make_client) -> None:
     assert r.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
     assert r.headers["Access-Control-Allow-Methods"] == security.ALLOW_METHODS
     assert "X-Stainless-Os" in r.headers["Access-Control-Allow-Headers"]
+    assert "X-Api-Key" in r.headers["Access-Control-Allow-Headers"]  # browser Anthropic clients
     assert r.headers["Access-Control-Max-Age"] == "43200"
     assert "Access-Control-Allow-Credentials" not in r.headers
     vary = ",".join(r.headers.getall("Vary"))
