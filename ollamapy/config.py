@@ -208,14 +208,24 @@ SETTINGS: tuple[Setting, ...] = (
             "force a runner variant (cpu, cuda, rocm, ...)"),
     Setting("OLLAMA_API_KEYS", "api_keys", parse_list, "",
             "accepted Bearer API keys (ollamapy)", secret=True),
+    Setting("OLLAMAPY_INFERENCE_KEYS", "inference_keys", parse_list, "",
+            "accepted API keys that may only run models (no create/copy/delete/pull/push)",
+            secret=True),
     Setting("OLLAMA_API_KEYS_FILE", "api_keys_file", _clean, "",
-            "file of accepted API keys, one per line"),
+            "file of accepted API keys: `key [scope]` lines"),
     Setting("OLLAMA_API_KEY", "api_key", _clean, "", "client: Bearer key sent to the server",
             secret=True),
     Setting("OLLAMAPY_RUNNERS", "runners_dir", _clean, "",
             "directory of built runners (before repo runners/)"),
     Setting("OLLAMAPY_MAX_BODY_BYTES", "max_body_bytes", parse_uint, str(1024**3),
             "largest request body accepted (413 above it)"),
+    Setting("OLLAMAPY_WRITE_TIMEOUT", "write_timeout", parse_seconds, "2m",
+            "drop a client that reads nothing of a response this long (0 = never)"),
+    Setting("OLLAMAPY_BODY_TIMEOUT", "body_timeout", parse_seconds, "2m",
+            "drop a client that sends nothing more of a request body this long (0 = never)"),
+    Setting("OLLAMAPY_HEADER_TIMEOUT", "header_timeout", parse_seconds, "1m",
+            "close a connection that sends no complete request head this long (also the "
+            "keep-alive idle time; 0 = aiohttp's default)"),
 )
 _BY_ENV = {s.env: s for s in SETTINGS}
 
@@ -242,10 +252,14 @@ class Settings:
     origins: tuple[str, ...]
     llm_library: str
     api_keys: tuple[str, ...]
+    inference_keys: tuple[str, ...]
     api_keys_file: str
     api_key: str
     runners_dir: str
     max_body_bytes: int
+    write_timeout: float  # seconds; 0 = never
+    body_timeout: float  # seconds; 0 = never
+    header_timeout: float  # seconds; 0 = aiohttp's default
 
     def __getitem__(self, env: str) -> Any:
         """Transitional `settings["OLLAMA_X"]` for modules not yet on the typed attributes."""

@@ -15,7 +15,7 @@ def serve() -> None:
         settings = load_settings()
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
-    logs.setup(settings["OLLAMA_DEBUG"])
+    logs.setup(settings.debug)
     from ollamapy.server.serve import run
 
     run(settings)

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from ollamapy.errors import BadRequest, OllamaError, PromptTooLong, RunnerError
+from ollamapy.errors import BadRequest, OllamaError, PromptTooLong, RunnerAuthError, RunnerError
 from ollamapy.inference.events import FLUSH, Flush
 from ollamapy.inference.jsontypes import JsonObject
 
@@ -64,6 +64,8 @@ def upstream_error(status: int, text: str) -> OllamaError:
         err = {"message": str(err)}
     message = str(err.get("message") or text.strip() or f"llama-server answered {status}")
     kind = err.get("type")
+    if status == 401:
+        return RunnerAuthError("internal error: the llama runner refused ollamapy's runner key")
     if kind == "exceed_context_size_error":
         return PromptTooLong(CONTEXT_ERROR, tokens=int(err.get("n_prompt_tokens") or 0),
                              limit=int(err.get("n_ctx") or 0))

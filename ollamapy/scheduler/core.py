@@ -118,8 +118,9 @@ class Lease:
         self.props: dict[str, Any] = r.handle.props
         self.model: Model = model
         self.failed: BaseException | None = None
-        self.client: RunnerClient = RunnerClient(self.session, self.base_url,
-                                                 getattr(r.handle, "api_key", None))
+        # The runner refuses every request but /health without its own key.
+        self.api_key: str = r.handle.api_key
+        self.client: RunnerClient = RunnerClient(self.session, self.base_url, self.api_key)
 
     @property
     def pid(self) -> int | None:

@@ -36,7 +36,9 @@ def create_app(settings: Settings | None = None, *,
                services: Services | None = None) -> web.Application:
     settings = settings or (services.settings if services is not None else load_settings())
     services = services or build_services(settings)
-    app = web.Application(middlewares=[*security.middlewares(settings), middleware.errors],
+    deadlines = middleware.deadlines(settings.write_timeout, settings.body_timeout)
+    app = web.Application(middlewares=[*security.middlewares(settings), middleware.errors,
+                                       deadlines],
                           client_max_size=settings.max_body_bytes)
     security.setup(app, settings)  # CORS headers on every response, exposure warning at start
     app[SERVICES_KEY] = services

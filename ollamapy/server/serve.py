@@ -13,6 +13,7 @@ from ollamapy import OLLAMA_API_VERSION, __version__, pins
 from ollamapy.config import Settings
 from ollamapy.logs import kv
 from ollamapy.server.app import create_app
+from ollamapy.server.middleware import server_settings
 
 log = logging.getLogger("ollamapy.server")
 
@@ -22,7 +23,8 @@ SHUTDOWN_GRACE_S = 10.0
 async def serve(settings: Settings) -> None:
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=logging.getLogger(
-        "aiohttp.access"), shutdown_timeout=SHUTDOWN_GRACE_S)
+        "aiohttp.access"), shutdown_timeout=SHUTDOWN_GRACE_S,
+        **server_settings(settings.header_timeout))
     await runner.setup()
     hp = settings.host
     host: str | None = hp.host or None  # None = every interface (IPv4 and IPv6)

@@ -29,6 +29,7 @@ class FakeHandle:
         self.cfg = cfg
         self._pid = pid
         self.base_url = f"http://127.0.0.1:{40000 + pid}"
+        self.api_key = f"key-{pid}"
         self.props: dict[str, Any] = {"default_generation_settings": {"n_ctx": cfg.num_ctx},
                                       "total_slots": cfg.num_parallel}
         self._rc: int | None = None
@@ -588,3 +589,14 @@ async def test_a_stream_cut_by_shutdown_says_the_server_is_shutting_down(make):
             raise lease.fail(ConnectionResetError("runner went away"))
     assert e.value.message == "server is shutting down" and e.value.status == 503
     assert s.closed
+
+
+async def test_lease_carries_the_runner_key_and_slots_follow_debug(make):
+    """Requests authenticate to their runner; /slots (prompts of every slot) only when debugging."""
+    s, launcher = await make()
+    async with s.lease(model("a"), {}, None) as lease:
+        assert lease.api_key == launcher.handles[0].api_key == "key-1"
+    assert launcher.handles[0].cfg.slots is False
+    s2, launcher2 = await make(OLLAMA_DEBUG="1")
+    async with s2.lease(model("a"), {}, None):
+        assert launcher2.handles[0].cfg.slots is True

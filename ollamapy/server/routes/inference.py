@@ -27,10 +27,11 @@ from ollamapy.inference import engine
 from ollamapy.inference.embed import shape_vectors
 from ollamapy.inference.events import Done, Event
 from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.inference.plan import is_unload
 from ollamapy.inference.request import InferenceRequest
 from ollamapy.inference.services import Services
 from ollamapy.keepalive import parse_keep_alive
-from ollamapy.server import keys, wire
+from ollamapy.server import keys, security, wire
 from ollamapy.server.native_chunks import Aggregate, NativeChunks
 
 
@@ -112,6 +113,8 @@ async def generate(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
     req = decode(GenerateRequest, await request.read())
     ireq = generate_request(req, start)
+    if is_unload(ireq):
+        security.require_scope(request, "admin", "stopping a model")
     chunks = NativeChunks(req.model, chat=False, top_logprobs=ireq.top_logprobs)
     return await wire.until_disconnect(request, respond(
         request, engine.run(services(request.app), ireq), chunks, req.stream is not False))
@@ -121,6 +124,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
     req = decode(ChatRequest, await request.read())
     ireq = chat_request(req, start)
+    if is_unload(ireq):
+        security.require_scope(request, "admin", "stopping a model")
     chunks = NativeChunks(req.model, chat=True, top_logprobs=ireq.top_logprobs)
     return await wire.until_disconnect(request, respond(
         request, engine.run(services(request.app), ireq), chunks, req.stream is not False))
