@@ -158,6 +158,23 @@ def parse_flash_attention(value: str) -> str:
     return "on" if parse_bool(v) else "off"
 
 
+def parse_metrics_auth(value: str) -> str:
+    v = _clean(value).lower() or "inference"
+    if v not in ("inference", "none"):
+        raise ValueError(f"{v!r} is not one of inference, none")
+    return v
+
+
+LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "off")
+
+
+def parse_log_level(value: str) -> str:
+    v = _clean(value).lower()
+    if v not in LOG_LEVELS:
+        raise ValueError(f"{v!r} is not one of {', '.join(LOG_LEVELS)}")
+    return v
+
+
 def _models_dir(value: str) -> Path:
     v = _clean(value)
     return Path(os.path.expanduser(v)) if v else Path(os.path.expanduser("~/.ollama/models"))
@@ -196,6 +213,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OLLAMAPY_RUNNERS", _clean, "", "directory of built runners (before repo runners/)"),
     Setting("OLLAMAPY_MAX_BODY_BYTES", parse_uint, str(1024**3),
             "largest request body accepted (413 above it)"),
+    Setting("OLLAMAPY_TLS_CERT", _clean, "", "PEM certificate chain: serve HTTPS (with the key)"),
+    Setting("OLLAMAPY_TLS_KEY", _clean, "", "PEM private key of OLLAMAPY_TLS_CERT"),
+    Setting("OLLAMAPY_METRICS_AUTH", parse_metrics_auth, "inference",
+            "GET /metrics: 'inference' needs an API key when keys are set, 'none' is open"),
+    Setting("OLLAMAPY_ACCESS_LOG", parse_log_level, "info",
+            "level of the one-line-per-request access log (debug, info, ..., off)"),
 )
 _BY_ENV = {s.env: s for s in SETTINGS}
 

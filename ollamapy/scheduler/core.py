@@ -49,6 +49,7 @@ from ollamapy.scheduler.policy import (
     pick_victim,
     resolve_spec,
 )
+from ollamapy.server import metrics
 from ollamapy.store.model import Model
 
 log = logging.getLogger("ollamapy.scheduler")
@@ -355,6 +356,16 @@ class Scheduler:
         out.sort(key=lambda s: s.expires_at, reverse=True)
         return out
 
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for a slot (read by /metrics)."""
+        return sum(1 for p in self._pending if not p.future.done())
+
+    def runner_urls(self) -> list[tuple[str, str]]:
+        """(model short name, base URL) of every serving runner (read by /metrics)."""
+        return [(r.model.short_name, r.handle.base_url) for r in list(self._runners.values())
+                if r.handle is not None and r.state in ("ready", "draining", "checking")]
+
     def _sizes(self, r: _Runner) -> tuple[int, int]:
         if r.handle is not None:
             size, vram = r.handle.sizes()
@@ -539,6 +550,7 @@ class Scheduler:
             self._begin_unload(r)
             return
         r.state = "ready"
+        metrics.observe_load(r.model.short_name, time.monotonic() - r.started, ok=True)
         log.info("llama runner started", extra=kv(
             model=r.model.short_name, pid=handle.pid, seconds=f"{time.monotonic() - r.started:.2f}",
             num_ctx=r.num_ctx, parallel=r.spec.num_parallel))
@@ -565,6 +577,7 @@ class Scheduler:
                 self._evict(x)
             return
         self._oom_retried.discard(r.key)
+        metrics.observe_load(r.model.short_name, time.monotonic() - r.started, ok=False)
         err = exc if isinstance(exc, OllamaError) else RunnerError(str(exc) or type(exc).__name__)
         log.error("error loading model", extra=kv(model=r.model.short_name, error=err.message))
         for p in list(self._pending):
@@ -603,6 +616,7 @@ class Scheduler:
         if self._runners.get(r.key) is r:
             del self._runners[r.key]
         self._record_crash(r.key)
+        metrics.observe_runner_crash(r.model.short_name)
         r.unloaded()
 
     def _on_failed(self, r: _Runner, exc: BaseException) -> None:
@@ -627,6 +641,7 @@ class Scheduler:
         log.warning("runner is not healthy, stopping it", extra=kv(
             model=r.model.short_name, pid=r.handle.pid if r.handle else None))
         self._record_crash(r.key)
+        metrics.observe_runner_crash(r.model.short_name)
         self._begin_unload(r)
 
     async def _check_health(self, r: _Runner) -> None:

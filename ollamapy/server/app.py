@@ -11,7 +11,7 @@ import logging
 from aiohttp import web
 
 from ollamapy.config import Settings, load_settings
-from ollamapy.server import middleware, security
+from ollamapy.server import access, metrics, middleware, security
 from ollamapy.server.keys import SETTINGS_KEY
 from ollamapy.server.routes import base, inference, models, openai, registry, scheduler
 
@@ -20,10 +20,13 @@ log = logging.getLogger("ollamapy.server")
 
 def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or load_settings()
-    app = web.Application(middlewares=[*security.middlewares(settings), middleware.errors],
+    # metrics.track and the access log sit outside security: rejected requests count too.
+    app = web.Application(middlewares=[metrics.track, access.middleware(settings),
+                                       *security.middlewares(settings), middleware.errors],
                           client_max_size=settings["OLLAMAPY_MAX_BODY_BYTES"])
     security.setup(app, settings)  # CORS headers on every response, exposure warning at start
     app[SETTINGS_KEY] = settings
     for family in (base, models, scheduler, inference, openai, registry):
         family.setup(app)
+    metrics.setup(app, public=settings["OLLAMAPY_METRICS_AUTH"] == "none")
     return app

@@ -276,7 +276,7 @@ def host_middleware(pol: Policy) -> Middleware:
 def api_key_middleware(pol: Policy) -> Middleware:
     @web.middleware
     async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not pol.keys:
+        if not pol.keys or getattr(request.match_info.handler, "ollamapy_public", False):
             return await handler(request)
         if key_accepted(bearer_token(request.headers.get("Authorization")), pol.keys):
             return await handler(request)

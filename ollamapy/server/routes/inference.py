@@ -49,7 +49,7 @@ from ollamapy.relay import (
     steps,
 )
 from ollamapy.runner import client as upstream
-from ollamapy.server import keys
+from ollamapy.server import keys, metrics
 from ollamapy.server.middleware import STREAM_RESPONSE
 from ollamapy.store.model import Model
 from ollamapy.store.names import ModelName
@@ -190,6 +190,7 @@ async def aggregate(chunks: Chunks) -> dict[str, Any]:
 
 
 async def respond(request: web.Request, chunks: Chunks, stream: bool) -> web.StreamResponse:
+    chunks = metrics.observe_chunks(request, chunks)
     if stream:
         return await write_stream(request, chunks, encode=ndjson,
                                   content_type="application/x-ndjson", error=ndjson_error)
@@ -545,6 +546,8 @@ async def generate(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
     req = decode(GenerateRequest, await request.read())
     plan = plan_generate(request.app, req, start)
+    if plan is not None:
+        metrics.set_request_model(request, plan.model)
     if plan is None:
         await unload(request.app, req.model)
         return web.json_response({"model": req.model, "created_at": now_rfc3339(),
@@ -557,6 +560,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
     req = decode(ChatRequest, await request.read())
     plan = plan_chat(request.app, req, start)
+    if plan is not None:
+        metrics.set_request_model(request, plan.model)
     if plan is None:
         await unload(request.app, req.model)
         return web.json_response({"model": req.model, "created_at": now_rfc3339(),

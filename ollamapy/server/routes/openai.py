@@ -33,6 +33,7 @@ from ollamapy.relay import (
     openai_completion_response,
     sse,
 )
+from ollamapy.server import metrics
 from ollamapy.server.middleware import openai_error_body
 from ollamapy.server.routes.inference import (
     aggregate,
@@ -61,6 +62,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     oreq = decode(ChatCompletionRequest, await request.read())
     req = to_chat(oreq)
     plan = plan_chat(request.app, req, start)
+    if plan is not None:
+        metrics.set_request_model(request, plan.model)
     if plan is None:  # keep_alive is not an OpenAI field; cannot happen, kept for safety
         raise BadRequest("[] is too short - 'messages'")
     return await reply(request, oreq, chat_chunks(request.app, plan, req), chat_id(),
@@ -74,6 +77,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
     if not req.model:
         raise BadRequest("model is required")
     plan = plan_generate(request.app, req, start)
+    if plan is not None:
+        metrics.set_request_model(request, plan.model)
     if plan is None:
         raise BadRequest("prompt is required")
     chunks = generate_chunks(request.app, plan, req, context=False)  # OpenAI has no context
@@ -86,6 +91,7 @@ async def reply(request: web.Request, oreq: Any, chunks: Any, cid: str,
                 stream_cls: type[OpenAIChatStream] | type[OpenAICompletionStream]
                 ) -> web.StreamResponse:
     """One OpenAI answer from native chunks: aggregated JSON, or SSE chunks + `[DONE]`."""
+    chunks = metrics.observe_chunks(request, chunks)
     if not oreq.stream:
         async def body() -> web.StreamResponse:
             return web.json_response(whole(cid, oreq.model, await aggregate(chunks)))
