@@ -56,6 +56,13 @@ bench: venv runner-test model-file
 clean:
 	rm -rf $(VENV) vendor/llama.cpp runners/cpu runners/cuda runners/metal runners/rocm runners/vulkan
 
+# The unit under a real systemd: Debian (debootstrap, cached under $(OLLAMAPY_CACHE)/service)
+# booted as PID 1 with systemd-nspawn, the checkout and runner bound in, `make install-service`
+# inside, then restart/stop/journal/hardening/notify checks (tests/service). Needs root and
+# `apt-get install debootstrap systemd-container`. Not part of `make test`: see README.
+test-service: venv runner-test model-file
+	OLLAMAPY_TEST_SERVICE=1 $(BIN)/pytest -v -s -p no:cacheprovider tests/service $(PYTEST_ARGS)
+
 # Run ollamapy as a systemd service: `make venv runner`, then `sudo make install-service`.
 # Installs packaging/ollamapy.service with this checkout's venv in ExecStart, keeps an existing
 # /etc/ollamapy/ollamapy.env, creates the `ollamapy` system user (home and store under
