@@ -52,7 +52,7 @@ def ensure() -> Path:
     if (dest / "usr/lib/systemd/systemd").exists():
         return dest
     if shutil.which("debootstrap") is None:
-        sys.exit("test-service: debootstrap missing (apt-get install debootstrap systemd-container)")
+        sys.exit("test-service: no debootstrap (apt-get install debootstrap systemd-container)")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
     _remove(tmp)

@@ -243,9 +243,12 @@ def test_kill_9_restarts_without_orphans(installed: Container) -> None:
     assert old_runners
     t0 = time.monotonic()
     c.sh(f"kill -9 {old_main}")
-    c.wait_for("a restart", lambda: int(c.show("NRestarts")) > restarts
-               and c.show("ActiveState") == "active" and int(c.show("MainPID")) not in (0, old_main),
-               timeout=60)
+
+    def restarted() -> bool:
+        return (int(c.show("NRestarts")) > restarts and c.show("ActiveState") == "active"
+                and int(c.show("MainPID")) not in (0, old_main))
+
+    c.wait_for("a restart", restarted, timeout=60)
     TIMINGS["restart-after-kill-9"] = time.monotonic() - t0
     for pid in old_runners:
         assert c.sh(f"test -e /proc/{pid}", check=False).returncode != 0, f"orphan runner {pid}"
