@@ -67,6 +67,9 @@ def ensure() -> Path:
         link.unlink(missing_ok=True)
         link.symlink_to("/dev/null")
     tmp.rename(dest)
+    for old in dest.parent.glob("rootfs-*"):  # trees of earlier recipes: never used again
+        if old != dest and not old.name.endswith(".tmp"):
+            _remove(old)
     return dest
 
 

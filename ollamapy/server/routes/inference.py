@@ -657,12 +657,14 @@ async def embed(request: web.Request) -> web.StreamResponse:
     if req.dimensions is not None and req.dimensions < 0:
         raise BadRequest("dimensions must be a positive integer")
     model = resolve_model(request.app, req.model)
+    metrics.set_request_model(request, model)
     keep_alive = parse_keep_alive(req.keep_alive)
     opts = merged_options(model, req.options)
 
     async def work() -> web.StreamResponse:
         res = await embed_inputs(request.app, model, inputs, opts, keep_alive,
                                  req.truncate is not False)
+        metrics.record_usage(request, res.prompt_tokens, 0)
         body: dict[str, Any] = {"model": req.model,
                                 "embeddings": shape_vectors(res.vectors, req.dimensions)}
         if inputs:
@@ -680,6 +682,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         raise BadRequest("model is required")
     model = resolve_model(request.app, req.model,
                           not_found=f'model "{req.model}" not found, try pulling it first')
+    metrics.set_request_model(request, model)
     keep_alive = parse_keep_alive(req.keep_alive)
     opts = merged_options(model, req.options)
 

@@ -120,10 +120,12 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         raise BadRequest("model is required")
     inputs = embedding_inputs(oreq)
     model = resolve_model(request.app, oreq.model)
+    metrics.set_request_model(request, model)
     opts = merged_options(model, None)
 
     async def work() -> web.StreamResponse:
         res = await embed_inputs(request.app, model, inputs, opts, parse_keep_alive(None), True)
+        metrics.record_usage(request, res.prompt_tokens, 0)
         vecs = shape_vectors(res.vectors, oreq.dimensions)
         data = [{"object": "embedding", "index": i,
                  "embedding": b64_floats(v) if oreq.encoding_format == "base64" else v}
