@@ -279,3 +279,27 @@ def test_stop_leaves_no_process(installed: Container) -> None:
     assert c.show("Result") == "success"  # a clean stop is not a failure
     journal = c.sh("journalctl -u ollamapy --no-pager -o cat").stdout
     assert "server stopped" in journal
+
+
+def test_service_check_notices_a_runner_the_user_cannot_run(installed: Container) -> None:
+    """The issue's two cases, with the runner directory masked by a tmpfs (after the stop)."""
+    c = installed
+    runner = (CHECKOUT / "runners" / "cpu").resolve()
+    check = f"cd {CHECKOUT} && make --no-print-directory service-check VENV={VENV}"
+    c.sh(f"mount -t tmpfs -o mode=0700 tmpfs {runner}")  # root's 0700 runners/cpu (mkdtemp)
+    try:
+        out = c.sh(check).stdout
+        assert "WARNING: user ollamapy finds no llama-server runner" in out, out
+    finally:
+        c.sh(f"umount {runner}")
+    # Visible and executable, but it cannot start (e.g. a shared library it needs is missing).
+    c.sh(f"mount -t tmpfs -o mode=0755 tmpfs {runner} && mkdir -m 0755 {runner}/bin && "
+         f"printf '#!/nonexistent/interpreter\\n' > {runner}/bin/llama-server && "
+         f"echo '{{\"variant\": \"cpu\"}}' > {runner}/manifest.json && "
+         f"chmod 0755 {runner}/bin/llama-server {runner}/manifest.json")
+    try:
+        out = c.sh(check).stdout
+        assert f"WARNING: user ollamapy cannot run {CHECKOUT}/runners/cpu/bin/llama-server" in out
+    finally:
+        c.sh(f"umount {runner}")
+    assert "can run" in c.sh(check).stdout  # and the real one passes again
