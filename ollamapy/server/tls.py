@@ -14,7 +14,9 @@ import contextlib
 import logging
 import socket
 import ssl
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -127,8 +129,8 @@ class SniffingTLSSite(web.BaseSite):
         for s in self._listeners.sockets:
             self._spawn(self._accept_loop(s))
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._listeners.tasks.add(task)
         task.add_done_callback(self._listeners.tasks.discard)
 
