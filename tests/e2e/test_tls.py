@@ -237,3 +237,39 @@ def test_cert_without_key_is_one_line(tmp_path: Path, pki: dict) -> None:
     assert out.returncode == 1
     assert "OLLAMAPY_TLS_CERT and OLLAMAPY_TLS_KEY must be set together" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.e2e
+def test_generation_over_https_survives_a_reload(tmp_path: Path, pki: dict) -> None:
+    """Real runner: ollama and openai clients generate over HTTPS, and a stream in flight while
+    the certificate is reloaded finishes on its connection."""
+    from tests.conftest import FAST_PARAMS, register_default_model
+
+    register_default_model(tmp_path / "models", params=FAST_PARAMS)
+    s = start_tls_server(tmp_path, pki["cert"], pki["key"], pki["ca"])
+    try:
+        oc = ollama.Client(host=s.url, verify=trust(pki["ca"]), timeout=120)
+        out = oc.generate(model="smollm2:135m", prompt="Say hi.",
+                          options={"num_predict": 4, "temperature": 0})
+        assert out.done and out.eval_count
+        with httpx.Client(verify=trust(pki["ca"]), timeout=120) as http:
+            oa = openai.OpenAI(base_url=s.url + "/v1", api_key="x", http_client=http)
+            comp = oa.chat.completions.create(model="smollm2:135m", max_tokens=4,
+                                              messages=[{"role": "user", "content": "Hi"}])
+            assert comp.choices[0].message.content is not None
+        stream = oc.generate(model="smollm2:135m", prompt="Count from one to twenty.",
+                             stream=True, options={"num_predict": 48, "temperature": 0})
+        first = next(stream)
+        assert not first.done
+        make_server_cert(pki["other_key"], pki["other_cert"], pki["cert"], pki["key"], "two")
+        s.proc.send_signal(signal.SIGHUP)
+        rest = list(stream)
+        assert rest and rest[-1].done and rest[-1].done_reason in ("length", "stop")
+        deadline = time.monotonic() + 15
+        while "TLS certificate reloaded" not in s.log():
+            assert time.monotonic() < deadline, s.log()
+            time.sleep(0.1)
+        assert httpx.get(s.url + "/", verify=trust(pki["other"])).status_code == 200
+    finally:
+        assert stop_server(s) == 0
+    assert "Traceback" not in s.log()
