@@ -68,6 +68,8 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     if ctx is not None and files is not None:
         loop.add_signal_handler(signal.SIGHUP, tls.reload, ctx, *files)
+    else:  # `systemctl reload` must not kill a plain-HTTP server
+        loop.add_signal_handler(signal.SIGHUP, log.info, "SIGHUP: nothing to reload (no TLS)")
     try:
         await stop.wait()
         log.info("shutting down")

@@ -95,3 +95,14 @@ def test_access_log_one_line_per_request_without_bodies_or_keys(tmp_path: Path) 
     text = s.log()
     assert "sekrit-key-1" not in text and "private-prompt-text" not in text
     assert "query-secret" not in text
+
+
+def test_sighup_without_tls_keeps_serving(server) -> None:
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while "nothing to reload" not in server.log():
+        assert server.proc.poll() is None, server.log()
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
+    assert httpx.get(server.url + "/").status_code == 200
+    assert stop_server(server) == 0

@@ -203,6 +203,9 @@ def test_unit_active_and_ready(installed: Container) -> None:
     assert c.show("Type") == "notify"
     assert c.show("StatusText") == "ready, no models loaded"
     assert c.sh("systemctl is-enabled ollamapy").stdout.strip() == "enabled"
+    pid = c.show("MainPID")
+    c.sh("systemctl reload ollamapy")  # SIGHUP: nothing to reload without TLS, still serving
+    assert c.show("MainPID") == pid and c.show("ActiveState") == "active"
 
 
 def test_generate_from_the_host(installed: Container) -> None:
