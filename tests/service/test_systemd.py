@@ -262,6 +262,31 @@ def test_kill_9_restarts_without_orphans(installed: Container) -> None:
     assert generate(c)["done"] is True  # and it serves again
 
 
+def test_watchdog_restarts_a_wedged_server(installed: Container) -> None:
+    """A frozen process (SIGSTOP: no loop, no pings) is killed and restarted by the watchdog.
+    A drop-in shortens WatchdogSec for the test and is removed again afterwards."""
+    c = installed
+    dropin = "/etc/systemd/system/ollamapy.service.d"
+    c.sh(f"mkdir -p {dropin} && printf '[Service]\\nWatchdogSec=2\\nTimeoutAbortSec=1\\n' "
+         f"> {dropin}/watchdog.conf && systemctl daemon-reload && systemctl restart ollamapy")
+    try:
+        assert c.show("WatchdogUSec") == "2s"
+        main = int(c.show("MainPID"))
+        restarts = int(c.show("NRestarts"))
+        # The server pings: systemd's record of the last WATCHDOG=1 moves.
+        first = c.show("WatchdogTimestampMonotonic")
+        c.wait_for("a watchdog ping", lambda: c.show("WatchdogTimestampMonotonic") != first)
+        assert int(c.show("MainPID")) == main
+        c.sh(f"kill -STOP {main}")
+        c.wait_for("a watchdog restart", lambda: int(c.show("NRestarts")) > restarts
+                   and c.show("ActiveState") == "active", timeout=60)
+        journal = c.sh("journalctl -u ollamapy --no-pager").stdout
+        assert "Watchdog timeout" in journal
+    finally:
+        c.sh(f"rm -rf {dropin} && systemctl daemon-reload && systemctl restart ollamapy")
+    assert c.show("WatchdogUSec") == "1min"
+
+
 def test_journal_has_the_logs(installed: Container) -> None:
     journal = installed.sh("journalctl -u ollamapy --no-pager -o cat").stdout
     assert "Listening on 127.0.0.1:" in journal
