@@ -65,6 +65,9 @@ def test_counters_follow_real_requests(tmp_path: Path) -> None:
         after = scrape(s.url, **auth)
     finally:
         stop_server(s)
+    access = [ln for ln in s.log().splitlines() if "source=ollamapy.access" in ln]
+    assert any("path=/api/generate" in ln and f"model={MODEL}" in ln and "status=200" in ln
+               and "prompt_tokens=" in ln and "eval_tokens=" in ln for ln in access), access
 
     def d(name: str, **labels: str) -> float:
         return get(after, name, **labels) - get(before, name, **labels)
