@@ -158,6 +158,23 @@ def parse_flash_attention(value: str) -> str:
     return "on" if parse_bool(v) else "off"
 
 
+def parse_metrics_auth(value: str) -> str:
+    v = _clean(value).lower() or "inference"
+    if v not in ("inference", "none"):
+        raise ValueError(f"{v!r} is not one of inference, none")
+    return v
+
+
+LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "off")
+
+
+def parse_log_level(value: str) -> str:
+    v = _clean(value).lower()
+    if v not in LOG_LEVELS:
+        raise ValueError(f"{v!r} is not one of {', '.join(LOG_LEVELS)}")
+    return v
+
+
 def _models_dir(value: str) -> Path:
     v = _clean(value)
     return Path(os.path.expanduser(v)) if v else Path(os.path.expanduser("~/.ollama/models"))
@@ -226,6 +243,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OLLAMAPY_HEADER_TIMEOUT", "header_timeout", parse_seconds, "1m",
             "close a connection that sends no complete request head this long (also the "
             "keep-alive idle time; 0 = aiohttp's default)"),
+    Setting("OLLAMAPY_TLS_CERT", "tls_cert", _clean, "",
+            "PEM certificate chain: serve HTTPS (with the key)"),
+    Setting("OLLAMAPY_TLS_KEY", "tls_key", _clean, "", "PEM private key of OLLAMAPY_TLS_CERT"),
+    Setting("OLLAMAPY_METRICS_AUTH", "metrics_auth", parse_metrics_auth, "inference",
+            "GET /metrics: 'inference' needs an API key when keys are set, 'none' is open"),
+    Setting("OLLAMAPY_ACCESS_LOG", "access_log", parse_log_level, "info",
+            "level of the one-line-per-request access log (debug, info, ..., off)"),
 )
 _BY_ENV = {s.env: s for s in SETTINGS}
 
@@ -260,6 +284,10 @@ class Settings:
     write_timeout: float  # seconds; 0 = never
     body_timeout: float  # seconds; 0 = never
     header_timeout: float  # seconds; 0 = aiohttp's default
+    tls_cert: str  # path; with tls_key: serve HTTPS
+    tls_key: str
+    metrics_auth: str  # inference | none
+    access_log: str  # one of LOG_LEVELS
 
     def __getitem__(self, env: str) -> Any:
         """Transitional `settings["OLLAMA_X"]` for modules not yet on the typed attributes."""

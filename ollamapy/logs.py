@@ -119,8 +119,7 @@ def setup(debug_level: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # aiohttp's access log is noisy at INFO; keep it for debug runs (Ollama logs requests as GIN).
-    logging.getLogger("aiohttp.access").setLevel(logging.INFO if debug_level else logging.WARNING)
+    # Requests are logged by server/access.py (aiohttp's own access log is off in serve.py).
 
 
 def kv(**fields: object) -> dict[str, dict[str, object]]:

@@ -290,6 +290,17 @@ class RunnerClient:
             raise RunnerError("llama runner returned unexpected props")
         return data
 
+    async def metrics_text(self, max_bytes: int) -> str | None:
+        """llama-server's own Prometheus page (it runs with --metrics), at most `max_bytes`;
+        None when it does not answer it (a scrape must never fail for one runner)."""
+        try:
+            async with self.session.get(self.base_url + "/metrics", headers=self._auth) as r:
+                if r.status != 200:
+                    return None
+                return (await r.content.read(max_bytes)).decode("utf-8", "replace")
+        except (aiohttp.ClientError, OSError):
+            return None
+
     async def n_vocab(self) -> int | None:
         """Vocabulary size from /v1/models meta (for validating client-supplied token ids)."""
         try:

@@ -52,10 +52,12 @@ def kv_cache_type(cfg: LaunchConfig) -> str:
 
 
 def build_args(cfg: LaunchConfig) -> list[str]:
-    """llama-server arguments for `cfg`: always --jinja --no-ui --offline, explicit -c/-np."""
+    """llama-server arguments for `cfg`: always --jinja --no-ui --offline --metrics,
+    explicit -c/-np."""
     if cfg.num_ctx < 1 or cfg.num_parallel < 1:
         raise ValueError("num_ctx and num_parallel must be >= 1")
-    args = ["--model", str(cfg.model_path), "--jinja", "--no-ui", "--offline"]
+    # --metrics: /metrics in Prometheus format, re-exported by ollamapy's own /metrics.
+    args = ["--model", str(cfg.model_path), "--jinja", "--no-ui", "--offline", "--metrics"]
     if cfg.alias:
         args += ["--alias", cfg.alias]
     args += ["-c", str(cfg.num_ctx * cfg.num_parallel), "-np", str(cfg.num_parallel)]

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from ollamapy.api.anthropic import anthropic_error_body, anthropic_status
 from ollamapy.errors import OllamaError, PayloadTooLarge
@@ -215,7 +216,7 @@ class Deadlines:
 
 
 def deadlines(write_timeout: float, body_timeout: float
-              ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+              ) -> Middleware:
     """Middleware: `Deadlines` around every request (0 turns a deadline off)."""
 
     @web.middleware

@@ -13,12 +13,13 @@ import hmac
 import ipaddress
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from multidict import CIMultiDict
 
 from ollamapy.config import Settings
@@ -29,7 +30,6 @@ from ollamapy.server.middleware import render_exception
 log = logging.getLogger("ollamapy.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 ALLOW_METHODS = "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS"
 ALLOW_HEADERS = ",".join((
@@ -151,6 +151,8 @@ def host_allowed(host_header: str, *, hostname: str, local_ips: Callable[[], Ite
 
 Scope = Literal["inference", "admin"]
 SCOPES: tuple[Scope, ...] = ("inference", "admin")
+# What a route needs: no key at all, any key (inference or admin), or an admin key.
+Need = Literal["public", "inference", "admin"]
 
 # What an inference key may do: run models and read the catalogue. Everything else (create,
 # blobs, copy, delete, pull, push, and any route added later) needs an admin key: deny by default.
@@ -159,12 +161,18 @@ _INFERENCE_ROUTES = frozenset({
     ("POST", "/api/generate"), ("POST", "/api/chat"), ("POST", "/api/embed"),
     ("POST", "/api/embeddings"), ("GET", "/api/tags"), ("HEAD", "/api/tags"),
     ("POST", "/api/show"), ("GET", "/api/ps"), ("HEAD", "/api/ps"), ("GET", "/metrics"),
+    ("HEAD", "/metrics"),
 })
 
 
-def route_scope(method: str, path: str) -> Scope:
-    """The scope a request needs. `/v1/*` (OpenAI, Anthropic, Responses) is inference for reads
-    and runs; every other method there, and every unlisted route, is admin."""
+def route_scope(method: str, path: str,
+                public: Collection[tuple[str, str]] = ()) -> Need:
+    """What a request needs when keys are set. `public` routes need no key (the operator
+    opened them: /metrics with OLLAMAPY_METRICS_AUTH=none). `/v1/*` (OpenAI, Anthropic,
+    Responses) is inference for reads and runs; every other method there, and every unlisted
+    route, is admin."""
+    if (method, path) in public:
+        return "public"
     if (method, path) in _INFERENCE_ROUTES:
         return "inference"
     if path.startswith("/v1/") and method in ("GET", "HEAD", "POST"):
@@ -172,8 +180,15 @@ def route_scope(method: str, path: str) -> Scope:
     return "admin"
 
 
-def scope_allows(have: Scope, need: Scope) -> bool:
-    return have == "admin" or need == "inference"
+def public_routes(settings: Settings) -> frozenset[tuple[str, str]]:
+    """Routes served without a key even when keys are set."""
+    if settings.metrics_auth == "none":
+        return frozenset({("GET", "/metrics"), ("HEAD", "/metrics")})
+    return frozenset()
+
+
+def scope_allows(have: Scope, need: Need) -> bool:
+    return have == "admin" or need != "admin"
 
 
 def parse_key_file(text: str, source: str) -> list[tuple[str, Scope]]:
@@ -271,13 +286,14 @@ class Policy:
     origins: tuple[str, ...]
     check_host: bool
     keys: Mapping[str, Scope]
+    public: frozenset[tuple[str, str]] = frozenset()
 
 
 def policy(settings: Settings) -> Policy:
     origins = allowed_origins(settings.origins)
     validate_origin_patterns(origins)
     return Policy(origins=origins, check_host=settings.host.is_loopback,
-                  keys=load_scoped_keys(settings))
+                  keys=load_scoped_keys(settings), public=public_routes(settings))
 
 
 def _forbidden(request: web.Request, message: str) -> web.Response:
@@ -354,8 +370,10 @@ def api_key_middleware(pol: Policy) -> Middleware:
     async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not pol.keys:
             return await handler(request)
+        need = route_scope(request.method, request.path, pol.public)
+        if need == "public":
+            return await handler(request)
         have = key_scope(request_token(request.headers), pol.keys)
-        need = route_scope(request.method, request.path)
         if have is not None and scope_allows(have, need):
             request[SCOPE_KEY] = have
             return await handler(request)

@@ -14,7 +14,7 @@ def test_minimal_cpu_launch():
     args = build_args(LaunchConfig(model_path=Path("/m/blob"), num_ctx=4096, n_gpu_layers=0,
                                    alias="smollm2:135m", cache_ram_mib=1024))
     assert args[:2] == ["--model", "/m/blob"]
-    for flag in ("--jinja", "--no-ui", "--offline", "--context-shift"):
+    for flag in ("--jinja", "--no-ui", "--offline", "--metrics", "--context-shift"):
         assert flag in args
     assert opt(args, "-c") == "4096" and opt(args, "-np") == "1"
     assert opt(args, "-b") == "512" and opt(args, "-ub") == "512"

@@ -108,10 +108,10 @@ def model(name: str, path: str | None = None) -> Model:
 async def make() -> AsyncIterator[Any]:
     made: list[Scheduler] = []
 
-    async def factory(**env: str) -> tuple[Scheduler, FakeLauncher]:
+    async def factory(observer: Any = None, **env: str) -> tuple[Scheduler, FakeLauncher]:
         launcher = FakeLauncher()
         s = Scheduler(load_settings(env), launcher=launcher, discover_fn=lambda: CPU,
-                      facts_fn=lambda m: None)
+                      facts_fn=lambda m: None, observer=observer)
         await s.start()
         made.append(s)
         return s, launcher
@@ -391,6 +391,30 @@ async def test_idle_runner_death_is_noticed(make):
     launcher.handles[0].crash()
     await settle()
     assert s.ps() == []
+
+
+async def test_observer_hears_loads_failures_and_crashes(make):
+    """What /metrics counts comes from the scheduler through its observer hook (the scheduler
+    imports nothing of the server)."""
+    heard: list[tuple[Any, ...]] = []
+
+    class Observer:
+        def load_finished(self, model: str, seconds: float, ok: bool) -> None:
+            heard.append(("load", model, ok, seconds >= 0))
+
+        def runner_crashed(self, model: str) -> None:
+            heard.append(("crash", model))
+
+    s, launcher = await make(observer=Observer())
+    async with s.lease(model("a"), {}, None):
+        pass
+    launcher.handles[0].crash()
+    await settle()
+    launcher.fail = "llama runner process has terminated: exit status 1: error loading model"
+    with pytest.raises(RunnerError):
+        async with s.lease(model("b"), {}, None):
+            pass
+    assert heard == [("load", "a", True, True), ("crash", "a"), ("load", "b", False, True)]
 
 
 async def test_crash_loop_backs_off(make):

@@ -271,6 +271,17 @@ def test_route_scope(method: str, path: str, scope: str) -> None:
     assert security.route_scope(method, path) == scope
 
 
+def test_public_routes_come_from_settings_only() -> None:
+    """One scheme for routes served without a key: the operator opens /metrics alone with
+    OLLAMAPY_METRICS_AUTH=none; nothing else is ever public."""
+    pub = security.public_routes(load_settings({"OLLAMAPY_METRICS_AUTH": "none"}))
+    assert security.route_scope("GET", "/metrics", pub) == "public"
+    assert security.route_scope("POST", "/metrics", pub) == "admin"
+    assert security.route_scope("GET", "/api/tags", pub) == "inference"
+    assert security.public_routes(load_settings({})) == frozenset()
+    assert security.route_scope("GET", "/metrics") == "inference"
+
+
 async def test_inference_key_is_refused_on_management_routes(make_client) -> None:
     c = await make_client({"OLLAMA_API_KEYS": "adm", "OLLAMAPY_INFERENCE_KEYS": "inf"})
     inf = {"Authorization": "Bearer inf"}

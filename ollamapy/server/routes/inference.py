@@ -23,22 +23,14 @@ from ollamapy.api.inference import (
     InferenceBase,
 )
 from ollamapy.errors import BadRequest, RunnerError
-from ollamapy.inference import engine
 from ollamapy.inference.embed import shape_vectors
 from ollamapy.inference.events import Done, Event
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.inference.plan import is_unload
 from ollamapy.inference.request import InferenceRequest
-from ollamapy.inference.services import Services
 from ollamapy.keepalive import parse_keep_alive
-from ollamapy.server import keys, security, wire
+from ollamapy.server import metered, security, wire
 from ollamapy.server.native_chunks import Aggregate, NativeChunks
-
-
-def services(app: web.Application) -> Services:
-    """The engine's view of the app's store and scheduler."""
-    return Services(app[keys.STORE_KEY], app[keys.SCHEDULER_KEY])
-
 
 # ------------------------------------------------------------------ wire -> InferenceRequest
 
@@ -117,7 +109,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
         security.require_scope(request, "admin", "stopping a model")
     chunks = NativeChunks(req.model, chat=False, top_logprobs=ireq.top_logprobs)
     return await wire.until_disconnect(request, respond(
-        request, engine.run(services(request.app), ireq), chunks, req.stream is not False))
+        request, metered.run(request, ireq), chunks, req.stream is not False))
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -128,7 +120,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
         security.require_scope(request, "admin", "stopping a model")
     chunks = NativeChunks(req.model, chat=True, top_logprobs=ireq.top_logprobs)
     return await wire.until_disconnect(request, respond(
-        request, engine.run(services(request.app), ireq), chunks, req.stream is not False))
+        request, metered.run(request, ireq), chunks, req.stream is not False))
 
 
 async def embed(request: web.Request) -> web.StreamResponse:
@@ -142,7 +134,7 @@ async def embed(request: web.Request) -> web.StreamResponse:
     keep_alive = parse_keep_alive(req.keep_alive)
 
     async def work() -> web.StreamResponse:
-        res = await engine.embed(services(request.app), req.model, inputs,
+        res = await metered.embed(request, req.model, inputs,
                                  options=req.options, keep_alive=keep_alive,
                                  truncate=req.truncate is not False)
         body: JsonObject = {"model": req.model,
@@ -163,8 +155,8 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     keep_alive = parse_keep_alive(req.keep_alive)
 
     async def work() -> web.StreamResponse:
-        res = await engine.embed(
-            services(request.app), req.model, [req.prompt] if req.prompt else [],
+        res = await metered.embed(
+            request, req.model, [req.prompt] if req.prompt else [],
             options=req.options, keep_alive=keep_alive,
             not_found=f'model "{req.model}" not found, try pulling it first')
         return wire.json_response({"embedding": res.vectors[0] if res.vectors else []})
