@@ -135,8 +135,8 @@ async def embed(request: web.Request) -> web.StreamResponse:
 
     async def work() -> web.StreamResponse:
         res = await metered.embed(request, req.model, inputs,
-                                 options=req.options, keep_alive=keep_alive,
-                                 truncate=req.truncate is not False)
+                                  options=req.options, keep_alive=keep_alive,
+                                  truncate=req.truncate is not False)
         body: JsonObject = {"model": req.model,
                             "embeddings": shape_vectors(res.vectors, req.dimensions)}
         if inputs:

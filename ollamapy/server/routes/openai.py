@@ -105,7 +105,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
     async def work() -> web.StreamResponse:
         res = await metered.embed(request, oreq.model, inputs,
-                                 keep_alive=parse_keep_alive(None))
+                                  keep_alive=parse_keep_alive(None))
         vecs = shape_vectors(res.vectors, oreq.dimensions)
         data = [{"object": "embedding", "index": i,
                  "embedding": b64_floats(v) if oreq.encoding_format == "base64" else v}
