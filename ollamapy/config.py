@@ -158,6 +158,23 @@ def parse_flash_attention(value: str) -> str:
     return "on" if parse_bool(v) else "off"
 
 
+def parse_metrics_auth(value: str) -> str:
+    v = _clean(value).lower() or "inference"
+    if v not in ("inference", "none"):
+        raise ValueError(f"{v!r} is not one of inference, none")
+    return v
+
+
+LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "off")
+
+
+def parse_log_level(value: str) -> str:
+    v = _clean(value).lower()
+    if v not in LOG_LEVELS:
+        raise ValueError(f"{v!r} is not one of {', '.join(LOG_LEVELS)}")
+    return v
+
+
 def _models_dir(value: str) -> Path:
     v = _clean(value)
     return Path(os.path.expanduser(v)) if v else Path(os.path.expanduser("~/.ollama/models"))
@@ -208,8 +225,11 @@ SETTINGS: tuple[Setting, ...] = (
             "force a runner variant (cpu, cuda, rocm, ...)"),
     Setting("OLLAMA_API_KEYS", "api_keys", parse_list, "",
             "accepted Bearer API keys (ollamapy)", secret=True),
+    Setting("OLLAMAPY_INFERENCE_KEYS", "inference_keys", parse_list, "",
+            "accepted API keys that may only run models (no create/copy/delete/pull/push)",
+            secret=True),
     Setting("OLLAMA_API_KEYS_FILE", "api_keys_file", _clean, "",
-            "file of accepted API keys, one per line"),
+            "file of accepted API keys: `key [scope]` lines"),
     Setting("OLLAMA_API_KEY", "api_key", _clean, "", "client: Bearer key sent to the server",
             secret=True),
     Setting("OLLAMAPY_RUNNERS", "runners_dir", _clean, "",
@@ -239,6 +259,20 @@ SETTINGS: tuple[Setting, ...] = (
             "text layers (license, template, system, params, messages) of one model, in total"),
     Setting("OLLAMAPY_SHOW_MAX_ARRAY", "show_max_array", parse_uint, "300000",
             "GGUF array elements show --verbose returns per array (the rest is cut)"),
+    Setting("OLLAMAPY_WRITE_TIMEOUT", "write_timeout", parse_seconds, "2m",
+            "drop a client that reads nothing of a response this long (0 = never)"),
+    Setting("OLLAMAPY_BODY_TIMEOUT", "body_timeout", parse_seconds, "2m",
+            "drop a client that sends nothing more of a request body this long (0 = never)"),
+    Setting("OLLAMAPY_HEADER_TIMEOUT", "header_timeout", parse_seconds, "1m",
+            "close a connection that sends no complete request head this long (also the "
+            "keep-alive idle time; 0 = aiohttp's default)"),
+    Setting("OLLAMAPY_TLS_CERT", "tls_cert", _clean, "",
+            "PEM certificate chain: serve HTTPS (with the key)"),
+    Setting("OLLAMAPY_TLS_KEY", "tls_key", _clean, "", "PEM private key of OLLAMAPY_TLS_CERT"),
+    Setting("OLLAMAPY_METRICS_AUTH", "metrics_auth", parse_metrics_auth, "inference",
+            "GET /metrics: 'inference' needs an API key when keys are set, 'none' is open"),
+    Setting("OLLAMAPY_ACCESS_LOG", "access_log", parse_log_level, "info",
+            "level of the one-line-per-request access log (debug, info, ..., off)"),
 )
 _BY_ENV = {s.env: s for s in SETTINGS}
 
@@ -265,6 +299,7 @@ class Settings:
     origins: tuple[str, ...]
     llm_library: str
     api_keys: tuple[str, ...]
+    inference_keys: tuple[str, ...]
     api_keys_file: str
     api_key: str
     runners_dir: str
@@ -282,6 +317,13 @@ class Settings:
     max_manifest_layers: int
     max_text_layer_bytes: int
     show_max_array: int
+    write_timeout: float  # seconds; 0 = never
+    body_timeout: float  # seconds; 0 = never
+    header_timeout: float  # seconds; 0 = aiohttp's default
+    tls_cert: str  # path; with tls_key: serve HTTPS
+    tls_key: str
+    metrics_auth: str  # inference | none
+    access_log: str  # one of LOG_LEVELS
 
     def __getitem__(self, env: str) -> Any:
         """Transitional `settings["OLLAMA_X"]` for modules not yet on the typed attributes."""

@@ -86,6 +86,13 @@ class RunnerError(OllamaError):
     status = 500
 
 
+class RunnerAuthError(RunnerError):
+    """A runner refused ollamapy's own per-runner key: an internal fault, never the client's
+    (their key was checked before; a 401 here must not read as "your key is wrong")."""
+
+    status = 500
+
+
 class RunnerNotFound(Exception):
     """No llama-server binary could be located."""
 

@@ -101,10 +101,12 @@ def build(variant: str, cpu_variants: str, extra: list[str], jobs: int) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{variant}-", dir=cached.parent))
         tmp.chmod(0o755)  # mkdtemp makes 0700: a service user must be able to run the runner
         bin_dir = tmp / "bin"
-        bin_dir.mkdir()
+        bin_dir.mkdir(mode=0o755)
+        bin_dir.chmod(0o755)  # whatever the umask (root's is often 077)
         for f in (bdir / "bin").iterdir():
             if f.name in BINARIES or ".so" in f.name or f.suffix in (".dylib", ".metallib"):
                 shutil.copy2(f, bin_dir / f.name, follow_symlinks=False)
+                world_readable(bin_dir / f.name)
         manifest = {
             "variant": variant,
             "backend": backend(variant),
@@ -134,6 +136,14 @@ def build(variant: str, cpu_variants: str, extra: list[str], jobs: int) -> Path:
         shutil.rmtree(dest)
     staging.rename(dest)
     return dest
+
+
+def world_readable(path: Path) -> None:
+    """Executables 0755, the rest 0644: a build under umask 077 leaves 0700/0600 files that the
+    service user cannot load. Symlinks (versioned .so names) are left as they are."""
+    if path.is_symlink():
+        return
+    path.chmod(0o755 if path.stat().st_mode & 0o100 else 0o644)
 
 
 def _manifest_key(d: Path) -> str | None:

@@ -1,6 +1,6 @@
 """Shared CLI plumbing: one way to report an error (`Error: <message>`, exit 1) and to get a client.
 
-Commands wrap their body with `with_client`, which hands them an `ollamapy.client.Client` and turns
+Commands wrap their body with `with_client`, which hands them a `cli.client.Client` and turns
 `ClientError` (server errors, connection failures) into Ollama's one-line error output.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from ollamapy.client import Client, ClientError
+from ollamapy.cli.client import Client, ClientError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -182,7 +182,7 @@ def find_binary(agent: Agent, home: Path) -> str | None:
 
 def default_model() -> str:
     """The most recently modified model on the server (`ollamapy list`'s first row)."""
-    from ollamapy.client import Client, ClientError
+    from ollamapy.cli.client import Client, ClientError
 
     try:
         with Client(timeout=5.0) as c:

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from ollamapy.cli.client import Client, ClientError
 from ollamapy.cli.common import fail, with_client
 from ollamapy.cli.format import (
     human_bytes,
@@ -23,7 +24,6 @@ from ollamapy.cli.format import (
     print_table,
     rows_lines,
 )
-from ollamapy.client import Client, ClientError
 
 CHUNK = 1 << 20
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
+from ollamapy.cli.client import Client, ClientError
 from ollamapy.cli.common import fail, with_client
 from ollamapy.cli.format import human_bytes, human_time, parse_time, print_table
-from ollamapy.client import Client, ClientError
 
 HEADERS = ("NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL")
 

@@ -17,9 +17,9 @@ from typing import Any, TextIO
 
 import click
 
+from ollamapy.cli.client import Client
 from ollamapy.cli.common import with_client
 from ollamapy.cli.format import human_bytes
-from ollamapy.client import Client
 
 SPINNER = ("⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏")
 ESC = "\x1b"

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from ollamapy.cli.client import ClientError
 from ollamapy.cli.render import parameters_text
-from ollamapy.client import ClientError
 
 PROMPT = ">>> "
 ALT_PROMPT = "... "

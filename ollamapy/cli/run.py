@@ -2,7 +2,7 @@
 
 Mirrors Ollama's RunHandler: a prompt argument, piped stdin or a non-terminal stdout mean one
 streamed `/api/generate` answer; otherwise the interactive session (ollamapy.cli.repl) chats
-through `/api/chat`. Everything goes through ollamapy.client.Client (HTTP only, import-light).
+through `/api/chat`. Everything goes through cli.client.Client (HTTP only, import-light).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ollamapy.client import ClientError
+from ollamapy.cli.client import ClientError
 
 if TYPE_CHECKING:
+    from ollamapy.cli.client import Client
     from ollamapy.cli.render import AnswerView
-    from ollamapy.client import Client
 
 THINK_LEVELS = ("high", "medium", "low", "max")
 
@@ -341,9 +341,9 @@ def run(model: str, prompt: tuple[str, ...], keepalive: str | None, verbose: boo
     interactive = is_interactive(bool(prompts), stdin_tty, sys.stdout.isatty())
     opts.word_wrap = not nowordwrap  # and only where stdout is a terminal (terminal_width)
 
+    from ollamapy.cli.client import Client
     from ollamapy.cli.common import fail
     from ollamapy.cli.render import WordWrap, terminal_width
-    from ollamapy.client import Client
 
     try:
         with Client() as client:

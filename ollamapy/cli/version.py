@@ -26,7 +26,7 @@ def version_lines(server: str | None, client: str, llama_commit: str,
 
 def show_version() -> None:
     from ollamapy import pins
-    from ollamapy.client import Client, ClientError
+    from ollamapy.cli.client import Client, ClientError
 
     commit = pins.llama_cpp().short_commit
     server: str | None = None

@@ -68,6 +68,16 @@ def make_plan(model: Model, req: InferenceRequest, start_ns: int) -> Plan:
                 start_ns, req.truncate, req.shift, req.logprobs, req.top_logprobs)
 
 
+def is_unload(req: InferenceRequest) -> bool:
+    """The unload shortcut (`ollama stop`): keep_alive 0 and nothing to run. It unloads the
+    model under every other user, so the routes treat it as management (admin scope)."""
+    if req.keep_alive != 0:
+        return False
+    if req.messages is not None:
+        return not req.messages
+    return not req.prompt and not req.images
+
+
 def plan_generate(store: ModelResolver, req: InferenceRequest, start_ns: int) -> Plan | None:
     """Validate a generate request. None = the unload shortcut applies."""
     if not req.model:
@@ -75,7 +85,7 @@ def plan_generate(store: ModelResolver, req: InferenceRequest, start_ns: int) ->
     if req.raw and (req.template or req.system or req.context):
         raise BadRequest("raw mode does not support template, system, or context")
     model = resolve_model(store, req.model)
-    if not req.prompt and req.keep_alive == 0 and not req.images:
+    if is_unload(req):
         return None
     if not has_cap(model, "completion"):
         raise BadRequest(f'"{req.model}" does not support generate')
@@ -88,7 +98,7 @@ def plan_chat(store: ModelResolver, req: InferenceRequest, start_ns: int) -> Pla
     if not req.model:
         raise BadRequest("model is required")
     model = resolve_model(store, req.model)
-    if not req.messages and req.keep_alive == 0:
+    if is_unload(req):
         return None
     if not has_cap(model, "completion"):
         raise BadRequest(f'"{req.model}" does not support chat')

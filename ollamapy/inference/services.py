@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ollamapy.errors import RunnerError
+from ollamapy.errors import OllamaError
 from ollamapy.runner.client import RunnerClient
 from ollamapy.store.model import Model
 
@@ -37,8 +37,9 @@ class RunnerLease(Protocol):
     @property
     def props(self) -> Mapping[str, Any]: ...  # llama-server /props (chat_template, ...)
 
-    def fail(self, exc: BaseException) -> RunnerError:
-        """The runner broke mid-request: report it, get the error to raise."""
+    def fail(self, exc: BaseException) -> OllamaError:
+        """The runner broke mid-request: report it, get the error to raise (a RunnerError, or
+        ServerShuttingDown when the stop was planned)."""
         ...
 
 

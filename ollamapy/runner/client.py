@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from ollamapy.errors import BadRequest, OllamaError, PromptTooLong, RunnerError
+from ollamapy.errors import BadRequest, OllamaError, PromptTooLong, RunnerAuthError, RunnerError
 from ollamapy.inference.events import FLUSH, Flush
 from ollamapy.inference.jsontypes import JsonObject
 
@@ -64,6 +64,8 @@ def upstream_error(status: int, text: str) -> OllamaError:
         err = {"message": str(err)}
     message = str(err.get("message") or text.strip() or f"llama-server answered {status}")
     kind = err.get("type")
+    if status == 401:
+        return RunnerAuthError("internal error: the llama runner refused ollamapy's runner key")
     if kind == "exceed_context_size_error":
         return PromptTooLong(CONTEXT_ERROR, tokens=int(err.get("n_prompt_tokens") or 0),
                              limit=int(err.get("n_ctx") or 0))
@@ -287,6 +289,17 @@ class RunnerClient:
         if not isinstance(data, dict):
             raise RunnerError("llama runner returned unexpected props")
         return data
+
+    async def metrics_text(self, max_bytes: int) -> str | None:
+        """llama-server's own Prometheus page (it runs with --metrics), at most `max_bytes`;
+        None when it does not answer it (a scrape must never fail for one runner)."""
+        try:
+            async with self.session.get(self.base_url + "/metrics", headers=self._auth) as r:
+                if r.status != 200:
+                    return None
+                return (await r.content.read(max_bytes)).decode("utf-8", "replace")
+        except (aiohttp.ClientError, OSError):
+            return None
 
     async def n_vocab(self) -> int | None:
         """Vocabulary size from /v1/models meta (for validating client-supplied token ids)."""

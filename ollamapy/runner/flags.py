@@ -1,7 +1,8 @@
 """Pure: what one runner launch needs -> llama-server argv (host/port are added at spawn time).
 
 Every setting reaches llama-server as an explicit flag (the child's LLAMA_ARG_* environment is
-scrubbed), so this function is the single place that decides the runner's command line.
+scrubbed), so this function is the single place that decides the runner's command line. Never
+a secret here: argv is world-readable; the runner's API key travels in its environment.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ log = logging.getLogger("ollamapy.runner")
 
 QUANTIZED_KV = frozenset({"q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"})
 DEFAULT_CACHE_RAM_MIB = 8192
+RUNNER_CORS_ORIGIN = "http://ollamapy.invalid"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class LaunchConfig:
     cache_ram_mib: int | None = None
     context_shift: bool = True
     log_verbosity: int = 4  # 4 prints the buffer sizes /api/ps reports
+    slots: bool = False  # /slots shows every slot's prompt: only when debugging (OLLAMA_DEBUG)
 
 
 def kv_cache_type(cfg: LaunchConfig) -> str:
@@ -49,10 +52,12 @@ def kv_cache_type(cfg: LaunchConfig) -> str:
 
 
 def build_args(cfg: LaunchConfig) -> list[str]:
-    """llama-server arguments for `cfg`: always --jinja --no-ui --offline, explicit -c/-np."""
+    """llama-server arguments for `cfg`: always --jinja --no-ui --offline --metrics,
+    explicit -c/-np."""
     if cfg.num_ctx < 1 or cfg.num_parallel < 1:
         raise ValueError("num_ctx and num_parallel must be >= 1")
-    args = ["--model", str(cfg.model_path), "--jinja", "--no-ui", "--offline"]
+    # --metrics: /metrics in Prometheus format, re-exported by ollamapy's own /metrics.
+    args = ["--model", str(cfg.model_path), "--jinja", "--no-ui", "--offline", "--metrics"]
     if cfg.alias:
         args += ["--alias", cfg.alias]
     args += ["-c", str(cfg.num_ctx * cfg.num_parallel), "-np", str(cfg.num_parallel)]
@@ -92,6 +97,9 @@ def build_args(cfg: LaunchConfig) -> list[str]:
         args += ["--cache-ram", str(max(0, cfg.cache_ram_mib))]
     if cfg.context_shift and not cfg.embedding and not cfg.projectors:
         args += ["--context-shift"]
+    args += ["--slots" if cfg.slots else "--no-slots"]
+    # No browser origin may read a runner (.invalid is reserved: no page has it, RFC 2606).
+    args += ["--cors-origins", RUNNER_CORS_ORIGIN]
     args += ["--log-verbosity", str(cfg.log_verbosity), "--log-colors", "off"]
     return args
 

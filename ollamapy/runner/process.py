@@ -13,6 +13,7 @@ import ctypes
 import logging
 import os
 import re
+import secrets
 import signal
 import socket
 import sys
@@ -61,16 +62,42 @@ def die_with_parent(parent_pid: int) -> Callable[[], None]:
     return preexec
 
 
-def child_env(environ: Mapping[str, str], config_home: Path) -> dict[str, str]:
-    """The child's environment: no LLAMA_ARG_*/LLAMA_API_KEY overrides, our own config dir.
+# What a runner may inherit. llama-server gets every setting as an explicit flag, so all it
+# needs from the environment is what the dynamic loader and the GPU/threading libraries read:
+# PATH/HOME/TMPDIR (CUDA's JIT cache lives under HOME, temporary files under TMPDIR), the
+# loader path, and device selection/tuning for CUDA, ROCm/HIP (HSA_OVERRIDE_GFX_VERSION), Vulkan,
+# SYCL, OpenMP and ggml itself. Everything else stays behind: the server's keys
+# (OLLAMA_API_KEYS, OLLAMAPY_*_KEYS), cloud and CI credentials, and LLAMA_ARG_* / LLAMA_LOG_*,
+# which would change flags (host, CORS, /slots) or the log format ollamapy parses.
+RUNNER_ENV_NAMES = frozenset({
+    "PATH", "HOME", "TMPDIR", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "DYLD_FALLBACK_LIBRARY_PATH",
+    "SYSTEMROOT", "GPU_DEVICE_ORDINAL", "ZES_ENABLE_SYSMAN", "ROCM_PATH", "HIP_PATH",
+    "CUDA_PATH",
+})
+RUNNER_ENV_PREFIXES = ("CUDA_", "NVIDIA_", "HIP_", "ROCR_", "HSA_", "GGML_", "VK_", "SYCL_",
+                       "ONEAPI_", "OMP_", "GOMP_", "KMP_")
+# Refused even under an allowed prefix: a name that says it holds a secret is one.
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSW", "CREDENTIAL", "AUTH")
 
-    Every setting reaches llama-server as an explicit flag, so a user's shell cannot change it.
-    """
-    env = {k: v for k, v in environ.items()
-           if not k.startswith(("LLAMA_ARG_", "LLAMA_SERVER_"))
-           and k not in ("LLAMA_API_KEY", "LLAMA_CACHE", "HF_TOKEN", "AIP_MODE")}
+
+def runner_env_allowed(name: str) -> bool:
+    upper = name.upper()
+    if any(w in upper for w in _SECRET_WORDS):
+        return False
+    return name in RUNNER_ENV_NAMES or name.startswith(RUNNER_ENV_PREFIXES)
+
+
+def child_env(environ: Mapping[str, str], config_home: Path) -> dict[str, str]:
+    """The child's environment: an allowlist of what llama.cpp and GPU libraries need, and our
+    own config dir. The runner's API key is added by `RunnerProcess.start`."""
+    env = {k: v for k, v in environ.items() if runner_env_allowed(k)}
     env["XDG_CONFIG_HOME"] = str(config_home)
     return env
+
+
+def new_api_key() -> str:
+    """A fresh random key per runner (256 bits, URL-safe so it is a valid header value)."""
+    return secrets.token_urlsafe(32)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -126,8 +153,11 @@ class RunnerProcess:
     """A started llama-server. Create with `await RunnerProcess.start(...)`."""
 
     def __init__(self, proc: asyncio.subprocess.Process, argv: Sequence[str], port: int,
-                 name: str, on_line: Callable[[str], None] | None = None) -> None:
+                 name: str, on_line: Callable[[str], None] | None = None, *,
+                 api_key: str = "") -> None:
         self.proc = proc
+        # llama-server refuses every request but /health without it (Authorization: Bearer).
+        self.api_key = api_key
         self.argv = list(argv)
         self.port = port
         self.name = name
@@ -166,18 +196,22 @@ class RunnerProcess:
     @classmethod
     async def start(cls, binary: Path, args: Sequence[str], *, port: int, env: Mapping[str, str],
                     name: str, on_line: Callable[[str], None] | None = None) -> RunnerProcess:
+        """Spawn it with a fresh API key. The key goes through the environment (LLAMA_API_KEY,
+        which llama-server reads like --api-key): argv is readable by every local user, a
+        process's environment only by its own user and root."""
         argv = [str(binary), *args, "--host", "127.0.0.1", "--port", str(port)]
+        api_key = new_api_key()
         log.info("starting llama-server", extra={"kv": {"cmd": " ".join(argv)}})
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env=dict(env),
+            env={**env, "LLAMA_API_KEY": api_key},
             preexec_fn=die_with_parent(os.getpid()),
             start_new_session=True,
         )
-        return cls(proc, argv, port, name, on_line)
+        return cls(proc, argv, port, name, on_line, api_key=api_key)
 
     async def _pump(self) -> None:
         assert self.proc.stdout is not None

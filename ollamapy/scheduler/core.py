@@ -58,6 +58,7 @@ from ollamapy.scheduler.events import (
     UnloadRequested,
 )
 from ollamapy.scheduler.launcher import Launcher, ProcessLauncher, RunnerHandle
+from ollamapy.scheduler.observer import NoObserver, SchedulerObserver
 from ollamapy.scheduler.policy import (
     RunnerView,
     account_for_loaded,
@@ -118,8 +119,9 @@ class Lease:
         self.props: dict[str, Any] = r.handle.props
         self.model: Model = model
         self.failed: BaseException | None = None
-        self.client: RunnerClient = RunnerClient(self.session, self.base_url,
-                                                 getattr(r.handle, "api_key", None))
+        # The runner refuses every request but /health without its own key.
+        self.api_key: str = r.handle.api_key
+        self.client: RunnerClient = RunnerClient(self.session, self.base_url, self.api_key)
 
     @property
     def pid(self) -> int | None:
@@ -152,8 +154,10 @@ class Scheduler:
                  discover_fn: Callable[[], Inventory] | None = None,
                  facts_fn: Callable[[Model], ModelFacts | None] | None = None,
                  environ: Mapping[str, str] | None = None,
-                 locator: RunnerLocator | None = None) -> None:
+                 locator: RunnerLocator | None = None,
+                 observer: SchedulerObserver | None = None) -> None:
         self.settings = settings
+        self.observer: SchedulerObserver = observer or NoObserver()
         self._launcher = launcher
         self._locator = locator or RunnerLocator(environ)
         self._discover = discover_fn or (lambda: discover(environ))
@@ -335,6 +339,22 @@ class Scheduler:
                                     state=r.state.value))
         out.sort(key=lambda s: s.expires_at, reverse=True)
         return out
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for a slot (read by /metrics)."""
+        return sum(1 for p in self._pending if not p.future.done())
+
+    def runner_clients(self) -> list[tuple[str, RunnerClient]]:
+        """(model short name, client with the runner's key) of every runner that serves or
+        is being checked (read by /metrics, which re-exports each runner's own metrics)."""
+        if self.session is None:
+            return []
+        return [(r.model.short_name, RunnerClient(self.session, r.handle.base_url,
+                                                  r.handle.api_key))
+                for r in list(self._runners.values())
+                if r.handle is not None and (r.state in SERVING
+                                             or r.state == RunnerState.CHECKING)]
 
     def _sizes(self, r: LoadedRunner) -> tuple[int, int]:
         if r.handle is not None:
@@ -519,6 +539,7 @@ class Scheduler:
             self._begin_unload(r)
             return
         r.state = RunnerState.READY
+        self.observer.load_finished(r.model.short_name, time.monotonic() - r.started, ok=True)
         log.info("llama runner started", extra=kv(
             model=r.model.short_name, pid=handle.pid, seconds=f"{time.monotonic() - r.started:.2f}",
             num_ctx=r.num_ctx, parallel=r.spec.num_parallel))
@@ -545,6 +566,7 @@ class Scheduler:
                 self._evict(x)
             return
         self._oom_retried.discard(r.key)
+        self.observer.load_finished(r.model.short_name, time.monotonic() - r.started, ok=False)
         err = exc if isinstance(exc, OllamaError) else RunnerError(str(exc) or type(exc).__name__)
         log.error("error loading model", extra=kv(model=r.model.short_name, error=err.message))
         for p in list(self._pending):
@@ -583,6 +605,7 @@ class Scheduler:
         if self._runners.get(r.key) is r:
             del self._runners[r.key]
         self._record_crash(r.key)
+        self.observer.runner_crashed(r.model.short_name)
         r.unloaded()
 
     def _on_failed(self, r: LoadedRunner, exc: BaseException) -> None:
@@ -607,6 +630,7 @@ class Scheduler:
         log.warning("runner is not healthy, stopping it", extra=kv(
             model=r.model.short_name, pid=r.handle.pid if r.handle else None))
         self._record_crash(r.key)
+        self.observer.runner_crashed(r.model.short_name)
         self._begin_unload(r)
 
     async def _check_health(self, r: LoadedRunner) -> None:

@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from ollamapy.errors import RunnerError, RunnerNotFound
+from ollamapy.errors import OllamaError, RunnerError, RunnerNotFound
+from ollamapy.runner.client import RunnerClient
 from ollamapy.runner.flags import LaunchConfig, build_args
 from ollamapy.runner.locate import Runner
 from ollamapy.runner.process import RunnerProcess, child_env, launch
@@ -27,6 +28,7 @@ class RunnerHandle(Protocol):
     """A started, healthy llama-server as the scheduler uses it."""
 
     base_url: str
+    api_key: str  # sent as `Authorization: Bearer`; only /health answers without it
     props: dict[str, Any]
 
     @property
@@ -94,14 +96,12 @@ class ProcessLauncher:
         return proc
 
     async def _props(self, probe: aiohttp.ClientSession, proc: RunnerProcess) -> dict[str, Any]:
-        """/props after /health: slots, effective per-slot context, template caps."""
+        """/props after /health: slots, effective per-slot context, template caps (with the
+        runner's key, like every request but /health)."""
         try:
-            async with probe.get(f"{proc.base_url}/props",
-                                 timeout=aiohttp.ClientTimeout(total=10)) as r:
-                if r.status == 200:
-                    data = await r.json()
-                    return data if isinstance(data, dict) else {}
-        except (TimeoutError, aiohttp.ClientError, ValueError) as e:
+            async with asyncio.timeout(10):
+                return await RunnerClient(probe, proc.base_url, proc.api_key).props()
+        except (TimeoutError, OllamaError) as e:
             if proc.returncode is not None:
                 raise RunnerError(proc.exit_message()) from None
             log.warning("could not read runner /props: %s", e)

@@ -238,4 +238,5 @@ def launch_config(spec: RunnerSpec, placement: Placement | None, inv: Inventory,
         kv_cache_type=settings.kv_cache_type, use_mmap=spec.use_mmap, embedding=spec.embedding,
         embedding_model=embedding_model, projectors=spec.projectors, adapters=spec.adapters,
         alias=alias, cache_ram_mib=cache_ram_mib(inv.system.total, max_loaded),
+        slots=settings.debug > 0,  # /slots shows every slot's prompt: only when debugging
     )

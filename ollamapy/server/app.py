@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from ollamapy.config import Settings, load_settings
-from ollamapy.server import middleware, security
-from ollamapy.server.keys import SCHEDULER_KEY, SERVICES_KEY, SETTINGS_KEY, STORE_KEY
+from ollamapy.server import access, metrics, middleware, security
+from ollamapy.server.keys import SCHEDULER_KEY, SERVICES_KEY, STORE_KEY
 from ollamapy.server.routes import (
     anthropic,
     base,
@@ -36,12 +36,15 @@ def create_app(settings: Settings | None = None, *,
                services: Services | None = None) -> web.Application:
     settings = settings or (services.settings if services is not None else load_settings())
     services = services or build_services(settings)
-    app = web.Application(middlewares=[*security.middlewares(settings), middleware.errors],
+    deadlines = middleware.deadlines(settings.write_timeout, settings.body_timeout)
+    # metrics.track and the access log sit outside security: rejected requests count too.
+    app = web.Application(middlewares=[metrics.track, access.middleware(settings),
+                                       *security.middlewares(settings), middleware.errors,
+                                       deadlines],
                           client_max_size=settings.max_body_bytes)
     security.setup(app, settings)  # CORS headers on every response, exposure warning at start
     app[SERVICES_KEY] = services
-    # Transitional: inference.py / openai.py still read these from the app.
-    app[SETTINGS_KEY] = settings
+    # The engine's per-request services (server/metered.py) read these from the app.
     app[STORE_KEY] = services.store
     app[SCHEDULER_KEY] = services.scheduler
     base.setup(app)
@@ -52,6 +55,7 @@ def create_app(settings: Settings | None = None, *,
     anthropic.setup(app)
     responses.setup(app)
     registry.setup(app, services.registry)
+    metrics.setup(app, services.scheduler)
     app.on_startup.append(_start_store)
     app.cleanup_ctx.append(_scheduler_ctx)
     app.on_shutdown.append(_on_shutdown)

@@ -11,28 +11,30 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, cast
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from multidict import CIMultiDict
 
 from ollamapy.config import Settings
+from ollamapy.errors import Forbidden, Unauthorized
 from ollamapy.logs import kv
-from ollamapy.server.middleware import render_error
+from ollamapy.server.middleware import render_exception
 
 log = logging.getLogger("ollamapy.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 ALLOW_METHODS = "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS"
 ALLOW_HEADERS = ",".join((
-    "Authorization", "Content-Type", "User-Agent", "Accept", "X-Requested-With", "Openai-Beta",
+    "Authorization", "X-Api-Key", "Content-Type", "User-Agent", "Accept", "X-Requested-With",
+    "Openai-Beta",
     "X-Stainless-Arch", "X-Stainless-Async", "X-Stainless-Custom-Poll-Interval",
     "X-Stainless-Helper-Method", "X-Stainless-Lang", "X-Stainless-Os",
     "X-Stainless-Package-Version", "X-Stainless-Poll-Helper", "X-Stainless-Retry-Count",
@@ -46,6 +48,8 @@ _EXTRA_SCHEMES = ("chrome-extension://", "safari-extension://", "moz-extension:/
                   "tauri://", "vscode-webview://", "vscode-file://")
 _LOCAL_TLDS = (".localhost", ".local", ".internal")
 CORS_ORIGIN_KEY = web.RequestKey("cors_allow_origin", str)
+# The scope of the key a request came with (absent when no keys are configured).
+SCOPE_KEY = web.RequestKey("api_key_scope", str)
 
 
 # ---------------------------------------------------------------------------- CORS decisions
@@ -145,25 +149,98 @@ def host_allowed(host_header: str, *, hostname: str, local_ips: Callable[[], Ite
 
 # ------------------------------------------------------------------------- API-key decisions
 
-def load_api_keys(settings: Settings) -> tuple[str, ...]:
-    """Keys from OLLAMA_API_KEYS plus OLLAMA_API_KEYS_FILE (one per line, `#` comments).
+Scope = Literal["inference", "admin"]
+SCOPES: tuple[Scope, ...] = ("inference", "admin")
+# What a route needs: no key at all, any key (inference or admin), or an admin key.
+Need = Literal["public", "inference", "admin"]
 
-    A configured but unreadable key file is a start-up error: silently serving without the keys
-    the operator asked for would expose the server.
+# What an inference key may do: run models and read the catalogue. Everything else (create,
+# blobs, copy, delete, pull, push, and any route added later) needs an admin key: deny by default.
+_INFERENCE_ROUTES = frozenset({
+    ("GET", "/"), ("HEAD", "/"), ("GET", "/api/version"), ("HEAD", "/api/version"),
+    ("POST", "/api/generate"), ("POST", "/api/chat"), ("POST", "/api/embed"),
+    ("POST", "/api/embeddings"), ("GET", "/api/tags"), ("HEAD", "/api/tags"),
+    ("POST", "/api/show"), ("GET", "/api/ps"), ("HEAD", "/api/ps"), ("GET", "/metrics"),
+    ("HEAD", "/metrics"),
+})
+
+
+def route_scope(method: str, path: str,
+                public: Collection[tuple[str, str]] = ()) -> Need:
+    """What a request needs when keys are set. `public` routes need no key (the operator
+    opened them: /metrics with OLLAMAPY_METRICS_AUTH=none). `/v1/*` (OpenAI, Anthropic,
+    Responses) is inference for reads and runs; every other method there, and every unlisted
+    route, is admin."""
+    if (method, path) in public:
+        return "public"
+    if (method, path) in _INFERENCE_ROUTES:
+        return "inference"
+    if path.startswith("/v1/") and method in ("GET", "HEAD", "POST"):
+        return "inference"
+    return "admin"
+
+
+def public_routes(settings: Settings) -> frozenset[tuple[str, str]]:
+    """Routes served without a key even when keys are set."""
+    if settings.metrics_auth == "none":
+        return frozenset({("GET", "/metrics"), ("HEAD", "/metrics")})
+    return frozenset()
+
+
+def scope_allows(have: Scope, need: Need) -> bool:
+    return have == "admin" or need != "admin"
+
+
+def parse_key_file(text: str, source: str) -> list[tuple[str, Scope]]:
+    """`key [scope]` per line (scope `admin`, the default, or `inference`); `#` starts a
+    comment, blank lines are skipped."""
+    out: list[tuple[str, Scope]] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        for i, w in enumerate(words):  # a word starting with `#` starts a comment
+            if w.startswith("#"):
+                words = words[:i]
+                break
+        if not words:
+            continue
+        if len(words) > 2 or (len(words) == 2 and words[1] not in SCOPES):
+            # The words are not echoed: a mistyped line may hold a second key.
+            raise ValueError(f"{source} line {n}: expected `key`, `key inference` or "
+                             f"`key admin`")
+        out.append((words[0], cast(Scope, words[1]) if len(words) == 2 else "admin"))
+    return out
+
+
+def load_scoped_keys(settings: Settings) -> dict[str, Scope]:
+    """Every accepted key with its scope: OLLAMA_API_KEYS (admin, as before scopes existed),
+    OLLAMAPY_INFERENCE_KEYS (inference), and OLLAMA_API_KEYS_FILE lines `key [scope]`.
+
+    A configured but unreadable or malformed key file is a start-up error: silently serving
+    without the keys the operator asked for would expose the server. So is one key given two
+    different scopes: which one the operator meant cannot be guessed.
     """
-    keys = [k for k in settings["OLLAMA_API_KEYS"] if k]
-    path = settings["OLLAMA_API_KEYS_FILE"]
+    pairs: list[tuple[str, Scope]] = [(k, "admin") for k in settings.api_keys if k]
+    pairs += [(k, "inference") for k in settings.inference_keys if k]
+    path = settings.api_keys_file
     if path:
         try:
             text = Path(path).expanduser().read_text()
         except OSError as e:
             raise ValueError(f"cannot read OLLAMA_API_KEYS_FILE {path}: "
                              f"{e.strerror or e}") from None
-        for line in text.splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                keys.append(line)
-    return tuple(dict.fromkeys(keys))
+        pairs += parse_key_file(text, f"OLLAMA_API_KEYS_FILE {path}")
+    keys: dict[str, Scope] = {}
+    for k, scope in pairs:
+        if keys.get(k, scope) != scope:
+            raise ValueError("an API key is listed as both inference and admin; give each key "
+                             "one scope")
+        keys[k] = scope
+    return keys
+
+
+def load_api_keys(settings: Settings) -> tuple[str, ...]:
+    """Every accepted key, whatever its scope."""
+    return tuple(load_scoped_keys(settings))
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -175,16 +252,31 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip()
 
 
+def request_token(headers: Mapping[str, str]) -> str | None:
+    """`Authorization: Bearer <key>` (Ollama, OpenAI clients) or `x-api-key: <key>` (Anthropic)."""
+    token = bearer_token(headers.get("Authorization"))
+    if token is None:
+        token = (headers.get("x-api-key") or "").strip() or None
+    return token
+
+
 def key_accepted(token: str | None, keys: Iterable[str]) -> bool:
     """Constant-time comparison against every key, no early exit. Both sides are hashed first so
     the comparison also hides the keys' lengths (compare_digest only hides their contents)."""
+    return key_scope(token, dict.fromkeys(keys, "admin")) is not None
+
+
+def key_scope(token: str | None, keys: Mapping[str, Scope]) -> Scope | None:
+    """The scope of `token`, or None when it is no key; compares against every key (no early
+    exit, hashed first: timing reveals neither which key matched nor their lengths)."""
     if token is None:
-        return False
+        return None
     given = hashlib.sha256(token.encode()).digest()
-    ok = False
-    for k in keys:
-        ok |= hmac.compare_digest(given, hashlib.sha256(k.encode()).digest())
-    return ok
+    found: Scope | None = None
+    for k, scope in keys.items():
+        if hmac.compare_digest(given, hashlib.sha256(k.encode()).digest()):
+            found = scope
+    return found
 
 
 # ------------------------------------------------------------------------------- middlewares
@@ -193,19 +285,19 @@ def key_accepted(token: str | None, keys: Iterable[str]) -> bool:
 class Policy:
     origins: tuple[str, ...]
     check_host: bool
-    keys: tuple[str, ...]
+    keys: Mapping[str, Scope]
+    public: frozenset[tuple[str, str]] = frozenset()
 
 
 def policy(settings: Settings) -> Policy:
-    origins = allowed_origins(settings["OLLAMA_ORIGINS"])
+    origins = allowed_origins(settings.origins)
     validate_origin_patterns(origins)
     return Policy(origins=origins, check_host=settings.host.is_loopback,
-                  keys=load_api_keys(settings))
+                  keys=load_scoped_keys(settings), public=public_routes(settings))
 
 
-def _forbidden(message: str) -> web.Response:
-    return web.Response(status=403, body=json.dumps({"error": message}).encode(),
-                        content_type="application/json", charset="utf-8")
+def _forbidden(request: web.Request, message: str) -> web.Response:
+    return render_exception(request, Forbidden(message))
 
 
 def _add_vary(headers: CIMultiDict[str], *values: str) -> None:
@@ -225,7 +317,7 @@ def cors_middleware(pol: Policy) -> Middleware:
         if not origin or same_origin(origin, request.host):
             return await handler(request)
         if not every and not origin_allowed(origin, pol.origins):
-            return _forbidden("origin not allowed")
+            return _forbidden(request, "origin not allowed")
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             resp = web.Response(status=204)
             resp.headers["Access-Control-Allow-Origin"] = "*" if every else origin
@@ -268,7 +360,7 @@ def host_middleware(pol: Policy) -> Middleware:
             if request.method == "OPTIONS" and not ip_literal:
                 return web.Response(status=204)  # Ollama answers OPTIONS to local names early
             return await handler(request)
-        return _forbidden("host not allowed")
+        return _forbidden(request, "host not allowed")
 
     return host_check
 
@@ -278,16 +370,36 @@ def api_key_middleware(pol: Policy) -> Middleware:
     async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not pol.keys:
             return await handler(request)
-        if key_accepted(bearer_token(request.headers.get("Authorization")), pol.keys):
+        need = route_scope(request.method, request.path, pol.public)
+        if need == "public":
             return await handler(request)
-        # The rejected token is never logged; the peer and path are enough to diagnose.
-        log.info("rejected request without a valid API key",
-                 extra=kv(method=request.method, path=request.path, remote=request.remote))
-        resp = render_error(request, 401, "unauthorized")
-        resp.headers["WWW-Authenticate"] = 'Bearer realm="ollamapy"'
-        return resp
+        have = key_scope(request_token(request.headers), pol.keys)
+        if have is not None and scope_allows(have, need):
+            request[SCOPE_KEY] = have
+            return await handler(request)
+        # The presented token is never logged; the peer and path are enough to diagnose.
+        fields = kv(method=request.method, path=request.path, remote=request.remote)
+        if have is None:
+            log.info("rejected request without a valid API key", extra=fields)
+            resp = render_exception(request, Unauthorized("unauthorized"))
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="ollamapy"'
+            return resp
+        log.info("rejected request: the API key's scope does not allow it",
+                 extra=kv(scope=have, needs=need, **fields["kv"]))
+        return render_exception(request, Forbidden(
+            f"this API key is not allowed to manage models: {request.method} {request.path} "
+            f"needs an admin key"))
 
     return api_key
+
+
+def require_scope(request: web.Request, need: Scope, action: str) -> None:
+    """For a handler whose body decides what the request does (a generate that only unloads):
+    raise 403 when the request's key lacks `need`. No keys configured: everything is allowed."""
+    have = request.get(SCOPE_KEY)
+    if have is not None and not scope_allows(cast(Scope, have), need):
+        raise Forbidden(f"this API key is not allowed to manage models: {action} needs an "
+                        f"{need} key")
 
 
 def middlewares(settings: Settings) -> list[Middleware]:
@@ -324,10 +436,11 @@ def setup(app: web.Application, settings: Settings) -> None:
         for w in startup_warnings(settings):
             log.warning(w)
         try:
-            n = len(load_api_keys(settings))
+            scopes = list(load_scoped_keys(settings).values())
         except ValueError:
-            n = 0
-        if n:
-            log.info("API key authentication enabled", extra=kv(keys=n))
+            scopes = []
+        if scopes:
+            log.info("API key authentication enabled", extra=kv(
+                admin_keys=scopes.count("admin"), inference_keys=scopes.count("inference")))
 
     app.on_startup.append(_announce)

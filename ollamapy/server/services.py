@@ -17,6 +17,7 @@ from ollamapy.config import Settings
 from ollamapy.registry.service import Emit, RegistryService
 from ollamapy.runner.locate import RunnerLocator
 from ollamapy.scheduler import Lease, RunnerStatus, Scheduler
+from ollamapy.server import metrics
 from ollamapy.store.model import Model
 from ollamapy.store.names import ModelName
 from ollamapy.store.store import ModelStore
@@ -73,7 +74,8 @@ def build_services(settings: Settings, *, environ: Mapping[str, str] | None = No
     return Services(
         settings=settings,
         store=store,
-        scheduler=Scheduler(settings, locator=runners, environ=environ),
+        scheduler=Scheduler(settings, locator=runners, environ=environ,
+                            observer=metrics.OBSERVER),
         registry=RegistryService(store, noprune=settings.noprune),
         runners=runners,
     )

@@ -29,7 +29,8 @@ async def test_runner_streams_tokens(runner_binary: Path, model_path: Path,
             body = {"prompt": "The capital of France is", "n_predict": 8, "stream": True,
                     "temperature": 0, "cache_prompt": False}
             events = []
-            async with s.post(f"{proc.base_url}/completion", json=body) as r:
+            async with s.post(f"{proc.base_url}/completion", json=body,
+                              headers={"Authorization": f"Bearer {proc.api_key}"}) as r:
                 assert r.status == 200
                 assert r.headers["Content-Type"].startswith("text/event-stream")
                 async for raw in r.content:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
 import ollama
 import psutil
 import pytest
 
-from tests.conftest import ServerProc
+from tests.conftest import FAST_PARAMS, INFERENCE_ENV, ServerProc, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -21,8 +22,11 @@ OPTS = {"num_predict": 8, "temperature": 0, "seed": 42}
 
 
 @pytest.fixture(scope="module")
-def srv(inference_server: ServerProc) -> ServerProc:
-    return inference_server
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+    # OLLAMA_DEBUG: runners keep /slots, which the disconnect tests watch to see a slot go idle.
+    with running_server(tmp_path_factory.mktemp("serve"), {**INFERENCE_ENV, "OLLAMA_DEBUG": "1"},
+                        params=FAST_PARAMS) as s:
+        yield s
 
 
 @pytest.fixture
@@ -124,25 +128,52 @@ def test_errors_and_load_unload(srv: ServerProc, client: ollama.Client) -> None:
     assert r.done
 
 
-def generation_runner(srv: ServerProc) -> str:
-    """Base URL of the server's (only) generation llama-server, from its command line."""
-    found = [c.cmdline() for c in psutil.Process(srv.proc.pid).children(recursive=True)
+@dataclass(frozen=True)
+class Runner:
+    url: str
+    key: str
+
+
+def generation_runner(srv: ServerProc) -> Runner:
+    """The server's (only) generation llama-server: its URL from its command line, its key from
+    its environment (readable by its own user only, as a test running as that user is)."""
+    found = [c for c in psutil.Process(srv.proc.pid).children(recursive=True)
              if "llama-server" in c.name()]
-    gen = [argv for argv in found if "--embeddings" not in argv]
+    gen = [c for c in found if "--embeddings" not in c.cmdline()]
     assert len(gen) == 1, found
-    return f"http://127.0.0.1:{gen[0][gen[0].index('--port') + 1]}"
+    argv = gen[0].cmdline()
+    return Runner(f"http://127.0.0.1:{argv[argv.index('--port') + 1]}",
+                  gen[0].environ()["LLAMA_API_KEY"])
 
 
-def slot_busy(runner: str) -> bool:
-    return any(s.get("is_processing") for s in httpx.get(runner + "/slots", timeout=10).json())
+def slot_busy(runner: Runner) -> bool:
+    r = httpx.get(runner.url + "/slots", timeout=10,
+                  headers={"Authorization": f"Bearer {runner.key}"})
+    assert r.status_code == 200, r.text
+    return any(s.get("is_processing") for s in r.json())
 
 
-def wait_slot_idle(runner: str, seconds: float = 30.0) -> None:
+def wait_slot_idle(runner: Runner, seconds: float = 30.0) -> None:
     """A liveness bound, far below the minutes an uncancelled ENDLESS request keeps it busy."""
     deadline = time.monotonic() + seconds
     while slot_busy(runner):
         assert time.monotonic() < deadline, f"runner slot still busy after {seconds} s"
         time.sleep(0.05)
+
+
+def test_server_runners_refuse_clients_without_their_key(srv: ServerProc) -> None:
+    """Another local process cannot go around the server: the runner it started answers only
+    /health without the runner's key."""
+    with httpx.Client(timeout=60) as h:
+        h.post(srv.url + "/api/generate", json={"model": M, "prompt": ""})  # load first
+        runner = generation_runner(srv)
+        assert h.get(runner.url + "/health").status_code == 200
+        for path in ("/props", "/slots", "/v1/models"):
+            assert h.get(runner.url + path).status_code == 401, path
+        r = h.post(runner.url + "/completion", json={"prompt": "hi", "n_predict": 1})
+        assert r.status_code == 401
+        ok = h.get(runner.url + "/props", headers={"Authorization": f"Bearer {runner.key}"})
+        assert ok.status_code == 200
 
 
 # Greedy counting never reaches an end-of-sequence token (checked: 2000 of 2000 tokens), so this

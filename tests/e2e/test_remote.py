@@ -162,6 +162,33 @@ def test_api_keys_over_the_network(tmp_path: Path) -> None:
         assert secret not in log
 
 
+def test_scoped_keys_through_the_official_clients(tmp_path: Path) -> None:
+    """An inference key runs and lists models but cannot manage them; the admin key can."""
+    import ollama
+
+    keyfile = tmp_path / "keys"
+    keyfile.write_text("# ops\nadm-key-1 admin\ninf-key-2 inference  # the app\n")
+    s = start_server(tmp_path, {"OLLAMA_API_KEYS_FILE": str(keyfile),
+                                "OLLAMA_API_KEYS": "adm-key-1"})  # the readiness probe's key
+    try:
+        inf = ollama.Client(host=s.url, headers={"Authorization": "Bearer inf-key-2"})
+        assert inf.list().models == []
+        for call in (lambda: inf.delete("smollm2:135m"), lambda: inf.copy("a", "b"),
+                     lambda: inf.pull("smollm2:135m")):
+            with pytest.raises(ollama.ResponseError) as e:
+                call()
+            assert e.value.status_code == 403 and "admin key" in e.value.error
+        adm = ollama.Client(host=s.url, headers={"Authorization": "Bearer adm-key-1"})
+        with pytest.raises(ollama.ResponseError) as e:
+            adm.delete("nonexistent:latest")
+        assert e.value.status_code == 404  # past the scope check: the model is missing
+        r = httpx.get(s.url + "/api/tags", headers={"x-api-key": "inf-key-2"}, timeout=5)
+        assert r.status_code == 200  # Anthropic clients' header
+    finally:
+        stop_server(s)
+    assert "adm-key-1" not in s.log() and "inf-key-2" not in s.log()
+
+
 def test_unreadable_key_file_stops_the_server(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="OLLAMA_API_KEYS_FILE"):
         start_server(tmp_path, {"OLLAMA_API_KEYS_FILE": str(tmp_path / "missing")})

@@ -79,12 +79,18 @@ async def sched() -> AsyncIterator[Callable[..., Any]]:
         await s.stop()
 
 
+def auth(lease: Lease) -> dict[str, str]:
+    """The runner's own key: without it llama-server answers 401 (only /health is open)."""
+    return {"Authorization": f"Bearer {lease.api_key}"}
+
+
 async def complete(lease: Lease, n: int = 4, prompt: str = "Hello") -> list[dict[str, Any]]:
     body = {"prompt": prompt, "n_predict": n, "stream": True, "cache_prompt": False,
             "temperature": 0}
     events = []
     try:
-        async with lease.session.post(f"{lease.base_url}/completion", json=body) as r:
+        async with lease.session.post(f"{lease.base_url}/completion", json=body,
+                                      headers=auth(lease)) as r:
             assert r.status == 200
             async for raw in r.content:
                 line = raw.decode().strip()
@@ -161,7 +167,8 @@ async def test_runner_killed_mid_stream_then_recovers(sched, models):
             body = {"prompt": "Tell me a long story", "n_predict": 400, "stream": True,
                     "ignore_eos": True, "cache_prompt": False}
             try:
-                async with lease.session.post(f"{lease.base_url}/completion", json=body) as r:
+                async with lease.session.post(f"{lease.base_url}/completion", json=body,
+                                              headers=auth(lease)) as r:
                     async for raw in r.content:
                         if raw.startswith(b"data: "):
                             os.kill(pid, signal.SIGKILL)

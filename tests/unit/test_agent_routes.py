@@ -17,9 +17,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from ollamapy.errors import NotFound, OllamaError, PromptTooLong, RunnerError, ServerBusy
+from ollamapy.inference import engine
 from ollamapy.inference.events import FLUSH, Done, Event, TextDelta, ThinkingDelta, ToolCallEvent
 from ollamapy.inference.request import InferenceRequest
-from ollamapy.server import middleware
+from ollamapy.server import metered, middleware
 from ollamapy.server.routes import anthropic as anthropic_routes
 from ollamapy.server.routes import responses as responses_routes
 
@@ -55,10 +56,10 @@ class Script:
 @pytest.fixture
 async def script(monkeypatch: pytest.MonkeyPatch) -> Script:
     s = Script()
-    for mod in (anthropic_routes, responses_routes):
-        monkeypatch.setattr(mod.engine, "run", s.run)
-        monkeypatch.setattr(mod, "services", lambda app: None)
-    monkeypatch.setattr(anthropic_routes.engine, "count_tokens", s.count_tokens, raising=False)
+    # Both families reach the engine through server/metered.py.
+    monkeypatch.setattr(engine, "run", s.run)
+    monkeypatch.setattr(metered, "services", lambda request: None)
+    monkeypatch.setattr(engine, "count_tokens", s.count_tokens)
     return s
 
 

@@ -14,7 +14,7 @@ def test_minimal_cpu_launch():
     args = build_args(LaunchConfig(model_path=Path("/m/blob"), num_ctx=4096, n_gpu_layers=0,
                                    alias="smollm2:135m", cache_ram_mib=1024))
     assert args[:2] == ["--model", "/m/blob"]
-    for flag in ("--jinja", "--no-ui", "--offline", "--context-shift"):
+    for flag in ("--jinja", "--no-ui", "--offline", "--metrics", "--context-shift"):
         assert flag in args
     assert opt(args, "-c") == "4096" and opt(args, "-np") == "1"
     assert opt(args, "-b") == "512" and opt(args, "-ub") == "512"
@@ -101,3 +101,23 @@ def test_cache_ram_cap():
     assert cache_ram_mib(24 * gib, 3) == 819
     assert cache_ram_mib(1024 * gib, 1) == 8192  # never above llama-server's own default
     assert cache_ram_mib(0, 3) == 0
+
+
+def test_slots_endpoint_off_unless_debugging():
+    """/slots shows every slot's prompt and output: off by default, on for OLLAMA_DEBUG."""
+    assert "--no-slots" in build_args(LaunchConfig(model_path=Path("m"), num_ctx=2048))
+    args = build_args(LaunchConfig(model_path=Path("m"), num_ctx=2048, slots=True))
+    assert "--no-slots" not in args and "--slots" in args
+
+
+def test_no_secret_on_the_command_line():
+    """argv is world-readable (/proc/<pid>/cmdline): the key travels in the environment."""
+    args = build_args(LaunchConfig(model_path=Path("m"), num_ctx=2048))
+    assert "--api-key" not in args and "--api-key-file" not in args
+
+
+def test_runner_allows_no_browser_origin():
+    """ollamapy talks to its runners server-side: no web page may read a runner's answers
+    (llama-server's default `*` lets any page read /health and probe the port)."""
+    args = build_args(LaunchConfig(model_path=Path("m"), num_ctx=2048))
+    assert opt(args, "--cors-origins") == "http://ollamapy.invalid"

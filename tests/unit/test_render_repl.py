@@ -10,6 +10,7 @@ import click
 import pytest
 
 from ollamapy.cli import repl as repl_mod
+from ollamapy.cli.client import ClientError
 from ollamapy.cli.repl import ExitRepl, Repl, format_params
 from ollamapy.cli.run import (
     RunOptions,
@@ -21,7 +22,6 @@ from ollamapy.cli.run import (
     parse_keepalive,
     parse_think,
 )
-from ollamapy.client import ClientError
 
 
 class FakeSession:
@@ -261,7 +261,7 @@ def test_extract_images(tmp_path) -> None:
 
 
 def test_client_error_text() -> None:
-    from ollamapy.client import error_message, user_agent
+    from ollamapy.cli.client import error_message, user_agent
 
     assert error_message(404, b'{"error":"model \'x\' not found"}') == "model 'x' not found"
     assert error_message(401, b'{"error":{"message":"unauthorized","type":"api_error"}}') == (

@@ -29,6 +29,7 @@ class FakeHandle:
         self.cfg = cfg
         self._pid = pid
         self.base_url = f"http://127.0.0.1:{40000 + pid}"
+        self.api_key = f"key-{pid}"
         self.props: dict[str, Any] = {"default_generation_settings": {"n_ctx": cfg.num_ctx},
                                       "total_slots": cfg.num_parallel}
         self._rc: int | None = None
@@ -107,10 +108,10 @@ def model(name: str, path: str | None = None) -> Model:
 async def make() -> AsyncIterator[Any]:
     made: list[Scheduler] = []
 
-    async def factory(**env: str) -> tuple[Scheduler, FakeLauncher]:
+    async def factory(observer: Any = None, **env: str) -> tuple[Scheduler, FakeLauncher]:
         launcher = FakeLauncher()
         s = Scheduler(load_settings(env), launcher=launcher, discover_fn=lambda: CPU,
-                      facts_fn=lambda m: None)
+                      facts_fn=lambda m: None, observer=observer)
         await s.start()
         made.append(s)
         return s, launcher
@@ -392,6 +393,30 @@ async def test_idle_runner_death_is_noticed(make):
     assert s.ps() == []
 
 
+async def test_observer_hears_loads_failures_and_crashes(make):
+    """What /metrics counts comes from the scheduler through its observer hook (the scheduler
+    imports nothing of the server)."""
+    heard: list[tuple[Any, ...]] = []
+
+    class Observer:
+        def load_finished(self, model: str, seconds: float, ok: bool) -> None:
+            heard.append(("load", model, ok, seconds >= 0))
+
+        def runner_crashed(self, model: str) -> None:
+            heard.append(("crash", model))
+
+    s, launcher = await make(observer=Observer())
+    async with s.lease(model("a"), {}, None):
+        pass
+    launcher.handles[0].crash()
+    await settle()
+    launcher.fail = "llama runner process has terminated: exit status 1: error loading model"
+    with pytest.raises(RunnerError):
+        async with s.lease(model("b"), {}, None):
+            pass
+    assert heard == [("load", "a", True, True), ("crash", "a"), ("load", "b", False, True)]
+
+
 async def test_crash_loop_backs_off(make):
     s, launcher = await make()
     for _ in range(2):
@@ -588,3 +613,14 @@ async def test_a_stream_cut_by_shutdown_says_the_server_is_shutting_down(make):
             raise lease.fail(ConnectionResetError("runner went away"))
     assert e.value.message == "server is shutting down" and e.value.status == 503
     assert s.closed
+
+
+async def test_lease_carries_the_runner_key_and_slots_follow_debug(make):
+    """Requests authenticate to their runner; /slots (prompts of every slot) only when debugging."""
+    s, launcher = await make()
+    async with s.lease(model("a"), {}, None) as lease:
+        assert lease.api_key == launcher.handles[0].api_key == "key-1"
+    assert launcher.handles[0].cfg.slots is False
+    s2, launcher2 = await make(OLLAMA_DEBUG="1")
+    async with s2.lease(model("a"), {}, None):
+        assert launcher2.handles[0].cfg.slots is True

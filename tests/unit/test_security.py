@@ -147,6 +147,7 @@ async def test_preflight_allowed_origin(make_client) -> None:
     assert r.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
     assert r.headers["Access-Control-Allow-Methods"] == security.ALLOW_METHODS
     assert "X-Stainless-Os" in r.headers["Access-Control-Allow-Headers"]
+    assert "X-Api-Key" in r.headers["Access-Control-Allow-Headers"]  # browser Anthropic clients
     assert r.headers["Access-Control-Max-Age"] == "43200"
     assert "Access-Control-Allow-Credentials" not in r.headers
     vary = ",".join(r.headers.getall("Vary"))
@@ -225,3 +226,124 @@ async def test_api_keys(make_client, caplog: pytest.LogCaptureFixture) -> None:
         "Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST"})
     assert r.status == 204
     assert "s3cret" not in caplog.text and "wrong-key" not in caplog.text
+
+
+# ------------------------------------------------------------------------------ key scopes
+
+def test_scoped_keys_from_env_and_file(tmp_path: Path) -> None:
+    """OLLAMA_API_KEYS stay admin; OLLAMAPY_INFERENCE_KEYS and `key scope` file lines add more."""
+    f = tmp_path / "keys"
+    f.write_text("# ops team\nfile-admin\nfile-inf inference\n  file-adm2   admin  # ci\n\n")
+    s = load_settings({"OLLAMA_API_KEYS": "env-admin", "OLLAMAPY_INFERENCE_KEYS": "env-inf",
+                       "OLLAMA_API_KEYS_FILE": str(f)})
+    assert security.load_scoped_keys(s) == {
+        "env-admin": "admin", "env-inf": "inference", "file-admin": "admin",
+        "file-inf": "inference", "file-adm2": "admin"}
+    assert set(security.load_api_keys(s)) == {"env-admin", "env-inf", "file-admin", "file-inf",
+                                              "file-adm2"}
+    f.write_text("ok\nk superuser\n")
+    with pytest.raises(ValueError, match=r"line 2: expected .*inference.*admin") as e:
+        security.load_scoped_keys(s)
+    assert "superuser" not in str(e.value)  # the line may hold a second key: never echoed
+    f.write_text("env-inf admin\n")
+    with pytest.raises(ValueError, match="both"):
+        security.load_scoped_keys(s)
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), [
+    ("GET", "/", "inference"), ("HEAD", "/", "inference"), ("GET", "/api/version", "inference"),
+    ("POST", "/api/generate", "inference"), ("POST", "/api/chat", "inference"),
+    ("POST", "/api/embed", "inference"), ("POST", "/api/embeddings", "inference"),
+    ("GET", "/api/tags", "inference"), ("POST", "/api/show", "inference"),
+    ("GET", "/api/ps", "inference"), ("POST", "/v1/chat/completions", "inference"),
+    ("GET", "/v1/models", "inference"), ("GET", "/v1/models/smollm2:135m", "inference"),
+    ("POST", "/v1/messages", "inference"), ("POST", "/v1/responses", "inference"),
+    ("POST", "/api/create", "admin"), ("POST", "/api/blobs/sha256:ab", "admin"),
+    ("HEAD", "/api/blobs/sha256:ab", "admin"), ("POST", "/api/copy", "admin"),
+    ("DELETE", "/api/delete", "admin"), ("POST", "/api/pull", "admin"),
+    ("POST", "/api/push", "admin"), ("DELETE", "/v1/models/x", "admin"),
+    ("GET", "/api/tags/../create", "admin"), ("POST", "/api/anything-new", "admin"),
+    ("GET", "/api/generate", "admin"), ("POST", "/api/tags", "admin"),
+])
+def test_route_scope(method: str, path: str, scope: str) -> None:
+    """Management and anything unknown need admin; only the listed reads and runs are open to
+    inference keys."""
+    assert security.route_scope(method, path) == scope
+
+
+def test_public_routes_come_from_settings_only() -> None:
+    """One scheme for routes served without a key: the operator opens /metrics alone with
+    OLLAMAPY_METRICS_AUTH=none; nothing else is ever public."""
+    pub = security.public_routes(load_settings({"OLLAMAPY_METRICS_AUTH": "none"}))
+    assert security.route_scope("GET", "/metrics", pub) == "public"
+    assert security.route_scope("POST", "/metrics", pub) == "admin"
+    assert security.route_scope("GET", "/api/tags", pub) == "inference"
+    assert security.public_routes(load_settings({})) == frozenset()
+    assert security.route_scope("GET", "/metrics") == "inference"
+
+
+async def test_inference_key_is_refused_on_management_routes(make_client) -> None:
+    c = await make_client({"OLLAMA_API_KEYS": "adm", "OLLAMAPY_INFERENCE_KEYS": "inf"})
+    inf = {"Authorization": "Bearer inf"}
+    for path in ("/api/version", "/api/tags", "/api/ps", "/v1/models"):
+        r = await c.get(path, headers=inf)
+        assert r.status == 200, path
+    for method, path in (("POST", "/api/copy"), ("DELETE", "/api/delete"), ("POST", "/api/pull"),
+                         ("POST", "/api/push"), ("POST", "/api/create"),
+                         ("POST", "/api/blobs/sha256:" + "0" * 64)):
+        r = await c.request(method, path, headers=inf, json={"model": "m"})
+        assert r.status == 403, path
+        body = await r.json()
+        assert body == {"error": "this API key is not allowed to manage models: "
+                                 f"{method} {path} needs an admin key"}
+    # admin keys get past the scope check (the handler then judges the body)
+    r = await c.post("/api/copy", headers={"Authorization": "Bearer adm"}, json={})
+    assert r.status not in (401, 403)
+    # Anthropic clients send x-api-key
+    r = await c.get("/api/tags", headers={"x-api-key": "inf"})
+    assert r.status == 200
+    r = await c.post("/api/copy", headers={"x-api-key": "inf"}, json={})
+    assert r.status == 403
+    r = await c.get("/api/tags", headers={"x-api-key": "nope"})
+    assert r.status == 401
+
+
+async def test_scope_errors_in_the_openai_envelope(make_client) -> None:
+    c = await make_client({"OLLAMAPY_INFERENCE_KEYS": "inf"})
+    r = await c.delete("/v1/models/x", headers={"Authorization": "Bearer inf"})
+    body = await r.json()
+    assert r.status == 403 and "admin key" in body["error"]["message"]
+    assert body["error"]["type"] == "api_error"
+
+
+async def test_per_path_error_renderer_hook(make_client) -> None:
+    """Another API family (Anthropic's /v1/messages) renders its own 401 shape."""
+    from ollamapy.server import middleware
+
+    def anthropic(status: int, message: str) -> web.Response:
+        return web.json_response({"type": "error", "error": {
+            "type": "authentication_error", "message": message}}, status=status)
+
+    middleware.register_error_renderer("/v1/messages", anthropic)
+    try:
+        c = await make_client({"OLLAMA_API_KEYS": "k"})
+        r = await c.post("/v1/messages", json={})
+        assert r.status == 401
+        assert (await r.json())["error"]["type"] == "authentication_error"
+        r = await c.post("/v1/chat/completions", json={})
+        assert (await r.json())["error"]["type"] == "api_error"  # still OpenAI's
+    finally:
+        middleware.unregister_error_renderer("/v1/messages")
+
+
+async def test_stopping_a_model_needs_admin(make_client) -> None:
+    """`ollama stop` is a generate/chat with keep_alive 0 and nothing to run: it unloads the
+    model under every other user, so it is management."""
+    c = await make_client({"OLLAMA_API_KEYS": "adm", "OLLAMAPY_INFERENCE_KEYS": "inf"})
+    for path, body in (("/api/generate", {"model": "m", "keep_alive": 0}),
+                       ("/api/chat", {"model": "m", "messages": [], "keep_alive": 0})):
+        r = await c.post(path, json=body, headers={"Authorization": "Bearer inf"})
+        assert r.status == 403, await r.text()
+        assert "admin key" in (await r.json())["error"]
+        r = await c.post(path, json=body, headers={"Authorization": "Bearer adm"})
+        assert r.status != 403

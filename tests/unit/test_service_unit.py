@@ -36,6 +36,8 @@ def test_unit_settings() -> None:
     svc = u["Service"]
     assert svc["ExecStart"] == ["/opt/ollamapy/.venv/bin/ollamapy serve"]
     assert svc["User"] == ["ollamapy"] and svc["Restart"] == ["always"]
+    assert svc["Type"] == ["notify"] and svc["NotifyAccess"] == ["main"]
+    assert int(svc["WatchdogSec"][0]) >= 30  # generous: pings come every WatchdogSec/2
     env = dict(e.split("=", 1) for e in svc["Environment"])
     assert env["OLLAMA_HOST"] == "127.0.0.1:11434"
     assert env["OLLAMA_MODELS"].startswith(env["HOME"])  # store under the service user's home

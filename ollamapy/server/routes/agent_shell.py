@@ -1,21 +1,13 @@
 """What the two agent API families (`anthropic.py`, `responses.py`) share around the engine:
-the engine's services from the app, and a whole answer folded from the event stream."""
+a too-long prompt in the API's words, and a whole answer folded from the event stream."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-from aiohttp import web
-
 from ollamapy.errors import BadRequest, PromptTooLong, RunnerError
 from ollamapy.inference.events import Event
-from ollamapy.inference.services import Services
-from ollamapy.server import keys
 from ollamapy.translate.turn import Turn
-
-
-def services(app: web.Application) -> Services:
-    return Services(store=app[keys.STORE_KEY], scheduler=app[keys.SCHEDULER_KEY])
 
 
 async def _aclose(events: AsyncIterator[Event]) -> None:

@@ -13,7 +13,8 @@ from ollamapy.api.decode import decode_request
 from ollamapy.errors import OllamaError
 from ollamapy.inference import engine
 from ollamapy.inference.events import Event
-from ollamapy.server.routes.agent_shell import collect, reworded, services
+from ollamapy.server import metered
+from ollamapy.server.routes.agent_shell import collect, reworded
 from ollamapy.server.wire import EVENT_STREAM, json_response, until_disconnect, write_stream
 from ollamapy.translate import anthropic as tr
 
@@ -21,14 +22,14 @@ from ollamapy.translate import anthropic as tr
 async def messages(request: web.Request) -> web.StreamResponse:
     areq = await decode_request(MessagesRequest, request)
     ireq = tr.to_inference(areq)
-    svc = services(request.app)
     if ireq.think:
         try:
-            ireq.think = tr.relax_think(ireq.think, svc.store.resolve(ireq.model).capabilities)
+            model = metered.services(request).store.resolve(ireq.model)
+            ireq.think = tr.relax_think(ireq.think, model.capabilities)
         except OllamaError:
             pass  # an unknown or invalid model: the engine reports it in its own words
     mid = tr.message_id()
-    events = reworded(engine.run(svc, ireq), tr.too_long)
+    events = reworded(metered.run(request, ireq), tr.too_long)
     if not areq.stream:
         async def whole() -> web.StreamResponse:
             turn = await collect(events)
@@ -55,7 +56,7 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
     ireq = tr.count_request(creq)
 
     async def work() -> web.StreamResponse:
-        n = await engine.count_tokens(services(request.app), ireq)
+        n = await engine.count_tokens(metered.services(request), ireq)
         return json_response({"input_tokens": n})
 
     return await until_disconnect(request, work())

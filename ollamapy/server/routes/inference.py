@@ -23,21 +23,14 @@ from ollamapy.api.inference import (
     InferenceBase,
 )
 from ollamapy.errors import BadRequest, RunnerError
-from ollamapy.inference import engine
 from ollamapy.inference.embed import shape_vectors
 from ollamapy.inference.events import Done, Event
 from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.inference.plan import is_unload
 from ollamapy.inference.request import InferenceRequest
-from ollamapy.inference.services import Services
 from ollamapy.keepalive import parse_keep_alive
-from ollamapy.server import keys, wire
+from ollamapy.server import metered, security, wire
 from ollamapy.server.native_chunks import Aggregate, NativeChunks
-
-
-def services(app: web.Application) -> Services:
-    """The engine's view of the app's store and scheduler."""
-    return Services(app[keys.STORE_KEY], app[keys.SCHEDULER_KEY])
-
 
 # ------------------------------------------------------------------ wire -> InferenceRequest
 
@@ -112,18 +105,22 @@ async def generate(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
     req = await decode_request(GenerateRequest, request)
     ireq = generate_request(req, start)
+    if is_unload(ireq):
+        security.require_scope(request, "admin", "stopping a model")
     chunks = NativeChunks(req.model, chat=False, top_logprobs=ireq.top_logprobs)
     return await wire.until_disconnect(request, respond(
-        request, engine.run(services(request.app), ireq), chunks, req.stream is not False))
+        request, metered.run(request, ireq), chunks, req.stream is not False))
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
     start = time.monotonic_ns()
     req = await decode_request(ChatRequest, request)
     ireq = chat_request(req, start)
+    if is_unload(ireq):
+        security.require_scope(request, "admin", "stopping a model")
     chunks = NativeChunks(req.model, chat=True, top_logprobs=ireq.top_logprobs)
     return await wire.until_disconnect(request, respond(
-        request, engine.run(services(request.app), ireq), chunks, req.stream is not False))
+        request, metered.run(request, ireq), chunks, req.stream is not False))
 
 
 async def embed(request: web.Request) -> web.StreamResponse:
@@ -137,9 +134,9 @@ async def embed(request: web.Request) -> web.StreamResponse:
     keep_alive = parse_keep_alive(req.keep_alive)
 
     async def work() -> web.StreamResponse:
-        res = await engine.embed(services(request.app), req.model, inputs,
-                                 options=req.options, keep_alive=keep_alive,
-                                 truncate=req.truncate is not False)
+        res = await metered.embed(request, req.model, inputs,
+                                  options=req.options, keep_alive=keep_alive,
+                                  truncate=req.truncate is not False)
         body: JsonObject = {"model": req.model,
                             "embeddings": shape_vectors(res.vectors, req.dimensions)}
         if inputs:
@@ -158,8 +155,8 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     keep_alive = parse_keep_alive(req.keep_alive)
 
     async def work() -> web.StreamResponse:
-        res = await engine.embed(
-            services(request.app), req.model, [req.prompt] if req.prompt else [],
+        res = await metered.embed(
+            request, req.model, [req.prompt] if req.prompt else [],
             options=req.options, keep_alive=keep_alive,
             not_found=f'model "{req.model}" not found, try pulling it first')
         return wire.json_response({"embedding": res.vectors[0] if res.vectors else []})

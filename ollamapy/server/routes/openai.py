@@ -25,12 +25,11 @@ from ollamapy.api.openai import (
     to_generate,
 )
 from ollamapy.errors import BadRequest
-from ollamapy.inference import engine
 from ollamapy.inference.embed import shape_vectors
 from ollamapy.inference.events import Event
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.keepalive import parse_keep_alive
-from ollamapy.server import wire
+from ollamapy.server import metered, wire
 from ollamapy.server.native_chunks import NativeChunks
 from ollamapy.server.openai_chunks import (
     OpenAIChatStream,
@@ -42,7 +41,6 @@ from ollamapy.server.routes.inference import (
     aggregate,
     chat_request,
     generate_request,
-    services,
 )
 
 
@@ -52,7 +50,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     ireq = chat_request(to_chat(oreq), start)
     chunks = NativeChunks(oreq.model, chat=True, top_logprobs=ireq.top_logprobs)
     return await reply(request, oreq.model, oreq.stream, oreq.stream_options,
-                       engine.run(services(request.app), ireq), chunks, chat_id(),
+                       metered.run(request, ireq), chunks, chat_id(),
                        openai_chat_response, OpenAIChatStream)
 
 
@@ -65,7 +63,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     ireq = generate_request(req, start, context=False)  # OpenAI has no context
     chunks = NativeChunks(oreq.model, chat=False, top_logprobs=ireq.top_logprobs)
     return await reply(request, oreq.model, oreq.stream, oreq.stream_options,
-                       engine.run(services(request.app), ireq), chunks, completion_id(),
+                       metered.run(request, ireq), chunks, completion_id(),
                        openai_completion_response, OpenAICompletionStream)
 
 
@@ -106,8 +104,8 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     inputs = embedding_inputs(oreq)
 
     async def work() -> web.StreamResponse:
-        res = await engine.embed(services(request.app), oreq.model, inputs,
-                                 keep_alive=parse_keep_alive(None))
+        res = await metered.embed(request, oreq.model, inputs,
+                                  keep_alive=parse_keep_alive(None))
         vecs = shape_vectors(res.vectors, oreq.dimensions)
         data = [{"object": "embedding", "index": i,
                  "embedding": b64_floats(v) if oreq.encoding_format == "base64" else v}

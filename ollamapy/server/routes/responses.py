@@ -12,9 +12,9 @@ from aiohttp import web
 from ollamapy.api.decode import decode_request
 from ollamapy.api.responses import ResponsesRequest
 from ollamapy.errors import OllamaError
-from ollamapy.inference import engine
 from ollamapy.inference.events import Event
-from ollamapy.server.routes.agent_shell import collect, reworded, services
+from ollamapy.server import metered
+from ollamapy.server.routes.agent_shell import collect, reworded
 from ollamapy.server.wire import EVENT_STREAM, json_response, until_disconnect, write_stream
 from ollamapy.translate import responses as tr
 
@@ -23,7 +23,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
     rreq = await decode_request(ResponsesRequest, request)
     ireq = tr.to_inference(rreq)
     rid, created = tr.response_id(), int(time.time())
-    events = reworded(engine.run(services(request.app), ireq), tr.too_long)
+    events = reworded(metered.run(request, ireq), tr.too_long)
     if not rreq.stream:
         async def whole() -> web.StreamResponse:
             turn = await collect(events)

@@ -1,5 +1,8 @@
 """The HTTP client the CLI uses to talk to `ollamapy serve` (httpx, OLLAMA_HOST, API key).
 
+`https://` hosts are verified against the system trust store, or the bundle `SSL_CERT_FILE` /
+directory `SSL_CERT_DIR` names (OpenSSL's own variables), never httpx's bundled certifi list.
+
 Kept import-light: the CLI must start fast, so nothing from the server stack is imported here and
 httpx itself (~35 ms) is only imported when a Client is actually built, not for `--help`.
 """
@@ -17,6 +20,8 @@ from ollamapy import __version__
 from ollamapy.config import client_host
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
 
 CONNECT_ERROR = "could not connect to ollamapy server, run 'ollamapy serve' to start it"
@@ -53,6 +58,26 @@ def error_message(status: int, body: bytes, reason: str = "") -> str:
     return str(msg or text or reason.lower() or f"HTTP {status}")
 
 
+def tls_verify(scheme: str) -> ssl.SSLContext | bool:
+    """The system store (with SSL_CERT_FILE / SSL_CERT_DIR honoured by OpenSSL) for https."""
+    if scheme != "https":
+        return True  # unused for plain http; ssl and a context cost ~40 ms
+    import ssl
+
+    return ssl.create_default_context()
+
+
+def _caused_by(e: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = e
+    for _ in range(8):  # httpx -> httpcore -> ssl
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class Client:
     def __init__(self, host: str | None = None, api_key: str | None = None,
                  timeout: float | None = None) -> None:
@@ -67,7 +92,7 @@ class Client:
             headers["Authorization"] = f"Bearer {key}"
         # As Go's ProxyFromEnvironment: HTTP(S)_PROXY never applies to a loopback server.
         self._http = httpx.Client(base_url=self.base_url, headers=headers,
-                                  trust_env=not hp.is_loopback,
+                                  trust_env=not hp.is_loopback, verify=tls_verify(hp.scheme),
                                   timeout=httpx.Timeout(timeout, connect=5.0))
 
     def close(self) -> None:
@@ -87,8 +112,12 @@ class Client:
 
     @staticmethod
     def _transport_error(e: Exception) -> ClientError:
+        import ssl
+
         import httpx
 
+        if isinstance(e, httpx.ConnectError) and _caused_by(e, ssl.SSLError):
+            return ClientError(f"TLS error talking to the server: {e}")
         if isinstance(e, httpx.ConnectError | httpx.ConnectTimeout):
             return ClientError(CONNECT_ERROR)
         if isinstance(e, httpx.RemoteProtocolError | httpx.ReadError):
