@@ -150,9 +150,10 @@ def _request_caps(request: web.Request) -> Caps:
     """The caps of the app's own Settings (what `ollamapy serve` loaded), else the env."""
     if _override is not None:
         return _override
-    from ollamapy.server.keys import SETTINGS_KEY
+    from ollamapy.server.keys import SERVICES_KEY
 
-    settings = request.app.get(SETTINGS_KEY)
+    services = request.app.get(SERVICES_KEY)
+    settings = services.settings if services is not None else None
     if settings is None:
         return caps()
     hit = _by_settings.get(id(settings))

@@ -7,9 +7,9 @@ import signal
 from collections.abc import Iterator
 
 import pytest
-from ollamapy.inference.prompt import compile_template
 
 from ollamapy.errors import LimitExceeded
+from ollamapy.inference.prompt import compile_template
 from ollamapy.template.gotemplate import Limits, TemplateLimitError, limits, parse, set_limits
 
 
