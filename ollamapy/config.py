@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from ollamapy.durations import parse_go_duration
 from ollamapy.errors import ConfigError
+from ollamapy.placement.rpc import WorkerSpec, parse_workers
 
 DEFAULT_PORT = 11434
 
@@ -163,6 +164,10 @@ def _models_dir(value: str) -> Path:
     return Path(os.path.expanduser(v)) if v else Path(os.path.expanduser("~/.ollama/models"))
 
 
+def _rpc_workers(value: str) -> tuple[WorkerSpec, ...]:
+    return parse_workers(_clean(value))
+
+
 @dataclass(frozen=True)
 class Setting:
     env: str
@@ -193,6 +198,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OLLAMA_API_KEYS", parse_list, "", "accepted Bearer API keys (ollamapy)", secret=True),
     Setting("OLLAMA_API_KEYS_FILE", _clean, "", "file of accepted API keys, one per line"),
     Setting("OLLAMA_API_KEY", _clean, "", "client: Bearer key sent to the server", secret=True),
+    Setting("OLLAMAPY_RPC_WORKERS", _rpc_workers, "",
+            "llama.cpp RPC workers host:port[@MiB],... (`ollamapy worker`)"),
     Setting("OLLAMAPY_RUNNERS", _clean, "", "directory of built runners (before repo runners/)"),
     Setting("OLLAMAPY_MAX_BODY_BYTES", parse_uint, str(1024**3),
             "largest request body accepted (413 above it)"),
@@ -225,7 +232,7 @@ class Settings:
             elif isinstance(v, HostPort):
                 out[s.env] = v.url
             elif isinstance(v, tuple):
-                out[s.env] = ",".join(v)
+                out[s.env] = ",".join(str(getattr(x, "endpoint", x)) for x in v)
             else:
                 out[s.env] = str(v)
         return out
