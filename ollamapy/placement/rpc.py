@@ -26,7 +26,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from ollamapy.errors import PlacementError
+from ollamapy.errors import BadRequest, PlacementError
 from ollamapy.gpu import GpuDevice
 
 log = logging.getLogger("ollamapy.placement")
@@ -382,23 +382,45 @@ def _too_large(sizes: Sequence[int], targets: Sequence[Target], cpu_free: int,
 
 @dataclass(frozen=True)
 class PlacementRequest:
-    """The Modelfile/API option: `PARAMETER placement workers` or `"options": {"placement":
-    "local"}` (also `OLLAMAPY_PLACEMENT` as the server default), and the workers it may use."""
+    """Where a model may go: the `placement` option (Modelfile `PARAMETER placement workers`, API
+    `"options": {"placement": "local"}`) and an optional `rpc_workers` subset
+    (`"rpc_workers": "10.0.0.2:50052"`) of OLLAMAPY_RPC_WORKERS to pin it to."""
 
     mode: str = "auto"
     workers: tuple[WorkerSpec, ...] = field(default_factory=tuple)
+
+
+def placement_request(options: Mapping[str, object],
+                      configured: Sequence[WorkerSpec]) -> PlacementRequest:
+    """Validate the request/Modelfile options against the configured workers. Pinning to a
+    worker the server was not configured with is refused: a request must not make the server
+    connect to an arbitrary host."""
+    mode = str(options.get("placement") or "auto").strip().lower()
+    if mode not in PLACEMENT_MODES:
+        raise BadRequest(f"invalid placement {mode!r}: use auto, local or workers")
+    raw = options.get("rpc_workers")
+    if raw in (None, "", []):
+        return PlacementRequest(mode, tuple(configured) if mode != "local" else ())
+    if isinstance(raw, str):
+        items = [p for p in raw.split(",") if p.strip()]
+    elif isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+        items = list(raw)
+    else:
+        raise BadRequest("rpc_workers must be a string host:port,... or a list of them")
+    known = {w.endpoint: w for w in configured}
+    picked = []
+    for item in items:
+        try:
+            spec = WorkerSpec.parse(item)
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+        if spec.endpoint not in known:
+            raise BadRequest(f"RPC worker {spec.endpoint} is not in OLLAMAPY_RPC_WORKERS")
+        picked.append(known[spec.endpoint])
+    return PlacementRequest("workers" if mode == "auto" else mode, tuple(picked))
 
 
 def layer_sizes(layer_bytes: Sequence[int], kv: Sequence[int], output_bytes: int) -> list[int]:
     """Per-offloadable-layer bytes from the memory estimate (memory.ModelFacts.layer_bytes,
     memory.kv_cache(...)) in the order llama.cpp numbers them, output layer last."""
     return [b + (kv[i] if i < len(kv) else 0) for i, b in enumerate(layer_bytes)] + [output_bytes]
-
-
-def capped(workers: Sequence[WorkerInfo], specs: Mapping[str, WorkerSpec]) -> list[WorkerInfo]:
-    """Attach the `@MiB` budgets of OLLAMAPY_RPC_WORKERS to query results by endpoint."""
-    out = []
-    for w in workers:
-        s = specs.get(w.endpoint)
-        out.append(WorkerInfo(s or w.spec, w.version, w.devices, w.error, w.busy))
-    return out

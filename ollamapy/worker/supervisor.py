@@ -125,7 +125,8 @@ class Worker:
         stop = asyncio.ensure_future(self._stopping.wait())
         try:
             while True:
-                done, _ = await asyncio.wait({exited, stop}, timeout=PROBE_INTERVAL_S)
+                done, _ = await asyncio.wait({exited, stop}, timeout=PROBE_INTERVAL_S,
+                                             return_when=asyncio.FIRST_COMPLETED)
                 if stop in done:
                     return "stop"
                 if exited in done:

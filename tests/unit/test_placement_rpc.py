@@ -248,3 +248,29 @@ def test_local_mode_refuses_when_it_does_not_fit() -> None:
 def test_unknown_mode() -> None:
     with pytest.raises(ValueError):
         plan_split(SIZES, [], [], mode="somewhere")
+
+
+# --- the placement option -------------------------------------------------------------------------
+
+CONFIGURED = parse_workers("10.0.0.2:50052@1024,10.0.0.3:50052")
+
+
+def test_placement_request_defaults_and_pins() -> None:
+    from ollamapy.placement.rpc import placement_request
+
+    assert placement_request({}, CONFIGURED).mode == "auto"
+    assert placement_request({}, CONFIGURED).workers == CONFIGURED
+    assert placement_request({"placement": "local"}, CONFIGURED).workers == ()
+    pinned = placement_request({"rpc_workers": "10.0.0.3:50052"}, CONFIGURED)
+    assert pinned.mode == "workers" and pinned.workers == (CONFIGURED[1],)
+    assert placement_request({"rpc_workers": ["10.0.0.2:50052"]}, CONFIGURED).workers[0].mem
+
+
+@pytest.mark.parametrize("opts", [{"placement": "gpu"}, {"rpc_workers": "evil.example:1"},
+                                  {"rpc_workers": 5}, {"rpc_workers": "nohost"}])
+def test_placement_request_rejects(opts: dict) -> None:
+    from ollamapy.errors import BadRequest
+    from ollamapy.placement.rpc import placement_request
+
+    with pytest.raises(BadRequest):
+        placement_request(opts, CONFIGURED)
