@@ -15,8 +15,11 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50052  # rpc-server's own default
 MiB = 1024 * 1024
 # What the rpc-server process itself needs in private memory besides buffers (backends, thread
-# stacks, its per-client graph): added to --mem for the RLIMIT_DATA cap.
-BASE_DATA_BYTES = 256 * MiB
+# stacks, its per-client graph and the receive buffer of one tensor upload): added to --mem for
+# the RLIMIT_DATA cap. Measured (cpu runner, SmolLM2 on one worker): VmData 110 MiB for 105 MiB of
+# buffers, 15 MiB left after the client went, ~1 MiB before any client.
+BASE_DATA_BYTES = 16 * MiB
+HEADROOM_MIN = 32 * MiB  # see data_limit
 
 UNAUTHENTICATED_WARNING = (
     "llama.cpp's RPC protocol is unauthenticated and unencrypted: anyone who can reach "
@@ -101,8 +104,16 @@ def rpc_server_env(environ: Mapping[str, str], opts: WorkerOptions,
 def data_limit(opts: WorkerOptions) -> int | None:
     """RLIMIT_DATA for the child (bytes), enforcing --mem on host-memory (CPU) buffers: an
     allocation beyond it fails and the client's load fails with an allocation error. GPU memory
-    is not covered by it (the cap is then only what the server is told: host:port@MiB)."""
-    return opts.mem * MiB + BASE_DATA_BYTES if opts.mem else None
+    is not covered by it (the cap is then only what the server is told: host:port@MiB).
+
+    Headroom on top of --mem: rpc-server holds one whole tensor in a temporary vector while it
+    receives it (SET_TENSOR) or re-reads it from the tensor cache (SET_TENSOR_HASH), so the peak is
+    the buffers plus the largest tensor (the output matrix, vocab x embedding). Measured with
+    SmolLM2: without it, a cache hit on the 28.7 MiB output tensor threw std::bad_alloc and
+    aborted the worker."""
+    if not opts.mem:
+        return None
+    return opts.mem * MiB + BASE_DATA_BYTES + max(HEADROOM_MIN, opts.mem * MiB // 8)
 
 
 def backoff(failures: int, *, base: float = 1.0, cap: float = 30.0) -> float:

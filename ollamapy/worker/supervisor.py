@@ -48,6 +48,10 @@ def _preexec(limit: int | None) -> Callable[[], None]:
 
     def preexec() -> None:  # in the child, between fork and exec
         die()
+        # rpc-server writes to client sockets with plain send(): a client that went away (a
+        # killed llama-server, a timed-out probe) would SIGPIPE the whole worker. Ignored, the
+        # write fails with EPIPE and it just drops that client (an ignored signal survives exec).
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         if limit is not None:
             resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from ollamapy.errors import BadRequest
 from ollamapy.worker.options import (
     BASE_DATA_BYTES,
+    HEADROOM_MIN,
     MiB,
     WorkerOptions,
     backoff,
@@ -66,7 +67,8 @@ def test_validate_rejects(opts: WorkerOptions) -> None:
 
 def test_mem_becomes_a_data_limit() -> None:
     assert data_limit(WorkerOptions()) is None
-    assert data_limit(WorkerOptions(mem=100)) == 100 * MiB + BASE_DATA_BYTES
+    assert data_limit(WorkerOptions(mem=100)) == 100 * MiB + BASE_DATA_BYTES + HEADROOM_MIN
+    assert data_limit(WorkerOptions(mem=8192)) == 9216 * MiB + BASE_DATA_BYTES  # 1/8 headroom
 
 
 def test_backoff_doubles_and_caps() -> None:
