@@ -241,6 +241,10 @@ def test_split_across_two_workers_matches_local(workers, runner_binary, model_pa
     split = start_llama(runner_binary, model_path, plan.argv(), tmp_path, "split")
     try:
         assert split.proc.poll() is None, split.log()[-3000:]
+        # A worker serves one client at a time: while this llama-server holds it, a query is
+        # accepted but not answered, and placement must see it as busy (not down).
+        held = query(workers[0].spec, 1.0)
+        assert held.busy and not held.up, held
         out = complete(split)
         out_long = complete(split, 128)
         log = split.log()

@@ -95,3 +95,19 @@ def test_unit_file() -> None:
     assert "ExecStart=/opt/ollamapy/.venv/bin/ollamapy worker --host 127.0.0.1" in text
     assert "Restart=always" in text and "User=ollamapy" in text
     assert "UNAUTHENTICATED" in text
+
+
+def test_runners_lists_the_rpc_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ollamapy.cli import runners
+
+    d = tmp_path / "cuda" / "bin"
+    d.mkdir(parents=True)
+    (tmp_path / "cuda" / "manifest.json").write_text('{"variant": "cuda"}')
+    for name in ("llama-server", "ggml-rpc-server"):
+        (d / name).write_text("#!/bin/sh\n")
+        (d / name).chmod(0o755)
+    monkeypatch.setenv("OLLAMAPY_RUNNERS", str(tmp_path))
+    r = CliRunner().invoke(runners.runners, [])
+    assert r.exit_code == 0, r.output
+    line = next(ln for ln in r.output.splitlines() if ln.startswith("cuda"))
+    assert " yes " in line and str(d / "ggml-rpc-server") in r.output
