@@ -107,7 +107,11 @@ def test_runners_lists_the_rpc_server(tmp_path: Path, monkeypatch: pytest.Monkey
         (d / name).write_text("#!/bin/sh\n")
         (d / name).chmod(0o755)
     monkeypatch.setenv("OLLAMAPY_RUNNERS", str(tmp_path))
+    from ollamapy import gpu
+
+    monkeypatch.setattr(gpu, "discover", lambda: gpu.Inventory(gpu.SystemInfo(1 << 30, 1 << 30)))
     r = CliRunner().invoke(runners.runners, [])
     assert r.exit_code == 0, r.output
     line = next(ln for ln in r.output.splitlines() if ln.startswith("cuda"))
     assert " yes " in line and str(d / "ggml-rpc-server") in r.output
+    assert "not used here: no cuda device found" in r.output  # issue 17: says why
