@@ -302,3 +302,15 @@ def test_worker_killed_mid_stream(workers, runner_binary, model_path, sizes, tmp
     assert info.up and w2.rpc_server_pid() not in (None, old_pid)
     assert "restarting in" in w2.log()
     assert "exited with status -13" not in w2.log()  # no SIGPIPE death when a client vanishes
+
+    # The next load with w2 gone for good: left out, and since w1 alone cannot hold the model
+    # the error names the missing worker (what the scheduler will report).
+    stop_worker(w2)
+    infos = [WorkerInfo(WorkerSpec("127.0.0.1", w.port, mem), i.version, i.devices, i.error)
+             for w, i in ((w, query(w.spec)) for w in workers)]
+    assert infos[0].up and not infos[1].up
+    from ollamapy.errors import PlacementError
+    with pytest.raises(PlacementError) as e:
+        plan_split(sizes, [], infos, mode="workers", reserve=COMPUTE_MIB * MiB)
+    assert f"RPC worker {w2.spec.endpoint} (" in str(e.value)
+    print(f"w2 gone: {e.value}")
