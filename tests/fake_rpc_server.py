@@ -48,8 +48,12 @@ def main() -> None:
     ap.add_argument("-t", "--threads")
     a = ap.parse_args()
     s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((a.host, a.port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as rpc-server does
+    try:
+        s.bind((a.host, a.port))
+    except OSError:
+        print("Failed to create server socket", flush=True)  # and exit 0, like rpc-server
+        return
     s.listen(1)
     print("Starting RPC server v7.0.0", flush=True)
     print(f"  endpoint       : {a.host}:{a.port}", flush=True)

@@ -30,7 +30,7 @@ def worker(host: str, port: int, devices: tuple[str, ...], mem: int, cache: Path
     from ollamapy.errors import OllamaError, RunnerNotFound
     from ollamapy.worker.locate import find_rpc_server
     from ollamapy.worker.options import WorkerOptions, check_bind, validate
-    from ollamapy.worker.supervisor import run_worker
+    from ollamapy.worker.supervisor import WorkerStartError, run_worker
 
     names = tuple(d.strip() for v in devices for d in v.split(",") if d.strip())
     opts = WorkerOptions(host=host, port=port, devices=names, mem=mem, cache=cache,
@@ -44,4 +44,7 @@ def worker(host: str, port: int, devices: tuple[str, ...], mem: int, cache: Path
     logs.setup(0)
     if warning:
         click.echo(f"WARNING: {warning}", err=True)
-    asyncio.run(run_worker(binary, opts))
+    try:
+        asyncio.run(run_worker(binary, opts))
+    except WorkerStartError as e:
+        raise click.ClickException(str(e)) from None

@@ -10,6 +10,7 @@ answering. A probe that connects but gets no HELLO back means the server is busy
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -40,7 +41,12 @@ PROBE_DEADLINE_S = 3.0
 UNHEALTHY_PROBES = 3  # consecutive failed probes (not busy) before a restart
 STABLE_AFTER_S = 60.0  # up this long: the next crash starts the backoff from 1 s again
 STOP_GRACE_S = 5.0
+BIND_FAILURE = "Failed to create server socket"  # rpc-server's message (it then exits 0)
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+
+class WorkerStartError(Exception):
+    """The RPC server cannot start at all (bind failure): report it, do not retry forever."""
 
 
 def _preexec(limit: int | None) -> Callable[[], None]:
@@ -74,6 +80,7 @@ class Worker:
         self.environ = dict(os.environ if environ is None else environ)
         self.proc: asyncio.subprocess.Process | None = None
         self.status = Status()
+        self.tail: collections.deque[str] = collections.deque(maxlen=50)
         self._stopping = asyncio.Event()
 
     async def _spawn(self) -> asyncio.subprocess.Process:
@@ -98,6 +105,7 @@ class Worker:
             if not raw:
                 return
             line = raw.decode("utf-8", "replace").rstrip()
+            self.tail.append(line)
             log.log(_LEVELS[log_level_for(line)], "%s %s", prefix, line)
 
     async def _probe(self) -> WorkerInfo:
@@ -180,6 +188,10 @@ class Worker:
                     await asyncio.wait_for(pump, 1.0)
             if why == "stop" or self._stopping.is_set():
                 break
+            if self.status.restarts == 0 and BIND_FAILURE in "\n".join(self.tail):
+                # Nothing will change by retrying: the address is taken or not ours.
+                raise WorkerStartError(f"cannot listen on {self.opts.endpoint}: address in use "
+                                       "or not available on this host")
             failures = 1 if time.monotonic() - started > STABLE_AFTER_S else failures + 1
             delay = backoff(failures)
             self.status.restarts += 1

@@ -118,3 +118,15 @@ def test_worker_sigterm_stops_child(tmp_path: Path) -> None:
     p.send_signal(signal.SIGTERM)
     assert p.wait(15) == 0
     assert child is not None and not alive(child)
+
+
+def test_worker_port_taken_fails_fast(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        p, log = start(tmp_path, port)
+        assert p.wait(30) == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in log.read_text()
