@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import struct
 from collections.abc import Mapping, Sequence
@@ -82,11 +81,10 @@ class WorkerSpec:
             raise ValueError(f"worker {text!r}: expected host:port")
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"worker {text!r}: bad port {port!r}")
-        if host.startswith("["):
+        if host.startswith("[") or ":" in host:
+            # rpc-server's parse_endpoint splits at the first ':'
             raise ValueError(f"worker {text!r}: llama.cpp's --rpc cannot take IPv6 addresses")
-        with contextlib.suppress(ValueError):
-            ipaddress.IPv4Address(host)
-        if any(c in host for c in ",/ \t") or len(host) > 253:
+        if any(c in host for c in ",/@ \t") or len(host) > 253:
             raise ValueError(f"worker {text!r}: bad host")
         return cls(host, int(port), mem)
 

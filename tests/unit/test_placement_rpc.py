@@ -134,7 +134,7 @@ def test_parse_workers() -> None:
 
 
 @pytest.mark.parametrize("bad", ["host", ":50052", "h:0", "h:99999", "h:1@x", "h:1@0",
-                                 "[::1]:50052", "a b:1", "h:1,h:1"])
+                                 "[::1]:50052", "::1:50052", "a b:1", "h:1,h:1"])
 def test_parse_workers_rejects(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_workers(bad)
