@@ -118,7 +118,8 @@ class Worker:
 
     async def _wait_ready(self, proc: asyncio.subprocess.Process) -> bool:
         deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline and proc.returncode is None:
+        while (time.monotonic() < deadline and proc.returncode is None
+               and not self._stopping.is_set()):
             info = await self._probe()
             if info.up or info.busy:
                 if info.up:
