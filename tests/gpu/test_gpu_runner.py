@@ -126,7 +126,8 @@ def test_partial_offload_with_gpu_overhead(tmp_path: Path, cuda_runner: Path,
     target = (free - leave) // MiB
     p = subprocess.Popen([str(cuda_runner), "-m", str(default_model.model_path()), "-c",
                           str(num_ctx), "--fit", "on", "--fit-target", str(target), "--port",
-                          str(port), "--log-verbosity", "4"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                          str(port), "--log-verbosity", "4"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
         lines: list[str] = []
