@@ -115,3 +115,20 @@ def test_runners_lists_the_rpc_server(tmp_path: Path, monkeypatch: pytest.Monkey
     line = next(ln for ln in r.output.splitlines() if ln.startswith("cuda"))
     assert " yes " in line and str(d / "ggml-rpc-server") in r.output
     assert "not used here: no cuda device found" in r.output  # issue 17: says why
+
+
+def test_unit_file_verifies(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    tool = shutil.which("systemd-analyze")
+    venv = Path(sys.executable).parent.parent
+    if tool is None or not (venv / "bin" / "ollamapy").exists():
+        pytest.skip("needs systemd-analyze and an installed `ollamapy` entry point")
+    unit = tmp_path / "ollamapy-worker.service"
+    text = (REPO / "packaging" / "ollamapy-worker.service").read_text()
+    unit.write_text(text.replace("/opt/ollamapy/.venv", str(venv)))
+    r = subprocess.run([tool, "verify", "--man=no", str(unit)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "ollamapy-worker.service" not in r.stderr, r.stderr
