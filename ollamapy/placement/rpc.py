@@ -11,6 +11,22 @@ Two halves, both used by the scheduler before a load:
   workers' devices, decide layers per device and the llama-server argv (`--rpc`, `--device`,
   `--tensor-split`, `-ngl`).
 
+Scheduler wiring (phase 2), before each load of a model whose request/Modelfile does not say
+`placement local` and when OLLAMAPY_RPC_WORKERS is set:
+
+    req = placement_request(options, settings["OLLAMAPY_RPC_WORKERS"])  # BadRequest on bad input
+    infos = await query_workers(req.workers)                      # never raises; down = error set
+    kv = memory.kv_cache(facts, num_ctx * num_parallel, batch, num_parallel, kv_type)
+    plan = plan_split(layer_sizes(facts.layer_bytes, kv, facts.output_bytes), inventory.gpus,
+                      infos, mode=req.mode, cpu_free=inventory.system.free,
+                      reserve=estimate.graph_partial, gpu_overhead=opts.gpu_overhead)
+    if plan.uses_workers: llama-server argv += plan.argv() instead of the -ngl/--tensor-split/
+        --fit that memory.place gave; log plan.describe(); /api/ps reports plan.describe().
+
+A runner using workers that dies (llama.cpp aborts on any RPC failure) fails its requests; the next
+load re-queries, so a dead worker is left out (PlacementError names it if the model then does not
+fit). The scheduler must also remember which loaded runner holds which worker.
+
 The RPC server serves ONE client at a time (accept, serve until it disconnects, accept the next).
 While a llama-server is connected, a query is accepted by the kernel but never answered: we report
 that worker as busy (it belongs to another loaded model) rather than down.
