@@ -52,6 +52,7 @@ class WorkerProc:
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    cache: Path
 
     @property
     def spec(self) -> WorkerSpec:
@@ -91,7 +92,7 @@ def start_worker(tmp_path: Path, mem_mib: int, name: str) -> WorkerProc:
             [sys.executable, "-m", "ollamapy.cli.main", "worker", "--port", str(port),
              "--mem", str(mem_mib), "--threads", "1", "--cache", str(tmp_path / "cache")],
             env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
-    return WorkerProc(proc, port, log_path)
+    return WorkerProc(proc, port, log_path, tmp_path / "cache")
 
 
 def stop_worker(w: WorkerProc) -> None:
@@ -257,6 +258,9 @@ def test_split_across_two_workers_matches_local(workers, runner_binary, model_pa
     bufs = [ln for ln in log.splitlines() if "model buffer size" in ln]
     for w in workers:
         assert any(f"[{w.spec.endpoint}] model buffer" in ln for ln in bufs), bufs
+    # The tensor cache is on by default: tensors over 10 MiB were stored for the next load.
+    cached = list((workers[0].cache / "rpc").iterdir())
+    assert cached, "no tensor cache written"
     print(f"decode tok/s local {ref_long['timings']['predicted_per_second']:.1f} "
           f"split {out_long['timings']['predicted_per_second']:.1f} "
           f"(128 tokens, 1 thread each)")
