@@ -21,13 +21,12 @@ def runners() -> None:
         from ollamapy.gpu import discover
 
         libraries = discover().libraries()
-    click.echo(f"{'VARIANT':<10}{'COMMIT':<14}{'SOURCE':<18}{'RPC':<5}PATH")
+    click.echo(f"{'VARIANT':<10}{'COMMIT':<14}{'SOURCE':<18}PATH")
     for r in found:
+        click.echo(f"{r.variant:<10}{(r.commit[:12] or '-'):<14}{r.source:<18}{r.binary}")
         rpc = rpc_server_of(r)
-        click.echo(f"{r.variant:<10}{(r.commit[:12] or '-'):<14}{r.source:<18}"
-                   f"{'yes' if rpc else '-':<5}{r.binary}")
-        if rpc:
-            click.echo(f"{'':<47}{rpc}")
+        if rpc:  # the RPC worker built with it (`ollamapy worker`)
+            click.echo(f"{'  rpc':<10}{(r.commit[:12] or '-'):<14}{r.source:<18}{rpc}")
         if libraries is not None and not usable(r, libraries):
             need = " or ".join(VARIANT_NEEDS[r.variant])
-            click.echo(f"{'':<47}not used here: no {need} device found")
+            click.echo(f"{'':<10}not used here: no {need} device found")

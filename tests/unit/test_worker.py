@@ -112,8 +112,9 @@ def test_runners_lists_the_rpc_server(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(gpu, "discover", lambda: gpu.Inventory(gpu.SystemInfo(1 << 30, 1 << 30)))
     r = CliRunner().invoke(runners.runners, [])
     assert r.exit_code == 0, r.output
-    line = next(ln for ln in r.output.splitlines() if ln.startswith("cuda"))
-    assert " yes " in line and str(d / "ggml-rpc-server") in r.output
+    lines = r.output.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("cuda"))
+    assert lines[i + 1].split()[0] == "rpc" and lines[i + 1].endswith(str(d / "ggml-rpc-server"))
     assert "not used here: no cuda device found" in r.output  # issue 17: says why
 
 
