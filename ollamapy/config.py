@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from ollamapy.durations import parse_go_duration
 from ollamapy.errors import ConfigError
+from ollamapy.placement.rpc import WorkerSpec, parse_workers
 
 DEFAULT_PORT = 11434
 
@@ -180,6 +181,10 @@ def _models_dir(value: str) -> Path:
     return Path(os.path.expanduser(v)) if v else Path(os.path.expanduser("~/.ollama/models"))
 
 
+def _rpc_workers(value: str) -> tuple[WorkerSpec, ...]:
+    return parse_workers(_clean(value))
+
+
 @dataclass(frozen=True)
 class Setting:
     env: str
@@ -232,6 +237,8 @@ SETTINGS: tuple[Setting, ...] = (
             "file of accepted API keys: `key [scope]` lines"),
     Setting("OLLAMA_API_KEY", "api_key", _clean, "", "client: Bearer key sent to the server",
             secret=True),
+    Setting("OLLAMAPY_RPC_WORKERS", "rpc_workers", _rpc_workers, "",
+            "llama.cpp RPC workers host:port[@MiB],... (`ollamapy worker`)"),
     Setting("OLLAMAPY_RUNNERS", "runners_dir", _clean, "",
             "directory of built runners (before repo runners/)"),
     Setting("OLLAMAPY_MAX_BODY_BYTES", "max_body_bytes", parse_uint, str(1024**3),
@@ -305,6 +312,7 @@ class Settings:
     inference_keys: tuple[str, ...]
     api_keys_file: str
     api_key: str
+    rpc_workers: tuple[WorkerSpec, ...]
     runners_dir: str
     max_body_bytes: int
     max_json_bytes: int
@@ -342,7 +350,7 @@ class Settings:
             elif isinstance(v, HostPort):
                 out[s.env] = v.url
             elif isinstance(v, tuple):
-                out[s.env] = ",".join(v)
+                out[s.env] = ",".join(str(getattr(x, "endpoint", x)) for x in v)
             else:
                 out[s.env] = str(v)
         return out

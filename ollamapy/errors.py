@@ -93,6 +93,12 @@ class RunnerAuthError(RunnerError):
     status = 500
 
 
+class PlacementError(OllamaError):
+    """A model does not fit the devices available (local GPUs, RPC workers, CPU)."""
+
+    status = 500
+
+
 class RunnerNotFound(Exception):
     """No llama-server binary could be located."""
 

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cuda
 from pins import REPO, cache_dir, pins
 
 from ollamapy.runner.variants import BUILDABLE as VARIANTS  # the one variant table (stdlib only)
@@ -58,7 +59,8 @@ def compiler_id() -> str:
     return out.splitlines()[0] if out else "unknown"
 
 
-def cmake_flags(variant: str, cpu_variants: str, extra: list[str]) -> list[str]:
+def cmake_flags(variant: str, cpu_variants: str, extra: list[str],
+                cuda_architectures: str = "") -> list[str]:
     pin = pins()["llama_cpp"]
     flags = [
         f"-DOLLAMAPY_VARIANT={variant}",
@@ -67,9 +69,13 @@ def cmake_flags(variant: str, cpu_variants: str, extra: list[str]) -> list[str]:
         f"-DOLLAMAPY_LLAMA_BUILD_NUMBER={pin['build_number']}",
         "-DCMAKE_BUILD_TYPE=Release",
     ]
-    if variant == "cuda" and not any("CMAKE_CUDA_ARCHITECTURES" in e for e in extra):
-        # Only the GPUs present: a build for every architecture takes hours on a small machine.
-        flags.append("-DCMAKE_CUDA_ARCHITECTURES=native")
+    if variant == "cuda":
+        if not any("CMAKE_CUDA_ARCHITECTURES" in e for e in extra):
+            # Default: the set Ollama ships (PTX for 7.5 .. 12.1); `90` for one quick arch,
+            # `native` for the GPUs of this machine.
+            archs = cuda_architectures or cuda.OLLAMA_CUDA13_ARCHITECTURES
+            flags.append(f"-DCMAKE_CUDA_ARCHITECTURES={archs}")
+        flags += cuda.toolkit().cmake_flags()
     return flags + extra
 
 
@@ -82,8 +88,9 @@ def cache_key(variant: str, flags: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def build(variant: str, cpu_variants: str, extra: list[str], jobs: int) -> Path:
-    flags = cmake_flags(variant, cpu_variants, extra)
+def build(variant: str, cpu_variants: str, extra: list[str], jobs: int,
+          cuda_architectures: str = "") -> Path:
+    flags = cmake_flags(variant, cpu_variants, extra, cuda_architectures)
     key = cache_key(variant, flags)
     cached = cache_dir() / "runners" / f"{variant}-{key}"
     if not (cached / "manifest.json").exists():
@@ -107,6 +114,9 @@ def build(variant: str, cpu_variants: str, extra: list[str], jobs: int) -> Path:
             if f.name in BINARIES or ".so" in f.name or f.suffix in (".dylib", ".metallib"):
                 shutil.copy2(f, bin_dir / f.name, follow_symlinks=False)
                 world_readable(bin_dir / f.name)
+        if variant == "cuda":  # cuBLAS + cudart next to libggml-cuda.so ($ORIGIN)
+            for lib in cuda.toolkit(fetch=False).runtime_libraries():
+                shutil.copy2(lib, bin_dir / lib.name)
         manifest = {
             "variant": variant,
             "backend": backend(variant),
@@ -159,7 +169,10 @@ def main() -> None:
                     + ", ".join(VARIANTS))
     ap.add_argument("--cpu-variants", default=os.environ.get("OLLAMAPY_CPU_VARIANTS", "all"),
                     choices=("all", "native"))
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--jobs", type=int, default=int(os.environ.get("JOBS") or os.cpu_count() or 2))
+    ap.add_argument("--cuda-architectures", default=os.environ.get("CUDA_ARCHITECTURES", ""),
+                    help="CMAKE_CUDA_ARCHITECTURES (default: the set Ollama ships; e.g. 90, "
+                    "native)")
     ap.add_argument("cmake_args", nargs="*", help="extra -D flags")
     args = ap.parse_args()
     if args.variant == "auto":
@@ -169,7 +182,8 @@ def main() -> None:
     else:
         sys.exit(f"runner: unknown variant {args.variant!r} (choose auto or {', '.join(VARIANTS)})")
     for v in todo:
-        print(f"runner: {v} -> {build(v, args.cpu_variants, args.cmake_args, args.jobs)}")
+        dest = build(v, args.cpu_variants, args.cmake_args, args.jobs, args.cuda_architectures)
+        print(f"runner: {v} -> {dest}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import click
 # name -> "module:function"; aliases share a target.
 COMMANDS: dict[str, str] = {
     "serve": "ollamapy.cli.serve:serve",
+    "worker": "ollamapy.cli.worker:worker",
     "runners": "ollamapy.cli.runners:runners",
     "create": "ollamapy.cli.models:create",
     "show": "ollamapy.cli.models:show",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ollamapy.runner.locate import find_runners
+from ollamapy.runner.locate import VARIANT_NEEDS, find_runners, usable
+from ollamapy.worker.locate import rpc_server_of
 
 
 @click.command(help="List the llama-server runners ollamapy can find")
@@ -15,6 +16,17 @@ def runners() -> None:
             "no llama-server runner found: run `make runner` (or set OLLAMAPY_RUNNERS, "
             "or put llama-server on PATH)"
         )
+    libraries: list[str] | None = None
+    if any(r.variant in VARIANT_NEEDS for r in found):
+        from ollamapy.placement.gpu import discover
+
+        libraries = discover().libraries()
     click.echo(f"{'VARIANT':<10}{'COMMIT':<14}{'SOURCE':<18}PATH")
     for r in found:
         click.echo(f"{r.variant:<10}{(r.commit[:12] or '-'):<14}{r.source:<18}{r.binary}")
+        rpc = rpc_server_of(r)
+        if rpc:  # the RPC worker built with it (`ollamapy worker`)
+            click.echo(f"{'  rpc':<10}{(r.commit[:12] or '-'):<14}{r.source:<18}{rpc}")
+        if libraries is not None and not usable(r, libraries):
+            need = " or ".join(VARIANT_NEEDS[r.variant])
+            click.echo(f"{'':<10}not used here: no {need} device found")
