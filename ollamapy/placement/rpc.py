@@ -60,7 +60,7 @@ MAX_DEVICES = 16  # a worker claiming more is lying or broken (GGML_RPC_MAX_SERV
 DEFAULT_PORT = 50052  # rpc-server's default
 QUERY_TIMEOUT_S = 3.0
 
-# llama.cpp device-name prefix per ollamapy.placement.gpu library (ggml_backend_dev_name of each backend).
+# llama.cpp device-name prefix per GPU library (ggml_backend_dev_name of each backend).
 LOCAL_DEVICE_PREFIX = {"cuda": "CUDA", "rocm": "ROCm", "vulkan": "Vulkan", "metal": "MTL"}
 
 # --- worker addresses ---------------------------------------------------------------------------
@@ -328,7 +328,7 @@ def plan_split(layer_sizes: Sequence[int], local_gpus: Sequence[GpuDevice],
 
     layer_sizes: bytes per offloadable layer, blk.0 .. blk.N-1 then the output layer (weights +
       that layer's KV cache: `layer_sizes()` below builds it from the memory estimate).
-    local_gpus: this host's GPUs of the runner's library (ollamapy.placement.gpu), free memory current.
+    local_gpus: this host's GPUs of the runner's library (placement.gpu), free memory now.
     workers: `query_workers()` results; down or busy ones are left out with a warning.
     mode: "local" never uses a worker; "auto" (default) uses workers only when the model does not
       fit locally (local GPUs + `cpu_free`); "workers" (model pinned to workers) always does.
