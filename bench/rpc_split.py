@@ -19,7 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from ollamapy import default_model, memory
+from ollamapy import default_model
+from ollamapy.placement import memory
 from ollamapy.placement.rpc import WorkerSpec, layer_sizes, plan_split, query_worker
 from ollamapy.runner.locate import pick_runner
 from ollamapy.runner.process import free_port

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ollamapy.runner.locate import VARIANT_NEEDS, find_runners, usable
+from ollamapy.runner import variants
+from ollamapy.runner.locate import find_runners
 from ollamapy.worker.locate import rpc_server_of
 
 
@@ -17,7 +18,7 @@ def runners() -> None:
             "or put llama-server on PATH)"
         )
     libraries: list[str] | None = None
-    if any(r.variant in VARIANT_NEEDS for r in found):
+    if any(variants.BY_NAME[r.variant].needs_gpu for r in found if r.variant in variants.BY_NAME):
         from ollamapy.placement.gpu import discover
 
         libraries = discover().libraries()
@@ -27,6 +28,6 @@ def runners() -> None:
         rpc = rpc_server_of(r)
         if rpc:  # the RPC worker built with it (`ollamapy worker`)
             click.echo(f"{'  rpc':<10}{(r.commit[:12] or '-'):<14}{r.source:<18}{rpc}")
-        if libraries is not None and not usable(r, libraries):
-            need = " or ".join(VARIANT_NEEDS[r.variant])
-            click.echo(f"{'':<10}not used here: no {need} device found")
+        why = variants.unusable_reason(r.variant, libraries) if libraries is not None else None
+        if why is not None:
+            click.echo(f"{'':<10}not used here: {why}")

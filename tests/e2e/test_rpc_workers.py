@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ollamapy import memory
+from ollamapy.placement import memory
 from ollamapy.placement.rpc import WorkerInfo, WorkerSpec, layer_sizes, plan_split, query_worker
 from tests.conftest import free_port
 

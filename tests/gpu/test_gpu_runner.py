@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ollamapy import default_model, gpu, memory
+from ollamapy import default_model
+from ollamapy.placement import gpu, memory
 from tests.conftest import (
     FAST_PARAMS,
     ServerProc,

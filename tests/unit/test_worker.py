@@ -115,7 +115,7 @@ def test_runners_lists_the_rpc_server(tmp_path: Path, monkeypatch: pytest.Monkey
     lines = r.output.splitlines()
     i = next(i for i, ln in enumerate(lines) if ln.startswith("cuda"))
     assert lines[i + 1].split()[0] == "rpc" and lines[i + 1].endswith(str(d / "ggml-rpc-server"))
-    assert "not used here: no cuda device found" in r.output  # issue 17: says why
+    assert "not used here: no cuda GPU found" in r.output  # issue 17: says why
 
 
 def test_unit_file_verifies(tmp_path: Path) -> None:
