@@ -34,6 +34,9 @@ class CreateRequest(_Req):
     stream: bool | None = None
     quantize: str | None = None
     quantization: str | None = None
+    renderer: str | None = None
+    parser: str | None = None
+    requires: str | None = None
 
     def target(self) -> str:
         return self.model or self.name or ""
@@ -98,6 +101,8 @@ class ShowResponse(BaseModel):
     parameters: str | None = None
     template: str | None = None
     system: str | None = None
+    renderer: str | None = None
+    parser: str | None = None
     details: ModelDetails
     messages: list[Message] | None = None
     model_info: dict[str, Any]
@@ -105,6 +110,7 @@ class ShowResponse(BaseModel):
     tensors: list[Tensor] | None = None
     capabilities: list[str]
     modified_at: str
+    requires: str | None = None
 
 
 class CopyRequest(_Req):

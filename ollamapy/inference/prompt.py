@@ -14,8 +14,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from ollamapy.api.inference import Message, Tool
+from ollamapy.api.inference import Message, Think, Tool
 from ollamapy.errors import BadRequest
+from ollamapy.inference.family import Renderer as FamilyRenderer
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.runner.client import CONTEXT_ERROR
 from ollamapy.template.gotemplate import JsonList, Template, TemplateError, wrap_json
@@ -26,13 +27,14 @@ _THINK_STRIP_FAMILIES = ("qwen3", "deepseek-r1")
 _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 
 Tokenize = Callable[[str, bool], Awaitable[list[int]]]
-ApplyTemplate = Callable[[list[JsonObject], list[JsonObject] | None, bool | None],
-                         Awaitable[str]]
+# messages, tools, think (the engine turns think into the template's chat_template_kwargs)
+ApplyTemplate = Callable[[list[JsonObject], list[JsonObject] | None, Think], Awaitable[str]]
 
 
 @dataclass
 class Renderer:
-    """How to render for one model: a parsed Go template, or None for the GGUF Jinja path.
+    """How to render for one model: a built-in family renderer (`family`, Ollama's RENDERER),
+    else a parsed Go template, else (both None) the GGUF Jinja path.
 
     `skeleton_key` (runner + model identity) enables reuse of a Jinja render whose message
     contents were placeholders, when `jinja_source` treats contents as opaque text."""
@@ -43,14 +45,14 @@ class Renderer:
     has_projector: bool = False
     jinja_source: str = ""
     skeleton_key: str = ""
+    family: FamilyRenderer | None = None
 
 
 # A Jinja template that inspects or transforms message content (filters, methods, `in` tests)
 # cannot be rendered once with placeholders and reused.
 _CONTENT_USE = re.compile(
     r"""content['"]?\]?\s*(\||\.|\[)|\bin\s+(\w+\.content|\w+\[['"]content['"]\]|content)\b""")
-_SKELETONS: OrderedDict[tuple[str, tuple[str, ...], bool | None], list[str] | None] = \
-    OrderedDict()
+_SKELETONS: OrderedDict[tuple[str, tuple[str, ...], Think], list[str] | None] = OrderedDict()
 MAX_SKELETONS = 512
 
 
@@ -213,13 +215,15 @@ def openai_tool(t: Tool) -> JsonObject:
 # ------------------------------------------------------------------ fitting
 
 
-def tag_images(msgs: Sequence[Message]) -> tuple[list[Message], list[str]]:
-    """[img-N] markers into the content (replacing "[img]" if present), images in order."""
+def tag_images(msgs: Sequence[Message], tag: bool = True) -> tuple[list[Message], list[str]]:
+    """[img-N] markers into the content (replacing "[img]" if present), images in order.
+    `tag` False: images only (a family renderer places the media marker itself)."""
     images: list[str] = []
     out: list[Message] = []
     for m in msgs:
-        if not m.images:
+        if not m.images or not tag:
             out.append(m)
+            images.extend(m.images or ())
             continue
         content = m.content
         prefix = ""
@@ -271,13 +275,14 @@ def _plain(m: Message) -> bool:
 
 async def _render(r: Renderer, msgs: list[Message], tools: Sequence[Tool] | None,
                   think: bool | str | None) -> str:
+    if r.family is not None:
+        return r.family.render(msgs, tools, think)
     if r.template is not None:
         return render_go(r.template, msgs, tools, think)
-    enable = None if think is None else bool(think)
     if (r.skeleton_key and not tools and content_is_opaque(r.jinja_source)
             and all(_plain(m) for m in msgs)):
         # one /apply-template round trip per conversation shape, not per request
-        key = (r.skeleton_key, tuple(m.role for m in msgs), enable)
+        key = (r.skeleton_key, tuple(m.role for m in msgs), think)
         if key in _SKELETONS:
             _SKELETONS.move_to_end(key)
             parts = _SKELETONS[key]
@@ -285,7 +290,7 @@ async def _render(r: Renderer, msgs: list[Message], tools: Sequence[Tool] | None
             marks = [f" \x02{i}\x03 " for i in range(len(msgs))]
             rendered = await r.apply_template(
                 [{"role": m.role, "content": marks[i]} for i, m in enumerate(msgs)], None,
-                enable)
+                think)
             parts = _skeleton(rendered, marks)
             _SKELETONS[key] = parts
             while len(_SKELETONS) > MAX_SKELETONS:
@@ -297,7 +302,7 @@ async def _render(r: Renderer, msgs: list[Message], tools: Sequence[Tool] | None
                 out.append(tail)
             return "".join(out)
     return await r.apply_template([openai_message(m) for m in msgs],
-                                  [openai_tool(t) for t in tools] if tools else None, enable)
+                                  [openai_tool(t) for t in tools] if tools else None, think)
 
 
 def _cheap_fits(text: str, images: int, num_ctx: int) -> bool:
@@ -317,7 +322,7 @@ async def fit_messages(r: Renderer, msgs: list[Message], tools: Sequence[Tool] |
     async def candidate(i: int) -> tuple[str, int]:
         systems = [m for m in msgs[:i] if m.role == "system"]
         sub = systems + msgs[i:]
-        tagged, _ = tag_images(sub)
+        tagged, _ = tag_images(sub, r.family is None)
         return await _render(r, tagged, tools, think), img_cost(msgs[i:])
 
     text, imgs = await candidate(0)
@@ -334,7 +339,7 @@ async def fit_messages(r: Renderer, msgs: list[Message], tools: Sequence[Tool] |
                 start = i
             text, imgs = await candidate(start)
     systems = [m for m in msgs[:start] if m.role == "system"]
-    _, images = tag_images(systems + msgs[start:])
+    _, images = tag_images(systems + msgs[start:], r.family is None)
     return Prompt(text=text, images=images)
 
 

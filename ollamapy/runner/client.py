@@ -35,7 +35,7 @@ _COMPLETION_TYPES: dict[str, type | tuple[type, ...]] = {
     "xtc_probability": float, "dry_multiplier": float, "dynatemp_range": float, "min_keep": int,
     "n_probs": int, "ignore_eos": bool, "json_schema": dict, "grammar": str,
     "cache_prompt": bool, "return_tokens": bool, "timings_per_token": bool,
-    "post_sampling_probs": bool,
+    "post_sampling_probs": bool, "preserved_tokens": list,
 }
 
 
@@ -229,12 +229,16 @@ class RunnerClient:
 
     async def apply_template(self, messages: list[JsonObject], *,
                              tools: list[JsonObject] | None,
-                             enable_thinking: bool | None = None) -> str:
-        """Render messages with the GGUF's own Jinja chat template (+ generation prompt)."""
+                             enable_thinking: bool | None = None,
+                             chat_template_kwargs: Mapping[str, Any] | None = None) -> str:
+        """Render messages with the GGUF's own Jinja chat template (+ generation prompt);
+        `chat_template_kwargs` (think levels) win over `enable_thinking`."""
         body: JsonObject = {"messages": messages, "add_generation_prompt": True}
         if tools:
             body["tools"] = tools
-        if enable_thinking is not None:
+        if chat_template_kwargs:
+            body["chat_template_kwargs"] = dict(chat_template_kwargs)
+        elif enable_thinking is not None:
             body["chat_template_kwargs"] = {"enable_thinking": bool(enable_thinking)}
         data = await self._post_json("/apply-template", body)
         prompt = data.get("prompt")

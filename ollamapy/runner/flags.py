@@ -37,6 +37,9 @@ class LaunchConfig:
     alias: str = ""
     cache_ram_mib: int | None = None
     context_shift: bool = True
+    # False when ollamapy renders the chat itself (RENDERER/PARSER/Go TEMPLATE): llama-server
+    # then must not parse the GGUF's unused Jinja template (Ollama: --no-jinja + chatml)
+    jinja: bool = True
     log_verbosity: int = 4  # 4 prints the buffer sizes /api/ps reports
 
 
@@ -49,10 +52,13 @@ def kv_cache_type(cfg: LaunchConfig) -> str:
 
 
 def build_args(cfg: LaunchConfig) -> list[str]:
-    """llama-server arguments for `cfg`: always --jinja --no-ui --offline, explicit -c/-np."""
+    """llama-server arguments for `cfg`: --jinja (or --no-jinja with a placeholder template),
+    always --no-ui --offline, explicit -c/-np."""
     if cfg.num_ctx < 1 or cfg.num_parallel < 1:
         raise ValueError("num_ctx and num_parallel must be >= 1")
-    args = ["--model", str(cfg.model_path), "--jinja", "--no-ui", "--offline"]
+    args = ["--model", str(cfg.model_path)]
+    args += ["--jinja"] if cfg.jinja else ["--no-jinja", "--chat-template", "chatml"]
+    args += ["--no-ui", "--offline"]
     if cfg.alias:
         args += ["--alias", cfg.alias]
     args += ["-c", str(cfg.num_ctx * cfg.num_parallel), "-np", str(cfg.num_parallel)]

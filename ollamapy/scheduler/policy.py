@@ -41,6 +41,7 @@ class RunnerSpec:
     embedding: bool = False
     projectors: tuple[Path, ...] = ()
     adapters: tuple[Path, ...] = ()
+    jinja: bool = True  # False: ollamapy renders the chat (llama-server gets --no-jinja)
 
 
 def default_num_ctx(settings: Settings, inventory: Inventory) -> int:
@@ -95,7 +96,7 @@ def _opt_int(options: Mapping[str, Any], name: str) -> int | None:
 def resolve_spec(model_path: Path, options: Mapping[str, Any], *, settings: Settings,
                  inventory: Inventory, facts: ModelFacts | None, embedding: bool = False,
                  projectors: Sequence[Path] = (), adapters: Sequence[Path] = (),
-                 params: Mapping[str, Any] | None = None) -> RunnerSpec:
+                 params: Mapping[str, Any] | None = None, jinja: bool = True) -> RunnerSpec:
     """The runner a request needs: model params <- request options for the load options."""
     merged: dict[str, Any] = {k: v for k, v in (params or {}).items() if k in LOAD_OPTIONS}
     merged.update({k: v for k, v in options.items() if k in LOAD_OPTIONS and v is not None})
@@ -120,7 +121,7 @@ def resolve_spec(model_path: Path, options: Mapping[str, Any], *, settings: Sett
         num_thread=clamp_num_thread(_opt_int(merged, "num_thread") or 0, inventory),
         embedding=embedding or emb_model,
         projectors=tuple(Path(p) for p in projectors),
-        adapters=tuple(Path(p) for p in adapters),
+        adapters=tuple(Path(p) for p in adapters), jinja=jinja,
     )
 
 
@@ -132,6 +133,8 @@ def needs_reload(loaded: RunnerSpec, wanted: RunnerSpec) -> bool:
     if loaded.projectors != wanted.projectors or loaded.adapters != wanted.adapters:
         return True
     if wanted.embedding and not loaded.embedding:
+        return True
+    if wanted.jinja != loaded.jinja:  # the same GGUF under a RENDERER and under its Jinja
         return True
     if wanted.num_gpu >= 0 and wanted.num_gpu != loaded.num_gpu:
         return True
@@ -238,4 +241,5 @@ def launch_config(spec: RunnerSpec, placement: Placement | None, inv: Inventory,
         kv_cache_type=settings.kv_cache_type, use_mmap=spec.use_mmap, embedding=spec.embedding,
         embedding_model=embedding_model, projectors=spec.projectors, adapters=spec.adapters,
         alias=alias, cache_ram_mib=cache_ram_mib(inv.system.total, max_loaded),
+        jinja=spec.jinja,
     )

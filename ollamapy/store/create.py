@@ -36,6 +36,9 @@ class CreateSpec:
     parameters: dict[str, Any] | None = None
     license: list[str] | None = None
     messages: list[dict[str, Any]] | None = None
+    renderer: str | None = None  # Modelfile RENDERER / request `renderer`: kept in the config
+    parser: str | None = None
+    requires: str | None = None
 
 
 def valid_rel_path(p: str) -> bool:
@@ -189,6 +192,11 @@ def create_model(store: st.ModelStore, name: ModelName, spec: CreateSpec, progre
                 raise StoreError(f'layer "{layer["digest"]}" is missing from the store')
             verb = "creating new" if layer["digest"] in new else "using existing"
             progress({"status": f"{verb} layer {layer['digest']}"})
+
+        for key in ("renderer", "parser", "requires"):
+            value = getattr(spec, key)
+            if value:
+                config[key] = value
 
         config.update({"architecture": _goarch(), "os": "linux",
                        "rootfs": {"type": "layers",

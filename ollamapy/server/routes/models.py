@@ -178,7 +178,8 @@ async def create(request: web.Request, ctx: ModelRoutes) -> web.StreamResponse:
     msgs = [m.model_dump() for m in req.messages] if req.messages else None
     spec = CreateSpec(from_=req.from_, files=req.files or {}, adapters=req.adapters or {},
                       template=req.template, system=req.system, parameters=req.parameters,
-                      license=req.licenses(), messages=msgs)
+                      license=req.licenses(), messages=msgs, renderer=req.renderer,
+                      parser=req.parser, requires=req.requires)
     store = ctx.store
     noprune = ctx.noprune
     loop = asyncio.get_running_loop()
@@ -299,22 +300,29 @@ def show_model(store: st.ModelStore, req: ShowRequest) -> dict[str, Any]:
         short_name=m.short_name, model_path=str(m.model_path),
         adapters=[str(p) for p in m.adapter_paths],
         projectors=[str(p) for p in m.projector_paths], template=m.template, system=system,
-        params=params, licenses=m.license, messages=m.messages)
+        params=params, licenses=m.license, messages=m.messages,
+        renderer=_config_str(m.config, "renderer"), parser=_config_str(m.config, "parser"))
     resp = ShowResponse(
         license="\n".join(m.license) or None, modelfile=modelfile,
         parameters=parameter_lines(params) or None,
         template=m.template if m.template is not None else jinja, system=system,
-        details=details,
+        renderer=_config_str(m.config, "renderer") or None,
+        parser=_config_str(m.config, "parser") or None, details=details,
         messages=[Message.model_validate({"role": x.get("role", ""),
                                           "content": x.get("content", "")})
                   for x in m.messages] or None,
         model_info=_finite(info), projector_info=_finite(projector_info) if projector_info
         else None, tensors=tensors, capabilities=list(m.capabilities),
-        modified_at=go_time(m.modified_at))
+        modified_at=go_time(m.modified_at), requires=_config_str(m.config, "requires") or None)
     body = resp.model_dump(exclude_none=True)
     body["model_info"] = body.get("model_info") or {}
     body["details"].setdefault("families", None)
     return body
+
+
+def _config_str(config: dict[str, Any], key: str) -> str:
+    v = config.get(key)
+    return v if isinstance(v, str) else ""
 
 
 def _finite(v: Any) -> Any:
