@@ -63,6 +63,7 @@ class FakeRunner:
     headers: list[dict[str, str]] = field(default_factory=list)  # /completion headers
     requests: Counter[str] = field(default_factory=Counter)  # path -> count
     tokenized: list[str] = field(default_factory=list)  # /tokenize contents
+    applied: list[dict[str, Any]] = field(default_factory=list)  # /apply-template bodies
     embed_batches: list[int] = field(default_factory=list)  # inputs per /v1/embeddings
     active: int = 0
     max_active: int = 0
@@ -174,6 +175,7 @@ class FakeRunner:
 
     async def _apply_template(self, request: web.Request) -> web.Response:
         body = await request.json()
+        self.applied.append(body)
         msgs = body["messages"]
         text = (self.template(msgs) if self.template is not None else
                 "".join(f"[{m['role']}]{m['content']}" for m in msgs) + "[assistant]")
@@ -285,16 +287,18 @@ def fake_model(name: str, template: str | None = None,
 
 @asynccontextmanager
 async def inference_app(store: FakeStore, scheduler: FakeScheduler) -> AsyncIterator[str]:
-    """The native and OpenAI inference routes (real middleware) over a fake store and
-    scheduler, served on a loopback port -> its base URL."""
+    """The native, OpenAI, Anthropic and Responses inference routes (real middleware) over a
+    fake store and scheduler, served on a loopback port -> its base URL."""
     from ollamapy.server import keys, middleware
-    from ollamapy.server.routes import inference, openai
+    from ollamapy.server.routes import anthropic, inference, openai, responses
 
     app = web.Application(middlewares=[middleware.errors])
     app[keys.STORE_KEY] = store  # type: ignore[arg-type]
     app[keys.SCHEDULER_KEY] = scheduler  # type: ignore[arg-type]
     inference.setup(app)
     openai.setup(app)
+    anthropic.setup(app)
+    responses.setup(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()

@@ -215,13 +215,13 @@ def openai_tool(t: Tool) -> JsonObject:
 # ------------------------------------------------------------------ fitting
 
 
-def tag_images(msgs: Sequence[Message], tag: bool = True) -> tuple[list[Message], list[str]]:
+def tag_images(msgs: Sequence[Message], mark: bool = True) -> tuple[list[Message], list[str]]:
     """[img-N] markers into the content (replacing "[img]" if present), images in order.
-    `tag` False: images only (a family renderer places the media marker itself)."""
+    `mark` False: images only (a family renderer places the media marker itself)."""
     images: list[str] = []
     out: list[Message] = []
     for m in msgs:
-        if not m.images or not tag:
+        if not m.images or not mark:
             out.append(m)
             images.extend(m.images or ())
             continue
