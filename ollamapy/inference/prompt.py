@@ -4,7 +4,8 @@ Two renderers: the model's Go TEMPLATE layer (every model pulled from Ollama's r
 by our Go-template interpreter exactly as Ollama does), or -- for GGUF-only models such as SmolLM2
 -- the GGUF's own Jinja template through llama-server's `/apply-template`. Truncation follows
 Ollama: drop the oldest messages, always keep system messages and the last message; a single
-prompt still too long is cut in the middle (keeping num_keep tokens) unless `shift` is off.
+prompt still too long is cut in the middle (keeping num_keep tokens) as Ollama's runner does
+when context shift is on (its default), else refused with Ollama's 400.
 """
 
 from __future__ import annotations
@@ -343,17 +344,41 @@ async def fit_messages(r: Renderer, msgs: list[Message], tools: Sequence[Tool] |
     return Prompt(text=text, images=images)
 
 
+def context_shift_limit(num_ctx: int, num_keep: int) -> int:
+    """Tokens a cut prompt keeps: num_keep, then about half of the rest of the context is freed
+    before generation needs it (Ollama's contextShiftPromptLimit)."""
+    if num_ctx <= 1:
+        return 0
+    num_keep = max(0, min(num_keep, num_ctx - 1))
+    return num_ctx - max((num_ctx - num_keep) // 2, 1)
+
+
+def context_shift_cut(tokens: list[int], num_ctx: int, num_keep: int,
+                      adds_bos: bool) -> list[int]:
+    """The prompt's first num_keep tokens (+ the BOS the tokenizer added; num_keep < 0: all
+    that fit) and its last ones, `context_shift_limit` in all (Ollama's llama-server runner)."""
+    keep = len(tokens) if num_keep < 0 else num_keep
+    if adds_bos:
+        keep += 1
+    keep = min(keep, num_ctx - 1)
+    limit = context_shift_limit(num_ctx, keep)
+    discard = len(tokens) - limit
+    return tokens[:keep] + tokens[keep + discard:]
+
+
 async def shift_fit(r: Renderer, p: Prompt, num_ctx: int, num_keep: int, truncate: bool,
                     shift: bool) -> Prompt:
-    """A prompt still >= num_ctx tokens: cut its middle (keeping num_keep) or refuse."""
-    if p.images or _cheap_fits(p.text, 0, num_ctx - 1):
+    """A prompt still longer than num_ctx - 1 tokens after the history was dropped, as Ollama's
+    runner handles it: sent as is when `truncate` is off (the runner refuses it), a 400 with
+    Ollama's message when context shift is off, else cut in the middle (keeping num_keep).
+    Prompts with images are never cut (the runner decides)."""
+    if p.images or num_ctx <= 1 or _cheap_fits(p.text, 0, num_ctx - 1):
         return p
     tokens = await r.tokenize(p.text, True)
-    if len(tokens) < num_ctx or not truncate:
+    if len(tokens) <= num_ctx - 1 or not truncate:
         return p
     if not shift:
         raise BadRequest(CONTEXT_ERROR)
-    keep = max(0, min(num_keep, num_ctx // 2)) + 1  # +1: the BOS the tokenizer added
-    target = num_ctx - max((num_ctx - keep) // 2, 1)
-    cut = tokens[:keep] + tokens[len(tokens) - (target - keep):]
-    return Prompt(text=p.text, images=p.images, tokens=cut)
+    adds_bos = bool(await r.tokenize("", True))
+    return Prompt(text=p.text, images=p.images,
+                  tokens=context_shift_cut(tokens, num_ctx, num_keep, adds_bos))

@@ -216,3 +216,43 @@ async def test_jinja_think_levels_reach_the_template(rig: tuple[str, FakeRunner]
     kwargs = [b.get("chat_template_kwargs") for b in up.applied]
     assert {"enable_thinking": True, "reasoning_effort": "high"} in kwargs
     assert {"enable_thinking": False} in kwargs
+
+
+async def test_prompt_longer_than_the_context(rig: tuple[str, FakeRunner]) -> None:
+    """Ollama: oldest non-system messages dropped; a single prompt still too long is cut in
+    the middle with context shift on (the default), a 400 with Ollama's message with it off."""
+    from ollamapy.runner.client import CONTEXT_ERROR
+
+    up = await FakeRunner(pieces=["ok"]).start()
+    session = ClientSession()
+    tmpl = ("{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
+            "<|im_start|>assistant\n")
+    store = FakeStore({"small:latest": fake_model("small:latest", tmpl)})
+    try:
+        async with inference_app(store, FakeScheduler(session, {"gen": up.url},
+                                                      num_ctx={"gen": 45})) as url:
+            history = [{"role": "system", "content": "rules"}] + [
+                {"role": "user" if i % 2 == 0 else "assistant",
+                 "content": f"m{i} " + "w " * 8} for i in range(6)]
+            history.append({"role": "user", "content": "final question"})
+            async with httpx.AsyncClient() as h:
+                r = await h.post(url + "/api/chat", json={"model": "small", "stream": False,
+                                                          "messages": history})
+                assert r.status_code == 200, r.text
+                prompt = up.bodies[-1]["prompt"]
+                assert prompt.startswith("<|im_start|>system\nrules")
+                assert "final question" in prompt and "m0 " not in prompt
+                one = [{"role": "user", "content": "w " * 80}]
+                r = await h.post(url + "/api/chat", json={"model": "small", "stream": False,
+                                                          "messages": one, "shift": False})
+                assert r.status_code == 400 and r.json() == {"error": CONTEXT_ERROR}
+                n = len(up.bodies)
+                r = await h.post(url + "/api/chat", json={"model": "small", "stream": False,
+                                                          "messages": one})
+                assert r.status_code == 200
+                cut = up.bodies[-1]["prompt"]
+                assert len(up.bodies) == n + 1 and isinstance(cut, list)
+                assert len(cut) == 45 - (45 - 5) // 2  # num_keep 4 + BOS kept
+    finally:
+        await up.close()
+        await session.close()
