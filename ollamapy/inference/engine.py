@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -17,9 +18,10 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ollamapy.api.inference import Message, Tool, check_images
+from ollamapy.api.inference import Message, Tool
 from ollamapy.errors import BadRequest, OllamaError
 from ollamapy.inference import chat_format, sampling
+from ollamapy.inference import images as image_input
 from ollamapy.inference import prompt as prompts
 from ollamapy.inference.embed import EmbedResult, embed_all
 from ollamapy.inference.events import FLUSH, Done, DoneReason, Event, Flush, TextDelta
@@ -309,12 +311,14 @@ async def run(services: Services, req: InferenceRequest) -> AsyncGenerator[Event
         await services.scheduler.unload(resolve_model(services.store, req.model))
         yield Done(done_reason="unload")
         return
+    vision = bool(plan.model.projector_paths)
     if chat:
-        for m in req.messages or ():
-            check_images(m.images)
+        req = await _prepared_messages(req, vision)
         images: list[str] = []
+    elif req.images:
+        images = await asyncio.to_thread(image_input.prepare, req.images, vision)
     else:
-        images = check_images(req.images)
+        images = []
     async with services.scheduler.lease(plan.model, plan.options, plan.keep_alive) as lease:
         if chat:
             events = _chat(plan, lease, req)
@@ -323,6 +327,19 @@ async def run(services: Services, req: InferenceRequest) -> AsyncGenerator[Event
         async with contextlib.aclosing(events) as it:
             async for e in it:
                 yield e
+
+
+async def _prepared_messages(req: InferenceRequest, vision: bool) -> InferenceRequest:
+    """The chat's images checked and converted for the runner (in a worker thread)."""
+    msgs = req.messages or []
+    flat = [img for m in msgs for img in m.images or ()]
+    if not flat:
+        return req
+    done = await asyncio.to_thread(image_input.prepare, flat, vision)
+    it = iter(done)
+    out = [m.model_copy(update={"images": [next(it) for _ in m.images]}) if m.images else m
+           for m in msgs]
+    return dataclasses.replace(req, messages=out)
 
 
 async def _generate(plan: Plan, lease: RunnerLease, req: InferenceRequest,
