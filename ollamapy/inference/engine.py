@@ -538,3 +538,30 @@ async def embed(services: Services, model: str, inputs: Sequence[str], *,
         except RunnerConnectionError as e:
             raise lease.fail(e) from None
         return EmbedResult(vecs, n, lease.load_duration)
+
+
+# ------------------------------------------------------------------ rerank
+
+
+@dataclass(slots=True)
+class RerankResult:
+    ranked: list[tuple[int, float]]  # (document index, relevance score), best first
+    prompt_tokens: int
+    load_duration: float
+
+
+async def rerank(services: Services, model: str, query: str, documents: Sequence[str], *,
+                 top_n: int | None = None, keep_alive: float | None = None) -> RerankResult:
+    """Score `documents` against `query` on a reranker model's runner (started with
+    --rerank); the `top_n` best (all by default), best first."""
+    m = resolve_model(services.store, model)
+    if not m.reranker:
+        raise BadRequest(f'"{model}" does not support rerank')
+    opts = merged_options(m, None)
+    n = len(documents) if top_n is None else min(top_n, len(documents))
+    async with services.scheduler.lease(m, opts, keep_alive, embedding=True) as lease:
+        try:
+            ranked, tokens = await lease.client.rerank(query, documents, n)
+        except RunnerConnectionError as e:
+            raise lease.fail(e) from None
+        return RerankResult(ranked[:n], tokens, lease.load_duration)

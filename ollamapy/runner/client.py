@@ -246,6 +246,20 @@ class RunnerClient:
             raise RunnerError("llama runner returned no prompt from its chat template")
         return prompt
 
+    async def rerank(self, query: str, documents: Sequence[str], top_n: int
+                     ) -> tuple[list[tuple[int, float]], int]:
+        """llama-server's /v1/rerank (a runner started with --rerank): (document index,
+        relevance score) best first, at most `top_n`, and the tokens evaluated."""
+        data = await self._post_json("/v1/rerank", {
+            "query": query, "documents": list(documents), "top_n": int(top_n)})
+        results = data.get("results") if isinstance(data, dict) else None
+        if not isinstance(results, list):
+            raise RunnerError("llama runner returned no rerank results")
+        ranked = [(int(r.get("index", 0)), float(r.get("relevance_score", 0.0)))
+                  for r in results if isinstance(r, dict)]
+        usage = data.get("usage") or {}
+        return ranked, int(usage.get("prompt_tokens", 0) or 0)
+
     async def embeddings(self, inputs: Sequence[str], *, normalize: int = 2
                          ) -> tuple[list[list[float]], int]:
         """One pooled vector per input (llama-server normalises: 2 = L2, -1 = raw) and the

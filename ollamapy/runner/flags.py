@@ -40,6 +40,7 @@ class LaunchConfig:
     # False when ollamapy renders the chat itself (RENDERER/PARSER/Go TEMPLATE): llama-server
     # then must not parse the GGUF's unused Jinja template (Ollama: --no-jinja + chatml)
     jinja: bool = True
+    rerank: bool = False  # --rerank: pooling rank + the /v1/rerank endpoint
     log_verbosity: int = 4  # 4 prints the buffer sizes /api/ps reports
 
 
@@ -64,8 +65,9 @@ def build_args(cfg: LaunchConfig) -> list[str]:
     args += ["-c", str(cfg.num_ctx * cfg.num_parallel), "-np", str(cfg.num_parallel)]
     if cfg.embedding:
         batch = max(1, min(cfg.num_batch, cfg.num_ctx * cfg.num_parallel))
-        args += ["--embeddings", "-b", str(batch), "-ub", str(batch)]
-        if not cfg.embedding_model:
+        args += ["--rerank" if cfg.rerank else "--embeddings", "-b", str(batch), "-ub",
+                 str(batch)]
+        if not cfg.embedding_model and not cfg.rerank:
             args += ["--pooling", "mean"]  # a causal LM has no pooling head of its own
     elif cfg.num_batch > 0:
         args += ["-b", str(cfg.num_batch), "-ub", str(cfg.num_batch)]

@@ -290,7 +290,7 @@ class Scheduler:
                             inventory=self._runner_inventory(), facts=facts,
                             embedding=embedding, projectors=model.projector_paths,
                             adapters=model.adapter_paths, params=model.params,
-                            jinja=not ollama_renders(model))
+                            jinja=not ollama_renders(model), rerank=model.reranker)
         ka = None if keep_alive is None else keepalive.normalize(keep_alive)
         fut: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         pending = PendingRequest(model, spec, ka, facts, fut, arrived)

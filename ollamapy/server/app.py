@@ -24,6 +24,7 @@ from ollamapy.server.routes import (
     models,
     openai,
     registry,
+    rerank,
     responses,
     scheduler,
 )
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, *,
     openai.setup(app)
     anthropic.setup(app)
     responses.setup(app)
+    rerank.setup(app)
     registry.setup(app, services.registry)
     app.on_startup.append(_start_store)
     app.cleanup_ctx.append(_scheduler_ctx)

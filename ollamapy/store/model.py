@@ -32,3 +32,4 @@ class Model:
     # A TEMPLATE layer exists, but the GGUF's Jinja template renders the chat instead (Ollama's
     # shouldPreferChatTemplate: it can do more, e.g. a tool round trip the Go template lacks).
     prefer_jinja: bool = False
+    reranker: bool = False  # the GGUF's pooling type is rank: served by /v1/rerank

@@ -406,6 +406,7 @@ class ModelStore:
             template=template, system=system, license=tuple(licenses), params=params,
             messages=tuple(messages), config=config, capabilities=tuple(caps),
             prefer_jinja=template is not None and not caps_mod.uses_go_template(facts),
+            reranker=gguf is not None and gguf.is_reranker,
         )
 
     # ---------- garbage ----------
