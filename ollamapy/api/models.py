@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 
 class _Req(BaseModel):
@@ -61,6 +67,17 @@ class ModelDetails(BaseModel):
     families: list[str] | None = None
     parameter_size: str = ""
     quantization_level: str = ""
+    context_length: int | None = None  # /api/tags: config, else the GGUF's (omitted if 0)
+    embedding_length: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_lengths(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Go's `omitempty` on the two lengths, whatever the caller's exclude_none."""
+        data: dict[str, Any] = handler(self)
+        for key in ("context_length", "embedding_length"):
+            if not data.get(key):
+                data.pop(key, None)
+        return data
 
 
 class ListModel(BaseModel):
