@@ -183,3 +183,27 @@ def test_renderer_model_generates_with_tools(fam_server: ServerProc) -> None:
     assert show["renderer"] == "qwen3-coder" and show["parser"] == "qwen3-coder"
     assert "tools" in show["capabilities"]
     assert "RENDERER qwen3-coder\nPARSER qwen3-coder\n" in show["modelfile"]
+
+
+async def test_runner_takes_the_parsers_preserved_tokens(runner_binary: Path, gemma: Path,
+                                                         tmp_path: Path) -> None:
+    """The `preserved_tokens` field ollamapy sends reaches this llama-server build's sampler:
+    a tag that is one special token of the vocabulary is kept (by id), others are ignored."""
+    proc = await RunnerProcess.start(
+        runner_binary, ["--model", str(gemma), "-c", "256", "-np", "1", "--no-ui", "--offline",
+                        "-t", "1", "--no-jinja", "--chat-template", "chatml"],
+        port=free_port(), env=child_env(os.environ, tmp_path), name="families-pt")
+    try:
+        async with aiohttp.ClientSession() as s:
+            await proc.wait_ready(s, stall_timeout=120)
+            async with s.post(f"{proc.base_url}/tokenize", json={
+                    "content": "<start_of_turn>", "parse_special": True}) as r:
+                [special] = (await r.json())["tokens"]
+            async with s.post(f"{proc.base_url}/completion", json={
+                    "prompt": "Hi", "n_predict": 1, "temperature": 0,
+                    "preserved_tokens": ["<start_of_turn>", "<tool_call>"]}) as r:
+                assert r.status == 200, await r.text()
+                body = await r.json()
+    finally:
+        await proc.stop()
+    assert body["generation_settings"]["preserved_tokens"] == [special]
