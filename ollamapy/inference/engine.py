@@ -290,8 +290,9 @@ async def _completion(plan: Plan, lease: RunnerLease, body: JsonObject, parser: 
             p = p + cont
         second = {**body, "prompt": p,
                   "n_predict": max(int(body.get("n_predict", 0)) - st.used, 1)}
-        async for e in relay(lease.client.completion(second), OutputParser(None, parser.tools),
-                             top, st):
+        rest = (FamilyOutput(None, parser.tools, parser.family)
+                if isinstance(parser, FamilyOutput) else OutputParser(None, parser.tools))
+        async for e in relay(lease.client.completion(second), rest, top, st):
             yield e
     except RunnerConnectionError as e:
         raise lease.fail(e) from None

@@ -256,3 +256,36 @@ async def test_prompt_longer_than_the_context(rig: tuple[str, FakeRunner]) -> No
     finally:
         await up.close()
         await session.close()
+
+
+async def test_format_with_thinking_keeps_the_tool_format_parser() -> None:
+    """A thinking Go-template model asked for `format` thinks freely first, then continues
+    constrained (two requests); a tool call in the second part is still parsed by the
+    template's tool format parser."""
+    tmpl = ("{{ if .Tools }}<tools>{{ .Tools }}</tools>{{ end }}{{- range .Messages }}"
+            "<|im_start|>{{ .Role }}\n{{ if .ToolCalls }}<tool_call>\n{{ range .ToolCalls }}"
+            "{\"name\": \"{{ .Function.Name }}\"}{{ end }}</tool_call>{{ end }}{{ .Content }}"
+            "<|im_end|>\n{{ end }}<|im_start|>assistant\n{{ if .Think }}<think>\n{{ end }}")
+    up = await FakeRunner().start()
+    up.scripts = [["plan", " more", "</think>", "dropped"],
+                  ['<tool_call>\n{"name": "get_weather", ', '"arguments": {"city": "Oslo"}}',
+                   "\n</tool_call>"]]
+    session = ClientSession()
+    store = FakeStore({"tt:latest": fake_model("tt:latest", tmpl,
+                                               ("completion", "tools", "thinking"))})
+    try:
+        async with inference_app(store, FakeScheduler(session, {"gen": up.url})) as url:
+            async with httpx.AsyncClient() as h:
+                r = (await h.post(url + "/api/chat", json={
+                    "model": "tt", "stream": False, "tools": WEATHER, "format": "json",
+                    "messages": [{"role": "user", "content": "Weather?"}]})).json()
+    finally:
+        await up.close()
+        await session.close()
+    msg = r["message"]
+    assert msg["thinking"] == "plan more"
+    assert [(c["function"]["name"], c["function"]["arguments"]) for c in msg["tool_calls"]] == [
+        ("get_weather", {"city": "Oslo"})]
+    assert len(up.bodies) == 2
+    assert not {"json_schema", "grammar"} & set(up.bodies[0])  # free thinking first
+    assert {"json_schema", "grammar"} & set(up.bodies[1])  # then constrained
