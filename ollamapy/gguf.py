@@ -21,6 +21,7 @@ DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4
 MAX_NESTING = 4
 DEFAULT_MAX_ARRAY = 1024
+POOLING_RANK = 4  # llama.cpp LLAMA_POOLING_TYPE_RANK
 MAX_KV = 1 << 20
 MAX_TENSORS = 1 << 20
 # Metadata a parse may materialise, whatever the file size: array elements kept as Python values
@@ -180,6 +181,11 @@ class GGUFFile:
     @property
     def is_embedding(self) -> bool:
         return f"{self.architecture}.pooling_type" in self.kv
+
+    @property
+    def is_reranker(self) -> bool:
+        """pooling_type 4 (LLAMA_POOLING_TYPE_RANK): a cross-encoder that scores pairs."""
+        return self.kv.get(f"{self.architecture}.pooling_type") == POOLING_RANK
 
     @property
     def has_vision(self) -> bool:

@@ -362,7 +362,8 @@ def parameter_lines(params: Mapping[str, Any]) -> str:
 def render_model(*, short_name: str, model_path: str, adapters: Iterable[str] = (),
                  projectors: Iterable[str] = (), template: str | None = None,
                  system: str | None = None, params: Mapping[str, Any] | None = None,
-                 licenses: Iterable[str] = (), messages: Iterable[Mapping[str, Any]] = ()) -> str:
+                 licenses: Iterable[str] = (), messages: Iterable[Mapping[str, Any]] = (),
+                 renderer: str = "", parser: str = "") -> str:
     """The `modelfile` field of /api/show (Ollama's header + Model.String())."""
     cmds = [Command("model", model_path)]
     cmds += [Command("adapter", a) for a in adapters]
@@ -371,6 +372,10 @@ def render_model(*, short_name: str, model_path: str, adapters: Iterable[str] = 
         cmds.append(Command("template", template))
     if system:
         cmds.append(Command("system", system))
+    if renderer:
+        cmds.append(Command("renderer", renderer))
+    if parser:
+        cmds.append(Command("parser", parser))
     for k, v in (params or {}).items():
         for item in (v if isinstance(v, list) else [v]):
             cmds.append(Command(k, go_value(item)))

@@ -63,6 +63,8 @@ class FakeRunner:
     headers: list[dict[str, str]] = field(default_factory=list)  # /completion headers
     requests: Counter[str] = field(default_factory=Counter)  # path -> count
     tokenized: list[str] = field(default_factory=list)  # /tokenize contents
+    applied: list[dict[str, Any]] = field(default_factory=list)  # /apply-template bodies
+    rerank_bodies: list[dict[str, Any]] = field(default_factory=list)  # /v1/rerank bodies
     embed_batches: list[int] = field(default_factory=list)  # inputs per /v1/embeddings
     active: int = 0
     max_active: int = 0
@@ -90,6 +92,7 @@ class FakeRunner:
         app.router.add_post("/detokenize", self._detokenize)
         app.router.add_post("/apply-template", self._apply_template)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/rerank", self._rerank)
         app.router.add_get("/health", self._health)
         app.router.add_get("/props", self._props)
         app.router.add_get("/v1/models", self._models)
@@ -174,6 +177,7 @@ class FakeRunner:
 
     async def _apply_template(self, request: web.Request) -> web.Response:
         body = await request.json()
+        self.applied.append(body)
         msgs = body["messages"]
         text = (self.template(msgs) if self.template is not None else
                 "".join(f"[{m['role']}]{m['content']}" for m in msgs) + "[assistant]")
@@ -191,6 +195,22 @@ class FakeRunner:
         n = sum(len(self.tokens(t, True)) for t in inputs)
         return web.json_response({"object": "list", "data": data,
                                   "usage": {"prompt_tokens": n, "total_tokens": n}})
+
+    async def _rerank(self, request: web.Request) -> web.Response:
+        """llama-server's reranking answer; a document scores the share of its words that are
+        in the query (a stand-in for the model), sorted best first, cut to top_n."""
+        body = await request.json()
+        self.rerank_bodies.append(body)
+        query = set(body["query"].split())
+        docs = body["documents"]
+        scores = [(i, len(query & set(d.split())) / max(1, len(d.split())))
+                  for i, d in enumerate(docs)]
+        scores.sort(key=lambda x: -x[1])
+        n = sum(len(self.tokens(body["query"] + " " + d, True)) for d in docs)
+        return web.json_response({
+            "model": "fake", "object": "list", "usage": {"prompt_tokens": n, "total_tokens": n},
+            "results": [{"index": i, "relevance_score": s}
+                        for i, s in scores[:int(body.get("top_n", len(docs)))]]})
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -285,16 +305,19 @@ def fake_model(name: str, template: str | None = None,
 
 @asynccontextmanager
 async def inference_app(store: FakeStore, scheduler: FakeScheduler) -> AsyncIterator[str]:
-    """The native and OpenAI inference routes (real middleware) over a fake store and
-    scheduler, served on a loopback port -> its base URL."""
+    """The native, OpenAI, Anthropic and Responses inference routes (real middleware) over a
+    fake store and scheduler, served on a loopback port -> its base URL."""
     from ollamapy.server import keys, middleware
-    from ollamapy.server.routes import inference, openai
+    from ollamapy.server.routes import anthropic, inference, openai, rerank, responses
 
     app = web.Application(middlewares=[middleware.errors])
     app[keys.STORE_KEY] = store  # type: ignore[arg-type]
     app[keys.SCHEDULER_KEY] = scheduler  # type: ignore[arg-type]
     inference.setup(app)
     openai.setup(app)
+    anthropic.setup(app)
+    responses.setup(app)
+    rerank.setup(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()

@@ -28,7 +28,7 @@ CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
 class Family:
     """What an Ollama library Modelfile for the family says."""
 
-    template: str = "{{ .Prompt }}"
+    template: str | None = "{{ .Prompt }}"  # None: no TEMPLATE layer (the GGUF's Jinja)
     renderer: str = ""
     parser: str = ""
     requires: str = ""
@@ -51,6 +51,10 @@ FAMILIES: dict[str, Family] = {
     "lfm2": Family(parser="lfm2", model_family="lfm2"),
     "olmo3": Family(parser="olmo3", model_family="olmo3"),
     "nemotron-3-nano": Family(parser="nemotron-3-nano", model_family="nemotron_h"),
+    # renderer + parser families of Ollama's library
+    "gemma4": Family(renderer="gemma4", parser="gemma4", model_family="gemma4"),
+    "nemotron-3-nano-r": Family(renderer="nemotron-3-nano", parser="nemotron-3-nano",
+                                model_family="nemotron_h"),
 }
 
 # A Qwen3-style Jinja template that reads `enable_thinking` (for /apply-template checks).
@@ -101,7 +105,8 @@ def write_family_model(models_dir: Path, name: str, gguf_path: Path, family: Fam
         d, _ = store.write_blob(data)
         layers.append({"mediaType": media, "digest": d, "size": len(data)})
 
-    text_layer(st.MEDIA_TEMPLATE, family.template.encode())
+    if family.template is not None:
+        text_layer(st.MEDIA_TEMPLATE, family.template.encode())
     if system is not None:
         text_layer(st.MEDIA_SYSTEM, system.encode())
     if family.params:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Any, Literal
 
@@ -133,18 +131,6 @@ class EmbeddingsRequest(Wire):
     prompt: str = ""
     keep_alive: Any = None
     options: dict[str, Any] | None = None
-
-
-def check_images(images: list[str] | None) -> list[str]:
-    """Base64 image strings, verified to decode (Ollama decodes them into bytes)."""
-    out = []
-    for img in images or []:
-        try:
-            base64.b64decode(img, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest("illegal base64 data in image") from None
-        out.append(img)
-    return out
 
 
 DoneReason = Literal["stop", "length", "load", "unload", ""]

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 
 class _Req(BaseModel):
@@ -34,6 +40,9 @@ class CreateRequest(_Req):
     stream: bool | None = None
     quantize: str | None = None
     quantization: str | None = None
+    renderer: str | None = None
+    parser: str | None = None
+    requires: str | None = None
 
     def target(self) -> str:
         return self.model or self.name or ""
@@ -58,6 +67,17 @@ class ModelDetails(BaseModel):
     families: list[str] | None = None
     parameter_size: str = ""
     quantization_level: str = ""
+    context_length: int | None = None  # /api/tags: config, else the GGUF's (omitted if 0)
+    embedding_length: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_lengths(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Go's `omitempty` on the two lengths, whatever the caller's exclude_none."""
+        data: dict[str, Any] = handler(self)
+        for key in ("context_length", "embedding_length"):
+            if not data.get(key):
+                data.pop(key, None)
+        return data
 
 
 class ListModel(BaseModel):
@@ -98,6 +118,8 @@ class ShowResponse(BaseModel):
     parameters: str | None = None
     template: str | None = None
     system: str | None = None
+    renderer: str | None = None
+    parser: str | None = None
     details: ModelDetails
     messages: list[Message] | None = None
     model_info: dict[str, Any]
@@ -105,6 +127,7 @@ class ShowResponse(BaseModel):
     tensors: list[Tensor] | None = None
     capabilities: list[str]
     modified_at: str
+    requires: str | None = None
 
 
 class CopyRequest(_Req):

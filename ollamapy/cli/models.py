@@ -178,6 +178,9 @@ def build_request(modelfile_text: str, relative_dir: Path, client: Client,
         req["parameters"] = parsed.parameters
     if parsed.messages:
         req["messages"] = parsed.messages
+    for key in ("renderer", "parser", "requires"):
+        if getattr(parsed, key):
+            req[key] = getattr(parsed, key)
     return req
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -17,15 +18,21 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ollamapy.api.inference import Message, Tool, check_images
+from ollamapy.api.inference import Message, Tool
 from ollamapy.errors import BadRequest, OllamaError
+from ollamapy.inference import chat_format, sampling
+from ollamapy.inference import images as image_input
 from ollamapy.inference import prompt as prompts
-from ollamapy.inference import sampling
 from ollamapy.inference.embed import EmbedResult, embed_all
 from ollamapy.inference.events import FLUSH, Done, DoneReason, Event, Flush, TextDelta
+from ollamapy.inference.family import Parser as FamilyParser
+from ollamapy.inference.family import Renderer as FamilyRenderer
+from ollamapy.inference.family_output import FamilyOutput
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.inference.output import NO_LOGPROBS, OutputParser, logprobs, step_events
+from ollamapy.inference.parsers.harmony import HarmonyParser
 from ollamapy.inference.plan import Plan, merged_options, plan_chat, plan_generate, resolve_model
+from ollamapy.inference.renderers.jinja_kwargs import chat_template_kwargs
 from ollamapy.inference.request import InferenceRequest
 from ollamapy.inference.services import RunnerLease, Services
 from ollamapy.runner.client import RunnerConnectionError
@@ -66,31 +73,58 @@ def finish(final: JsonObject, start_ns: int, load_s: float) -> Done:
     )
 
 
-def renderer(plan: Plan, lease: RunnerLease, template: Template | None) -> prompts.Renderer:
+def renderer(plan: Plan, lease: RunnerLease, template: Template | None,
+             family: FamilyRenderer | None = None) -> prompts.Renderer:
     client = lease.client
 
     async def tok(text: str, add_special: bool) -> list[int]:
         return await client.tokenize(text, add_special=add_special)
 
     async def apply(msgs: list[JsonObject], tools: list[JsonObject] | None,
-                    think: bool | None) -> str:
-        return await client.apply_template(msgs, tools=tools, enable_thinking=think)
+                    think: bool | str | None) -> str:
+        return await client.apply_template(msgs, tools=tools,
+                                           chat_template_kwargs=chat_template_kwargs(think))
 
     return prompts.Renderer(template, tok, apply, bool(plan.model.projector_paths),
                             jinja_source=str(lease.props.get("chat_template") or ""),
-                            skeleton_key=f"{client.base_url}|{plan.model.digest}")
+                            skeleton_key=f"{client.base_url}|{plan.model.digest}",
+                            family=family)
+
+
+def media_marker(lease: RunnerLease) -> str | None:
+    marker = lease.props.get("media_marker")
+    return marker if isinstance(marker, str) and marker else None
+
+
+def model_template(plan: Plan) -> Template | None:
+    """The model's Go TEMPLATE when it renders the prompt (see chat_format)."""
+    src = chat_format.go_template_source(plan.model)
+    return prompts.compile_template(src) if src is not None else None
+
+
+def _thinking_parser(plan: Plan, lease: RunnerLease, template: Template | None,
+                     prompt_text: str) -> ThinkingParser | None:
+    if not (plan.think and "thinking" in (plan.model.capabilities or ())):
+        return None
+    tags = (thinking_tags(template) if template is not None
+            else tags_from_jinja(str(lease.props.get("chat_template", ""))))
+    if tags is None and template is not None:
+        tags = ("<think>", "</think>")
+    return ThinkingParser.for_prompt(tags, prompt_text) if tags is not None else None
 
 
 def output_parser(plan: Plan, lease: RunnerLease, template: Template | None, prompt_text: str,
-                  tools: list[str] | None) -> OutputParser:
-    parser = OutputParser()
-    if plan.think and "thinking" in (plan.model.capabilities or ()):
-        tags = (thinking_tags(template) if template is not None
-                else tags_from_jinja(str(lease.props.get("chat_template", ""))))
-        if tags is None and template is not None:
-            tags = ("<think>", "</think>")
-        if tags is not None:
-            parser.thinking = ThinkingParser.for_prompt(tags, prompt_text)
+                  tools: list[str] | None, family: FamilyParser | None = None) -> OutputParser:
+    if family is not None:
+        # the family parser splits thinking itself; a Go template's tool format parser
+        # (no thinking of its own) gets the template's thinking split in front of it
+        out = FamilyOutput(family=family)
+        if not family.has_thinking_support():
+            out.thinking = _thinking_parser(plan, lease, template, prompt_text)
+        if tools and not family.has_tool_support():
+            out.tools = ToolParser(tool_tag(template) or "{", tools)
+        return out
+    parser = OutputParser(_thinking_parser(plan, lease, template, prompt_text))
     if tools:
         tag = (tool_tag(template) if template is not None
                else tag_from_jinja(str(lease.props.get("chat_template", ""))))
@@ -119,17 +153,32 @@ def completion_body(plan: Plan, lease: RunnerLease, p: prompts.Prompt) -> JsonOb
     return body
 
 
+def add_preserved_tokens(body: JsonObject, family: FamilyParser | None,
+                         template: Template | None, tools: bool) -> None:
+    """Ask llama-server to print the parser's tags as text (they are special tokens in most
+    vocabularies and would be dropped from the output otherwise), as Ollama does."""
+    toks = chat_format.preserved_tokens(family)
+    if tools and template is not None and (family is None or not family.has_tool_support()):
+        tag = chat_format.special_token_of_tag(tool_tag(template))
+        if tag and tag not in toks:
+            toks.append(tag)
+    if toks:
+        body["preserved_tokens"] = toks
+
+
 LEADING_BOS = "<bos>"
 _ADDS_BOS: OrderedDict[str, bool] = OrderedDict()  # runner+model -> tokenizer adds BOS
 MAX_ADDS_BOS = 64
 
 
-async def strip_leading_bos(lease: RunnerLease, digest: str, p: prompts.Prompt
-                            ) -> prompts.Prompt:
-    """A prompt starting with a textual `<bos>` (gemma templates) loses it when the runner's
-    tokenizer adds BOS itself, as in Ollama; otherwise llama-server would see two BOS tokens.
-    Whether it does is asked once per runner and model (an empty /tokenize with specials)."""
-    if p.tokens is not None or not p.text.startswith(LEADING_BOS):
+async def strip_leading_bos(lease: RunnerLease, digest: str, p: prompts.Prompt,
+                            bos: str = "") -> prompts.Prompt:
+    """A prompt starting with a textual `<bos>` (gemma templates) or with the BOS text of its
+    renderer (`bos`, renderers' `leading_bos`) loses it when the runner's tokenizer adds BOS
+    itself, as in Ollama; otherwise llama-server would see two BOS tokens. Whether it does is
+    asked once per runner and model (an empty /tokenize with specials)."""
+    lead = bos if bos and p.text.startswith(bos) else LEADING_BOS
+    if p.tokens is not None or not p.text.startswith(lead):
         return p
     key = f"{lease.client.base_url}|{digest}"
     adds = _ADDS_BOS.get(key)
@@ -140,7 +189,7 @@ async def strip_leading_bos(lease: RunnerLease, digest: str, p: prompts.Prompt
             _ADDS_BOS.popitem(last=False)
     if not adds:
         return p
-    return prompts.Prompt(p.text[len(LEADING_BOS):], p.images)
+    return prompts.Prompt(p.text[len(lead):], p.images)
 
 
 def compile_request_template(source: str) -> Template:
@@ -242,8 +291,9 @@ async def _completion(plan: Plan, lease: RunnerLease, body: JsonObject, parser: 
             p = p + cont
         second = {**body, "prompt": p,
                   "n_predict": max(int(body.get("n_predict", 0)) - st.used, 1)}
-        async for e in relay(lease.client.completion(second), OutputParser(None, parser.tools),
-                             top, st):
+        rest = (FamilyOutput(None, parser.tools, parser.family)
+                if isinstance(parser, FamilyOutput) else OutputParser(None, parser.tools))
+        async for e in relay(lease.client.completion(second), rest, top, st):
             yield e
     except RunnerConnectionError as e:
         raise lease.fail(e) from None
@@ -263,12 +313,14 @@ async def run(services: Services, req: InferenceRequest) -> AsyncGenerator[Event
         await services.scheduler.unload(resolve_model(services.store, req.model))
         yield Done(done_reason="unload")
         return
+    vision = bool(plan.model.projector_paths)
     if chat:
-        for m in req.messages or ():
-            check_images(m.images)
+        req = await _prepared_messages(req, vision)
         images: list[str] = []
+    elif req.images:
+        images = await asyncio.to_thread(image_input.prepare, req.images, vision)
     else:
-        images = check_images(req.images)
+        images = []
     async with services.scheduler.lease(plan.model, plan.options, plan.keep_alive) as lease:
         if chat:
             events = _chat(plan, lease, req)
@@ -279,18 +331,36 @@ async def run(services: Services, req: InferenceRequest) -> AsyncGenerator[Event
                 yield e
 
 
+async def _prepared_messages(req: InferenceRequest, vision: bool) -> InferenceRequest:
+    """The chat's images checked and converted for the runner (in a worker thread)."""
+    msgs = req.messages or []
+    flat = [img for m in msgs for img in m.images or ()]
+    if not flat:
+        return req
+    done = await asyncio.to_thread(image_input.prepare, flat, vision)
+    it = iter(done)
+    out = [m.model_copy(update={"images": [next(it) for _ in m.images]}) if m.images else m
+           for m in msgs]
+    return dataclasses.replace(req, messages=out)
+
+
 async def _generate(plan: Plan, lease: RunnerLease, req: InferenceRequest,
                     images: list[str]) -> AsyncGenerator[Event, None]:
     if not req.prompt and not images and not req.debug_render_only:
         yield Done(done_reason="load")
         return
     template = None
+    family = None
     if req.template:
         template = compile_request_template(req.template)
-    elif plan.model.template:
+    else:
+        template = model_template(plan)
+        family = chat_format.family_renderer(plan.model, media_marker(lease))
+    if req.suffix and template is None and plan.model.template:
         template = prompts.compile_template(plan.model.template)
-    r = renderer(plan, lease, template)
+    r = renderer(plan, lease, template, family)
     client = lease.client
+    fam_parser: FamilyParser | None = None
     text = req.prompt or ""
     if images and not plan.model.projector_paths:
         raise BadRequest("this model does not support image input")
@@ -309,7 +379,13 @@ async def _generate(plan: Plan, lease: RunnerLease, req: InferenceRequest,
         if not req.context:
             msgs.extend(Message.model_validate(m) for m in plan.model.messages)
         msgs.append(Message(role="user", content=text, images=images or None))
-        p = await prompts.fit_messages(r, msgs, None, plan.think, lease.num_ctx, plan.truncate)
+        fam_parser = chat_format.family_parser(plan.model, template, None)
+        think = plan.think
+        if isinstance(fam_parser, HarmonyParser):
+            think = chat_format.harmony_think(think)
+        if fam_parser is not None:
+            fam_parser.init(None, msgs[-1], think)
+        p = await prompts.fit_messages(r, msgs, None, think, lease.num_ctx, plan.truncate)
         if req.context:
             nv = await client.n_vocab()
             prefix = await client.detokenize(req.context, nv)
@@ -317,12 +393,13 @@ async def _generate(plan: Plan, lease: RunnerLease, req: InferenceRequest,
     if req.debug_render_only:
         yield Done(debug_rendered=p.text, debug_image_count=len(p.images))
         return
-    p = await strip_leading_bos(lease, plan.model.digest, p)
+    p = await strip_leading_bos(lease, plan.model.digest, p, chat_format.leading_bos(family))
     p = await prompts.shift_fit(r, p, lease.num_ctx, int(plan.options.get("num_keep", 4)),
                                 plan.truncate, plan.shift)
     body = completion_body(plan, lease, p)
+    add_preserved_tokens(body, fam_parser, template, False)
     want_context = req.want_context and not req.raw
-    parser = output_parser(plan, lease, template, p.text, None)
+    parser = output_parser(plan, lease, template, p.text, None, fam_parser)
     st = Pass(tokens=[] if want_context else None)
     ctx_task: asyncio.Future[list[int]] | None = None
     prompt_tokens = p.tokens
@@ -362,24 +439,43 @@ async def _generate(plan: Plan, lease: RunnerLease, req: InferenceRequest,
                 await ctx_task
 
 
+@dataclass(slots=True)
+class ChatSetup:
+    """What `_chat_prompt` decided: the template and renderer used, the fitted prompt, the
+    family parser (initialised for this request) and its renderer's BOS text."""
+
+    template: Template | None
+    renderer: prompts.Renderer
+    prompt: prompts.Prompt
+    parser: FamilyParser | None
+    leading_bos: str
+
+
 async def _chat_prompt(plan: Plan, lease: RunnerLease, req: InferenceRequest,
-                       given: list[Message]
-                       ) -> tuple[Template | None, prompts.Renderer, prompts.Prompt]:
+                       given: list[Message]) -> ChatSetup:
     """The model's messages, system prompt and the request's conversation, rendered and fitted
     to the context: what `_chat` sends and `count_tokens` counts."""
     if any(m.images for m in given) and not plan.model.projector_paths:
         raise BadRequest("this model does not support image input")
-    template = (prompts.compile_template(plan.model.template)
-                if plan.model.template else None)
-    r = renderer(plan, lease, template)
+    template = model_template(plan)
+    family = chat_format.family_renderer(plan.model, media_marker(lease))
+    r = renderer(plan, lease, template, family)
     msgs = [Message.model_validate(m) for m in plan.model.messages] + list(given)
     if plan.model.system and given[0].role != "system":
         msgs.insert(0, Message(role="system", content=plan.model.system))
-    family = str(plan.model.config.get("model_family", ""))
-    msgs = prompts.strip_old_thinking(msgs, family)
-    p = await prompts.fit_messages(r, msgs, req.tools or None, plan.think, lease.num_ctx,
-                                   plan.truncate)
-    return template, r, p
+    model_family = str(plan.model.config.get("model_family", ""))
+    msgs = prompts.strip_old_thinking(msgs, model_family)
+    tools: Sequence[Tool] | None = req.tools or None
+    think = plan.think
+    fam_parser = chat_format.family_parser(plan.model, template, tools)
+    if isinstance(fam_parser, HarmonyParser):
+        think = chat_format.harmony_think(think)
+    if fam_parser is not None:
+        fam_parser.init(tools, msgs[-1] if msgs else None, think)
+        if isinstance(fam_parser, HarmonyParser) and tools:
+            tools = fam_parser.prompt_tools(tools)
+    p = await prompts.fit_messages(r, msgs, tools, think, lease.num_ctx, plan.truncate)
+    return ChatSetup(template, r, p, fam_parser, chat_format.leading_bos(family))
 
 
 async def count_tokens(services: Services, req: InferenceRequest) -> int:
@@ -389,8 +485,8 @@ async def count_tokens(services: Services, req: InferenceRequest) -> int:
     if plan is None or not req.messages:
         raise BadRequest("messages is required")
     async with services.scheduler.lease(plan.model, plan.options, plan.keep_alive) as lease:
-        _, r, p = await _chat_prompt(plan, lease, req, req.messages)
-        return len(await r.tokenize(p.text, True))
+        setup = await _chat_prompt(plan, lease, req, req.messages)
+        return len(await setup.renderer.tokenize(setup.prompt.text, True))
 
 
 async def _chat(plan: Plan, lease: RunnerLease, req: InferenceRequest
@@ -399,17 +495,19 @@ async def _chat(plan: Plan, lease: RunnerLease, req: InferenceRequest
     if not given:
         yield Done(done_reason="load")
         return
-    template, r, p = await _chat_prompt(plan, lease, req, given)
+    setup = await _chat_prompt(plan, lease, req, given)
+    template, r, p = setup.template, setup.renderer, setup.prompt
     tools: Sequence[Tool] | None = req.tools or None
     if req.debug_render_only:
         yield Done(debug_rendered=p.text, debug_image_count=len(p.images))
         return
-    p = await strip_leading_bos(lease, plan.model.digest, p)
+    p = await strip_leading_bos(lease, plan.model.digest, p, setup.leading_bos)
     p = await prompts.shift_fit(r, p, lease.num_ctx, int(plan.options.get("num_keep", 4)),
                                 plan.truncate, plan.shift)
     body = completion_body(plan, lease, p)
+    add_preserved_tokens(body, setup.parser, template, bool(tools))
     names = [t.function.name for t in tools] if tools else None
-    parser = output_parser(plan, lease, template, p.text, names)
+    parser = output_parser(plan, lease, template, p.text, names, setup.parser)
     st = Pass()
     async with contextlib.aclosing(_completion(plan, lease, body, parser, st)) as it:
         async for e in it:
@@ -443,3 +541,30 @@ async def embed(services: Services, model: str, inputs: Sequence[str], *,
         except RunnerConnectionError as e:
             raise lease.fail(e) from None
         return EmbedResult(vecs, n, lease.load_duration)
+
+
+# ------------------------------------------------------------------ rerank
+
+
+@dataclass(slots=True)
+class RerankResult:
+    ranked: list[tuple[int, float]]  # (document index, relevance score), best first
+    prompt_tokens: int
+    load_duration: float
+
+
+async def rerank(services: Services, model: str, query: str, documents: Sequence[str], *,
+                 top_n: int | None = None, keep_alive: float | None = None) -> RerankResult:
+    """Score `documents` against `query` on a reranker model's runner (started with
+    --rerank); the `top_n` best (all by default), best first."""
+    m = resolve_model(services.store, model)
+    if not m.reranker:
+        raise BadRequest(f'"{model}" does not support rerank')
+    opts = merged_options(m, None)
+    n = len(documents) if top_n is None else min(top_n, len(documents))
+    async with services.scheduler.lease(m, opts, keep_alive, embedding=True) as lease:
+        try:
+            ranked, tokens = await lease.client.rerank(query, documents, n)
+        except RunnerConnectionError as e:
+            raise lease.fail(e) from None
+        return RerankResult(ranked[:n], tokens, lease.load_duration)

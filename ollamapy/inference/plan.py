@@ -39,6 +39,13 @@ def check_think(model: Model, req_model: str, think: Think) -> Think:
     return think
 
 
+def supports_context_shift(model: Model) -> bool:
+    """Ollama's supportsContextShift: deepseek2-family models are never context-shifted."""
+    fams = model.config.get("model_families")
+    return model.config.get("model_family") != "deepseek2" and not (
+        isinstance(fams, list) and "deepseek2" in fams)
+
+
 def merged_options(model: Model, opts: JsonObject | None) -> JsonObject:
     params = ollama_options.validate(model.params) if model.params else {}
     return ollama_options.merge(params, ollama_options.validate(opts))
@@ -65,7 +72,9 @@ def make_plan(model: Model, req: InferenceRequest, start_ns: int) -> Plan:
     """The fields generate and chat share, once the request-specific checks have passed."""
     return Plan(model, req.model, merged_options(model, req.options), req.keep_alive,
                 sampling.format_fields(req.format), check_think(model, req.model, req.think),
-                start_ns, req.truncate, req.shift, req.logprobs, req.top_logprobs)
+                start_ns, req.truncate,
+                req.shift if req.shift is not None else supports_context_shift(model),
+                req.logprobs, req.top_logprobs)
 
 
 def is_unload(req: InferenceRequest) -> bool:

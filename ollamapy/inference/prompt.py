@@ -4,7 +4,8 @@ Two renderers: the model's Go TEMPLATE layer (every model pulled from Ollama's r
 by our Go-template interpreter exactly as Ollama does), or -- for GGUF-only models such as SmolLM2
 -- the GGUF's own Jinja template through llama-server's `/apply-template`. Truncation follows
 Ollama: drop the oldest messages, always keep system messages and the last message; a single
-prompt still too long is cut in the middle (keeping num_keep tokens) unless `shift` is off.
+prompt still too long is cut in the middle (keeping num_keep tokens) as Ollama's runner does
+when context shift is on (its default), else refused with Ollama's 400.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from ollamapy.api.inference import Message, Tool
+from ollamapy.api.inference import Message, Think, Tool
 from ollamapy.errors import BadRequest, LimitExceeded
+from ollamapy.inference.family import Renderer as FamilyRenderer
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.runner.client import CONTEXT_ERROR
 from ollamapy.template import isolate
@@ -33,13 +35,14 @@ _THINK_STRIP_FAMILIES = ("qwen3", "deepseek-r1")
 _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 
 Tokenize = Callable[[str, bool], Awaitable[list[int]]]
-ApplyTemplate = Callable[[list[JsonObject], list[JsonObject] | None, bool | None],
-                         Awaitable[str]]
+# messages, tools, think (the engine turns think into the template's chat_template_kwargs)
+ApplyTemplate = Callable[[list[JsonObject], list[JsonObject] | None, Think], Awaitable[str]]
 
 
 @dataclass
 class Renderer:
-    """How to render for one model: a parsed Go template, or None for the GGUF Jinja path.
+    """How to render for one model: a built-in family renderer (`family`, Ollama's RENDERER),
+    else a parsed Go template, else (both None) the GGUF Jinja path.
 
     `skeleton_key` (runner + model identity) enables reuse of a Jinja render whose message
     contents were placeholders, when `jinja_source` treats contents as opaque text."""
@@ -50,14 +53,14 @@ class Renderer:
     has_projector: bool = False
     jinja_source: str = ""
     skeleton_key: str = ""
+    family: FamilyRenderer | None = None
 
 
 # A Jinja template that inspects or transforms message content (filters, methods, `in` tests)
 # cannot be rendered once with placeholders and reused.
 _CONTENT_USE = re.compile(
     r"""content['"]?\]?\s*(\||\.|\[)|\bin\s+(\w+\.content|\w+\[['"]content['"]\]|content)\b""")
-_SKELETONS: OrderedDict[tuple[str, tuple[str, ...], bool | None], list[str] | None] = \
-    OrderedDict()
+_SKELETONS: OrderedDict[tuple[str, tuple[str, ...], Think], list[str] | None] = OrderedDict()
 MAX_SKELETONS = 512
 
 
@@ -222,13 +225,15 @@ def openai_tool(t: Tool) -> JsonObject:
 # ------------------------------------------------------------------ fitting
 
 
-def tag_images(msgs: Sequence[Message]) -> tuple[list[Message], list[str]]:
-    """[img-N] markers into the content (replacing "[img]" if present), images in order."""
+def tag_images(msgs: Sequence[Message], mark: bool = True) -> tuple[list[Message], list[str]]:
+    """[img-N] markers into the content (replacing "[img]" if present), images in order.
+    `mark` False: images only (a family renderer places the media marker itself)."""
     images: list[str] = []
     out: list[Message] = []
     for m in msgs:
-        if not m.images:
+        if not m.images or not mark:
             out.append(m)
+            images.extend(m.images or ())
             continue
         content = m.content
         prefix = ""
@@ -280,14 +285,15 @@ def _plain(m: Message) -> bool:
 
 async def _render(r: Renderer, msgs: list[Message], tools: Sequence[Tool] | None,
                   think: bool | str | None) -> str:
+    if r.family is not None:
+        return r.family.render(msgs, tools, think)
     if r.template is not None:
         # off the loop: a render is bounded (template Limits) but may take a while
         return await isolate.render(render_go, r.template, msgs, tools, think)
-    enable = None if think is None else bool(think)
     if (r.skeleton_key and not tools and content_is_opaque(r.jinja_source)
             and all(_plain(m) for m in msgs)):
         # one /apply-template round trip per conversation shape, not per request
-        key = (r.skeleton_key, tuple(m.role for m in msgs), enable)
+        key = (r.skeleton_key, tuple(m.role for m in msgs), think)
         if key in _SKELETONS:
             _SKELETONS.move_to_end(key)
             parts = _SKELETONS[key]
@@ -295,7 +301,7 @@ async def _render(r: Renderer, msgs: list[Message], tools: Sequence[Tool] | None
             marks = [f" \x02{i}\x03 " for i in range(len(msgs))]
             rendered = await r.apply_template(
                 [{"role": m.role, "content": marks[i]} for i, m in enumerate(msgs)], None,
-                enable)
+                think)
             parts = _skeleton(rendered, marks)
             _SKELETONS[key] = parts
             while len(_SKELETONS) > MAX_SKELETONS:
@@ -307,7 +313,7 @@ async def _render(r: Renderer, msgs: list[Message], tools: Sequence[Tool] | None
                 out.append(tail)
             return "".join(out)
     return await r.apply_template([openai_message(m) for m in msgs],
-                                  [openai_tool(t) for t in tools] if tools else None, enable)
+                                  [openai_tool(t) for t in tools] if tools else None, think)
 
 
 def _cheap_fits(text: str, images: int, num_ctx: int) -> bool:
@@ -327,7 +333,7 @@ async def fit_messages(r: Renderer, msgs: list[Message], tools: Sequence[Tool] |
     async def candidate(i: int) -> tuple[str, int]:
         systems = [m for m in msgs[:i] if m.role == "system"]
         sub = systems + msgs[i:]
-        tagged, _ = tag_images(sub)
+        tagged, _ = tag_images(sub, r.family is None)
         return await _render(r, tagged, tools, think), img_cost(msgs[i:])
 
     text, imgs = await candidate(0)
@@ -344,21 +350,45 @@ async def fit_messages(r: Renderer, msgs: list[Message], tools: Sequence[Tool] |
                 start = i
             text, imgs = await candidate(start)
     systems = [m for m in msgs[:start] if m.role == "system"]
-    _, images = tag_images(systems + msgs[start:])
+    _, images = tag_images(systems + msgs[start:], r.family is None)
     return Prompt(text=text, images=images)
+
+
+def context_shift_limit(num_ctx: int, num_keep: int) -> int:
+    """Tokens a cut prompt keeps: num_keep, then about half of the rest of the context is freed
+    before generation needs it (Ollama's contextShiftPromptLimit)."""
+    if num_ctx <= 1:
+        return 0
+    num_keep = max(0, min(num_keep, num_ctx - 1))
+    return num_ctx - max((num_ctx - num_keep) // 2, 1)
+
+
+def context_shift_cut(tokens: list[int], num_ctx: int, num_keep: int,
+                      adds_bos: bool) -> list[int]:
+    """The prompt's first num_keep tokens (+ the BOS the tokenizer added; num_keep < 0: all
+    that fit) and its last ones, `context_shift_limit` in all (Ollama's llama-server runner)."""
+    keep = len(tokens) if num_keep < 0 else num_keep
+    if adds_bos:
+        keep += 1
+    keep = min(keep, num_ctx - 1)
+    limit = context_shift_limit(num_ctx, keep)
+    discard = len(tokens) - limit
+    return tokens[:keep] + tokens[keep + discard:]
 
 
 async def shift_fit(r: Renderer, p: Prompt, num_ctx: int, num_keep: int, truncate: bool,
                     shift: bool) -> Prompt:
-    """A prompt still >= num_ctx tokens: cut its middle (keeping num_keep) or refuse."""
-    if p.images or _cheap_fits(p.text, 0, num_ctx - 1):
+    """A prompt still longer than num_ctx - 1 tokens after the history was dropped, as Ollama's
+    runner handles it: sent as is when `truncate` is off (the runner refuses it), a 400 with
+    Ollama's message when context shift is off, else cut in the middle (keeping num_keep).
+    Prompts with images are never cut (the runner decides)."""
+    if p.images or num_ctx <= 1 or _cheap_fits(p.text, 0, num_ctx - 1):
         return p
     tokens = await r.tokenize(p.text, True)
-    if len(tokens) < num_ctx or not truncate:
+    if len(tokens) <= num_ctx - 1 or not truncate:
         return p
     if not shift:
         raise BadRequest(CONTEXT_ERROR)
-    keep = max(0, min(num_keep, num_ctx // 2)) + 1  # +1: the BOS the tokenizer added
-    target = num_ctx - max((num_ctx - keep) // 2, 1)
-    cut = tokens[:keep] + tokens[len(tokens) - (target - keep):]
-    return Prompt(text=p.text, images=p.images, tokens=cut)
+    adds_bos = bool(await r.tokenize("", True))
+    return Prompt(text=p.text, images=p.images,
+                  tokens=context_shift_cut(tokens, num_ctx, num_keep, adds_bos))

@@ -36,7 +36,7 @@ class InferenceRequest:
     options: dict[str, Any] = field(default_factory=dict)
     keep_alive: float | None = None
     truncate: bool = True
-    shift: bool = True
+    shift: bool | None = None  # None: the model's default (off for deepseek2, as in Ollama)
     logprobs: bool = False
     top_logprobs: int = 0
     want_context: bool = False  # generate: return prompt+answer token ids in Done.context

@@ -35,7 +35,7 @@ _COMPLETION_TYPES: dict[str, type | tuple[type, ...]] = {
     "xtc_probability": float, "dry_multiplier": float, "dynatemp_range": float, "min_keep": int,
     "n_probs": int, "ignore_eos": bool, "json_schema": dict, "grammar": str,
     "cache_prompt": bool, "return_tokens": bool, "timings_per_token": bool,
-    "post_sampling_probs": bool,
+    "post_sampling_probs": bool, "preserved_tokens": list,
 }
 
 
@@ -231,18 +231,36 @@ class RunnerClient:
 
     async def apply_template(self, messages: list[JsonObject], *,
                              tools: list[JsonObject] | None,
-                             enable_thinking: bool | None = None) -> str:
-        """Render messages with the GGUF's own Jinja chat template (+ generation prompt)."""
+                             enable_thinking: bool | None = None,
+                             chat_template_kwargs: Mapping[str, Any] | None = None) -> str:
+        """Render messages with the GGUF's own Jinja chat template (+ generation prompt);
+        `chat_template_kwargs` (think levels) win over `enable_thinking`."""
         body: JsonObject = {"messages": messages, "add_generation_prompt": True}
         if tools:
             body["tools"] = tools
-        if enable_thinking is not None:
+        if chat_template_kwargs:
+            body["chat_template_kwargs"] = dict(chat_template_kwargs)
+        elif enable_thinking is not None:
             body["chat_template_kwargs"] = {"enable_thinking": bool(enable_thinking)}
         data = await self._post_json("/apply-template", body)
         prompt = data.get("prompt")
         if not isinstance(prompt, str):
             raise RunnerError("llama runner returned no prompt from its chat template")
         return prompt
+
+    async def rerank(self, query: str, documents: Sequence[str], top_n: int
+                     ) -> tuple[list[tuple[int, float]], int]:
+        """llama-server's /v1/rerank (a runner started with --rerank): (document index,
+        relevance score) best first, at most `top_n`, and the tokens evaluated."""
+        data = await self._post_json("/v1/rerank", {
+            "query": query, "documents": list(documents), "top_n": int(top_n)})
+        results = data.get("results") if isinstance(data, dict) else None
+        if not isinstance(results, list):
+            raise RunnerError("llama runner returned no rerank results")
+        ranked = [(int(r.get("index", 0)), float(r.get("relevance_score", 0.0)))
+                  for r in results if isinstance(r, dict)]
+        usage = data.get("usage") or {}
+        return ranked, int(usage.get("prompt_tokens", 0) or 0)
 
     async def embeddings(self, inputs: Sequence[str], *, normalize: int = 2
                          ) -> tuple[list[list[float]], int]:

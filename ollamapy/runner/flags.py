@@ -39,6 +39,10 @@ class LaunchConfig:
     alias: str = ""
     cache_ram_mib: int | None = None
     context_shift: bool = True
+    # False when ollamapy renders the chat itself (RENDERER/PARSER/Go TEMPLATE): llama-server
+    # then must not parse the GGUF's unused Jinja template (Ollama: --no-jinja + chatml)
+    jinja: bool = True
+    rerank: bool = False  # --rerank: pooling rank + the /v1/rerank endpoint
     log_verbosity: int = 4  # 4 prints the buffer sizes /api/ps reports
     slots: bool = False  # /slots shows every slot's prompt: only when debugging (OLLAMA_DEBUG)
 
@@ -52,19 +56,22 @@ def kv_cache_type(cfg: LaunchConfig) -> str:
 
 
 def build_args(cfg: LaunchConfig) -> list[str]:
-    """llama-server arguments for `cfg`: always --jinja --no-ui --offline --metrics,
-    explicit -c/-np."""
+    """llama-server arguments for `cfg`: --jinja (or --no-jinja with a placeholder template),
+    always --no-ui --offline --metrics, explicit -c/-np."""
     if cfg.num_ctx < 1 or cfg.num_parallel < 1:
         raise ValueError("num_ctx and num_parallel must be >= 1")
+    args = ["--model", str(cfg.model_path)]
+    args += ["--jinja"] if cfg.jinja else ["--no-jinja", "--chat-template", "chatml"]
     # --metrics: /metrics in Prometheus format, re-exported by ollamapy's own /metrics.
-    args = ["--model", str(cfg.model_path), "--jinja", "--no-ui", "--offline", "--metrics"]
+    args += ["--no-ui", "--offline", "--metrics"]
     if cfg.alias:
         args += ["--alias", cfg.alias]
     args += ["-c", str(cfg.num_ctx * cfg.num_parallel), "-np", str(cfg.num_parallel)]
     if cfg.embedding:
         batch = max(1, min(cfg.num_batch, cfg.num_ctx * cfg.num_parallel))
-        args += ["--embeddings", "-b", str(batch), "-ub", str(batch)]
-        if not cfg.embedding_model:
+        args += ["--rerank" if cfg.rerank else "--embeddings", "-b", str(batch), "-ub",
+                 str(batch)]
+        if not cfg.embedding_model and not cfg.rerank:
             args += ["--pooling", "mean"]  # a causal LM has no pooling head of its own
     elif cfg.num_batch > 0:
         args += ["-b", str(cfg.num_batch), "-ub", str(cfg.num_batch)]

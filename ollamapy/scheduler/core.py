@@ -34,6 +34,7 @@ from ollamapy.errors import (
     ServerBusy,
     ServerShuttingDown,
 )
+from ollamapy.inference.chat_format import ollama_renders
 from ollamapy.logs import kv
 from ollamapy.placement.gpu import Inventory, discover
 from ollamapy.placement.memory import ModelFacts, Placement, decision_fields, place, read_facts
@@ -292,7 +293,8 @@ class Scheduler:
         spec = resolve_spec(model.model_path, options or {}, settings=self.settings,
                             inventory=self._runner_inventory(), facts=facts,
                             embedding=embedding, projectors=model.projector_paths,
-                            adapters=model.adapter_paths, params=model.params)
+                            adapters=model.adapter_paths, params=model.params,
+                            jinja=not ollama_renders(model), rerank=model.reranker)
         ka = None if keep_alive is None else keepalive.normalize(keep_alive)
         fut: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         pending = PendingRequest(model, spec, ka, facts, fut, arrived)

@@ -41,6 +41,8 @@ class RunnerSpec:
     embedding: bool = False
     projectors: tuple[Path, ...] = ()
     adapters: tuple[Path, ...] = ()
+    jinja: bool = True  # False: ollamapy renders the chat (llama-server gets --no-jinja)
+    rerank: bool = False  # a reranker GGUF: llama-server --rerank
 
 
 def default_num_ctx(settings: Settings, inventory: Inventory) -> int:
@@ -95,7 +97,8 @@ def _opt_int(options: Mapping[str, Any], name: str) -> int | None:
 def resolve_spec(model_path: Path, options: Mapping[str, Any], *, settings: Settings,
                  inventory: Inventory, facts: ModelFacts | None, embedding: bool = False,
                  projectors: Sequence[Path] = (), adapters: Sequence[Path] = (),
-                 params: Mapping[str, Any] | None = None) -> RunnerSpec:
+                 params: Mapping[str, Any] | None = None, jinja: bool = True,
+                 rerank: bool = False) -> RunnerSpec:
     """The runner a request needs: model params <- request options for the load options."""
     merged: dict[str, Any] = {k: v for k, v in (params or {}).items() if k in LOAD_OPTIONS}
     merged.update({k: v for k, v in options.items() if k in LOAD_OPTIONS and v is not None})
@@ -118,9 +121,9 @@ def resolve_spec(model_path: Path, options: Mapping[str, Any], *, settings: Sett
         main_gpu=_opt_int(merged, "main_gpu"),
         use_mmap=mmap if isinstance(mmap, bool) else None,
         num_thread=clamp_num_thread(_opt_int(merged, "num_thread") or 0, inventory),
-        embedding=embedding or emb_model,
+        embedding=embedding or emb_model or rerank,
         projectors=tuple(Path(p) for p in projectors),
-        adapters=tuple(Path(p) for p in adapters),
+        adapters=tuple(Path(p) for p in adapters), jinja=jinja, rerank=rerank,
     )
 
 
@@ -132,6 +135,8 @@ def needs_reload(loaded: RunnerSpec, wanted: RunnerSpec) -> bool:
     if loaded.projectors != wanted.projectors or loaded.adapters != wanted.adapters:
         return True
     if wanted.embedding and not loaded.embedding:
+        return True
+    if wanted.jinja != loaded.jinja:  # the same GGUF under a RENDERER and under its Jinja
         return True
     if wanted.num_gpu >= 0 and wanted.num_gpu != loaded.num_gpu:
         return True
@@ -239,4 +244,5 @@ def launch_config(spec: RunnerSpec, placement: Placement | None, inv: Inventory,
         embedding_model=embedding_model, projectors=spec.projectors, adapters=spec.adapters,
         alias=alias, cache_ram_mib=cache_ram_mib(inv.system.total, max_loaded),
         slots=settings.debug > 0,  # /slots shows every slot's prompt: only when debugging
+        jinja=spec.jinja, rerank=spec.rerank,
     )

@@ -24,6 +24,7 @@ from ollamapy.server.routes import (
     models,
     openai,
     registry,
+    rerank,
     responses,
     scheduler,
 )
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, *,
     openai.setup(app)
     anthropic.setup(app)
     responses.setup(app)
+    rerank.setup(app)
     registry.setup(app, services.registry)
     metrics.setup(app, services.scheduler)
     app.on_startup.append(_start_store)

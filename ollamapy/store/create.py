@@ -36,6 +36,33 @@ class CreateSpec:
     parameters: dict[str, Any] | None = None
     license: list[str] | None = None
     messages: list[dict[str, Any]] | None = None
+    renderer: str | None = None  # Modelfile RENDERER / request `renderer`: kept in the config
+    parser: str | None = None
+    requires: str | None = None
+    # create --quantize: (source model blob, quantized blob, its file type), the quantized
+    # blob replacing the source's model layer
+    quantized: tuple[str, str, str] | None = None
+
+
+def model_blob(store: st.ModelStore, spec: CreateSpec) -> str:
+    """The digest of the model layer this create would use (what --quantize rewrites)."""
+    if spec.files:
+        for digest in spec.files.values():
+            layer, _g = _gguf_layer(store, digest, want_adapter=False)
+            if layer["mediaType"] == st.MEDIA_MODEL:
+                return str(layer["digest"])
+        raise BadRequest("no model file found in 'files'")
+    base_name = ModelName.try_parse(spec.from_ or "")
+    if base_name is None:
+        raise BadRequest("invalid model name")
+    try:
+        manifest = store.read_manifest(base_name)
+    except NotFound:
+        raise NotFound(f"model '{spec.from_}' not found") from None
+    for layer in manifest.get("layers", []):
+        if layer.get("mediaType") == st.MEDIA_MODEL:
+            return validate_digest(layer.get("digest"))
+    raise StoreError(f"model '{spec.from_}' has no model layer")
 
 
 def valid_rel_path(p: str) -> bool:
@@ -189,6 +216,20 @@ def create_model(store: st.ModelStore, name: ModelName, spec: CreateSpec, progre
                 raise StoreError(f'layer "{layer["digest"]}" is missing from the store')
             verb = "creating new" if layer["digest"] in new else "using existing"
             progress({"status": f"{verb} layer {layer['digest']}"})
+
+        for key in ("renderer", "parser", "requires"):
+            value = getattr(spec, key)
+            if value:
+                config[key] = value
+        if spec.quantized is not None:
+            src_digest, new_digest, ftype = spec.quantized
+            size = store.blob_path(new_digest).stat().st_size
+            layers = [{"mediaType": st.MEDIA_MODEL, "digest": new_digest, "size": size}
+                      if x.get("digest") == src_digest and x.get("mediaType") == st.MEDIA_MODEL
+                      else x
+                      for x in layers]
+            new.add(new_digest)
+            config["file_type"] = ftype
 
         config.update({"architecture": _goarch(), "os": "linux",
                        "rootfs": {"type": "layers",

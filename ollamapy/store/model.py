@@ -29,3 +29,7 @@ class Model:
     messages: tuple[dict[str, Any], ...] = ()               # MESSAGE layer
     config: dict[str, Any] = field(default_factory=dict)    # config blob (model_family, ...)
     capabilities: tuple[str, ...] = ()       # completion, embedding, tools, insert, vision, ...
+    # A TEMPLATE layer exists, but the GGUF's Jinja template renders the chat instead (Ollama's
+    # shouldPreferChatTemplate: it can do more, e.g. a tool round trip the Go template lacks).
+    prefer_jinja: bool = False
+    reranker: bool = False  # the GGUF's pooling type is rank: served by /v1/rerank

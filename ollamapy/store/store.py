@@ -30,6 +30,7 @@ from typing import Any
 
 from ollamapy.errors import BadRequest, NotFound, OllamaError, StoreError
 from ollamapy.gguf import GGUFError, GGUFFile, read_gguf
+from ollamapy.inference import capabilities as caps_mod
 from ollamapy.store.digest import blob_filename, is_valid_digest, validate_digest
 from ollamapy.store.model import Model
 from ollamapy.store.names import ModelName
@@ -408,13 +409,17 @@ class ModelStore:
             gguf = load_gguf(model_path)
         except (OSError, GGUFError) as err:
             log.warning("cannot read model blob path=%s error=%s", model_path, err)
-        caps = capabilities(gguf, template, projectors, config)
+        facts = caps_mod.facts_from(gguf.kv if gguf is not None else None, template,
+                                    caps_mod.projector_kvs(projectors), config)
+        caps = caps_mod.capabilities(facts)
         return Model(
             name=str(e.name), short_name=e.name.display_shortest(), digest=e.digest,
             model_path=model_path, size=e.size, modified_at=e.modified_at,
             projector_paths=tuple(projectors), adapter_paths=tuple(adapters),
             template=template, system=system, license=tuple(licenses), params=params,
             messages=tuple(messages), config=config, capabilities=tuple(caps),
+            prefer_jinja=template is not None and not caps_mod.uses_go_template(facts),
+            reranker=gguf is not None and gguf.is_reranker,
         )
 
     # ---------- garbage ----------
@@ -602,54 +607,3 @@ def parse_manifest(data: bytes) -> dict[str, Any]:
         if layer and not is_valid_digest(layer.get("digest")):
             raise StoreError("invalid digest in manifest")
     return m
-
-
-# ---------- capabilities (server/images.go Capabilities) ----------
-def template_vars(template: str) -> set[str]:
-    """Lower-cased identifiers a Go template refers to (`.Tools` -> 'tools')."""
-    return {v.lower() for v in re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)", _go_actions(template))}
-
-
-def _go_actions(template: str) -> str:
-    """The text inside every `{{ ... }}`, joined. One forward scan (a lazy regex here was
-    quadratic: 400k `{` in a TEMPLATE layer stalled /api/tags for minutes)."""
-    out: list[str] = []
-    i = 0
-    while (start := template.find("{{", i)) != -1:
-        end = template.find("}}", start + 2)
-        if end == -1:
-            break
-        out.append(template[start + 2:end])
-        i = end + 2
-    return " ".join(out)
-
-
-def capabilities(gguf: GGUFFile | None, template: str | None, projectors: list[Path],
-                 config: dict[str, Any]) -> list[str]:
-    """completion|embedding, vision, tools, insert, thinking — Ollama's rules. Without a TEMPLATE
-    layer the GGUF's Jinja chat template (what the runner uses) is inspected instead."""
-    caps: list[str] = []
-    if gguf is not None:
-        caps.append("embedding" if gguf.is_embedding else "completion")
-        if gguf.has_vision:
-            caps.append("vision")
-    if template is not None:
-        v = template_vars(template)
-        tools, insert = "tools" in v, "suffix" in v
-        thinking = "thinking" in v and bool(re.search(r"<(think|thinking)>", template))
-    else:
-        jinja = gguf.chat_template if gguf is not None else None
-        if not jinja:
-            return caps + (["vision"] if projectors and "vision" not in caps else [])
-        tools = re.search(r"\btools\b", jinja) is not None
-        insert = False
-        thinking = bool(re.search(r"<think>|enable_thinking|reasoning_content", jinja))
-    if tools:
-        caps.append("tools")
-    if insert:
-        caps.append("insert")
-    if projectors and "vision" not in caps:
-        caps.append("vision")
-    if thinking or config.get("model_family") in ("gptoss", "gpt-oss"):
-        caps.append("thinking")
-    return caps

@@ -116,12 +116,14 @@ def test_create_stream_statuses(http: httpx.Client) -> None:
     body = http.post("/api/show", json={"model": "kid"}).json()
     assert body["template"] == "{{ .Prompt }}"
     assert body["details"]["parent_model"] == "smollm2:135m"
-    # /api/tags (like /api/ps) reports the config's details only: Ollama's ListHandler sets no
-    # parent_model, and every ModelDetails field is always written.
+    # /api/tags (like /api/ps) reports the config's details: Ollama's ListHandler sets no
+    # parent_model, every ModelDetails field is always written, and (Ollama's model list)
+    # context_length / embedding_length come from the config, else the GGUF.
     tag = next(m for m in http.get("/api/tags").json()["models"] if m["name"] == "kid:latest")
     assert tag["details"] == {"parent_model": "", "format": "gguf", "family": "llama",
                               "families": ["llama"], "parameter_size": "134.52M",
-                              "quantization_level": "Q4_1"}
+                              "quantization_level": "Q4_1", "context_length": 8192,
+                              "embedding_length": 576}
     assert http.request("DELETE", "/api/delete", json={"model": "kid"}).status_code == 200
 
 
@@ -129,8 +131,10 @@ def test_create_stream_statuses(http: httpx.Client) -> None:
     (None, 400, "missing request body"),
     ({"model": "a b", "from": "smollm2:135m"}, 400, "invalid model name"),
     ({"model": "x", "stream": False}, 400, "neither 'from' or 'files' was specified"),
-    ({"model": "x", "from": "nothing:here", "stream": False}, 404,
-     "model 'nothing:here' not found"),
+    # a FROM model not in the store is pulled first, as Ollama does (a closed loopback port
+    # stands in for a registry without it: no outside network in tests)
+    ({"model": "x", "from": "127.0.0.1:1/library/nothing:here", "stream": False}, 500,
+     "pull model manifest: "),
     ({"model": "x", "files": {"../../etc/passwd": "sha256:" + "a" * 64}}, 400,
      "file path must be relative"),
     ({"model": "x", "files": {"a.gguf": "/etc/passwd"}}, 400, "invalid digest format"),

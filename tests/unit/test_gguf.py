@@ -23,7 +23,7 @@ from ollamapy.gguf import (
 
 def write_fixture(path: Path, *, n_tokens: int = 10, template: str | None = "{{ messages }}",
                   pooling: bool = False, alignment: int | None = None,
-                  arch: str = "llama") -> Path:
+                  arch: str = "llama", pooling_type: int | None = None) -> Path:
     w = ref.GGUFWriter(str(path), arch)
     w.add_name("tiny")
     w.add_block_count(2)
@@ -38,8 +38,9 @@ def write_fixture(path: Path, *, n_tokens: int = 10, template: str | None = "{{ 
     w.add_token_types([1] * n_tokens)
     if template is not None:
         w.add_chat_template(template)
-    if pooling:
-        w.add_pooling_type(ref.PoolingType.MEAN)
+    if pooling or pooling_type is not None:
+        w.add_pooling_type(ref.PoolingType(pooling_type) if pooling_type is not None
+                           else ref.PoolingType.MEAN)
     if alignment is not None:
         w.add_custom_alignment(alignment)
     w.add_tensor("token_embd.weight", np.zeros((n_tokens, 64), dtype=np.float16))

@@ -15,6 +15,8 @@ from ollamapy.inference.prompt import (
     Renderer,
     collate,
     compile_template,
+    context_shift_cut,
+    context_shift_limit,
     fit_messages,
     go_tool,
     render_go,
@@ -23,6 +25,7 @@ from ollamapy.inference.prompt import (
     strip_think_blocks,
     tag_images,
 )
+from ollamapy.runner.client import CONTEXT_ERROR
 
 HERE = Path(__file__).parent / "templates"
 CHATML = compile_template("{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}"
@@ -107,6 +110,44 @@ async def test_shift_fit() -> None:
         await shift_fit(r, Prompt(text), 100, 4, True, False)
     same = await shift_fit(r, Prompt(text), 100, 4, False, True)
     assert same.tokens is None
+
+
+# Ollama's TestContextShiftPromptLimit cases (llm/llama_server_test.go)
+@pytest.mark.parametrize(("num_ctx", "num_keep", "want"), [
+    (8, 3, 6), (4096, 4, 2050), (4096, 5, 2051), (8, 99, 7), (8, -1, 4), (1, 0, 0)])
+def test_context_shift_limit(num_ctx: int, num_keep: int, want: int) -> None:
+    assert context_shift_limit(num_ctx, num_keep) == want
+
+
+def test_context_shift_cut_keeps_head_and_tail() -> None:
+    toks = list(range(20))
+    assert context_shift_cut(toks, 8, 3, adds_bos=False) == [0, 1, 2, 17, 18, 19]
+    assert context_shift_cut(toks, 8, 3, adds_bos=True) == [0, 1, 2, 3, 18, 19]  # + BOS
+    assert context_shift_cut(toks, 8, -1, adds_bos=False) == list(range(7))  # keep all
+    long = list(range(5000))
+    cut = context_shift_cut(long, 4096, 4, True)  # issue 16618: BOS + 4 kept, 2051 in all
+    assert len(cut) == 2051 and cut[:6] == [0, 1, 2, 3, 4, 5000 - 2046] and cut[-1] == 4999
+
+
+async def test_prompt_that_fits_exactly_is_sent_whole() -> None:
+    """num_ctx - 1 tokens fit (the runner needs one slot to generate), as in Ollama."""
+    r, _ = renderer()
+    text = " ".join(f"t{i}" for i in range(6))  # 6 words + BOS = 7 tokens
+    assert (await shift_fit(r, Prompt(text), 8, 3, True, False)).tokens is None
+    with pytest.raises(BadRequest) as e:  # one more: refused, never cut, with shift off
+        await shift_fit(r, Prompt(text + " t6"), 8, 3, True, False)
+    assert e.value.status == 400 and e.value.message == CONTEXT_ERROR
+
+
+def test_deepseek2_is_not_context_shifted() -> None:
+    from ollamapy.inference.plan import supports_context_shift
+    from tests.fake_runner import fake_model
+
+    assert supports_context_shift(fake_model("a:latest"))
+    assert not supports_context_shift(fake_model("d:latest", config={"model_family":
+                                                                     "deepseek2"}))
+    assert not supports_context_shift(fake_model("d:latest", config={
+        "model_family": "x", "model_families": ["x", "deepseek2"]}))
 
 
 def test_images_tagged() -> None:

@@ -365,11 +365,16 @@ def test_valid_rel_path(p: str, ok: bool) -> None:
     assert valid_rel_path(p) is ok
 
 
+# Capabilities now come from inference.capabilities (Ollama's Capabilities(), in its order:
+# the GGUF chat template's tools/thinking first, then completion|embedding, then the Go
+# template's); a Jinja template counts as thinking only with both <think> and </think>.
 @pytest.mark.parametrize(("template", "jinja", "caps"), [
     (None, "{% for m in messages %}{% endfor %}", ["completion"]),
-    (None, "{% if tools %}{{ tools }}{% endif %}", ["completion", "tools"]),
-    (None, "{% if enable_thinking %}<think>{% endif %}", ["completion", "thinking"]),
-    ("{{ .Prompt }}", "{% if tools %}{% endif %}", ["completion"]),
+    (None, "{% if tools %}{{ tools }}{% endif %}", ["tools", "completion"]),
+    (None, "{% if enable_thinking %}<think>{% endif %}", ["completion"]),
+    (None, "{% if enable_thinking %}<think></think>{% endif %}", ["thinking", "completion"]),
+    # the GGUF template can do more than this TEMPLATE: Ollama prefers it (prefer_jinja)
+    ("{{ .Prompt }}", "{% if tools %}{% endif %}", ["tools", "completion"]),
     ("{{ .Prompt }}{{ .Suffix }}", None, ["completion", "insert"]),
     ("{{ if .Tools }}{{ .Tools }}{{ end }}{{ if .Thinking }}<think>{{ .Thinking }}</think>"
      "{{ end }}", None, ["completion", "tools", "thinking"]),
@@ -377,18 +382,37 @@ def test_valid_rel_path(p: str, ok: bool) -> None:
 def test_capabilities(tmp_path: Path, template: str | None, jinja: str | None,
                       caps: list[str]) -> None:
     from ollamapy.gguf import read_gguf
+    from ollamapy.inference.capabilities import model_capabilities
 
     g = read_gguf(write_fixture(tmp_path / "c.gguf", template=jinja))
-    assert st.capabilities(g, template, [], {}) == caps
+    assert model_capabilities(g, template, [], {}) == caps
 
 
 def test_capabilities_embedding_and_vision(tmp_path: Path) -> None:
     from ollamapy.gguf import read_gguf
+    from ollamapy.inference.capabilities import model_capabilities
 
     g = read_gguf(write_fixture(tmp_path / "e.gguf", pooling=True, template=None))
-    assert st.capabilities(g, None, [], {}) == ["embedding"]
+    assert model_capabilities(g, None, [], {}) == ["embedding"]
     g = read_gguf(write_fixture(tmp_path / "v.gguf", template=None))
-    assert st.capabilities(g, None, [tmp_path / "mmproj"], {}) == ["completion", "vision"]
+    assert model_capabilities(g, None, [tmp_path / "mmproj"], {}) == ["completion", "vision"]
+
+
+def test_resolved_model_carries_config_capabilities(store: st.ModelStore,
+                                                    tmp_path: Path) -> None:
+    """A RENDERER/PARSER in the config blob decides the capabilities (the parser's tools and
+    thinking), and the GGUF's Jinja template is then not consulted."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from families_fixture import FAMILIES, write_family_model
+
+    g = write_fixture(tmp_path / "f.gguf", template="{% if tools %}{% endif %}")
+    name = write_family_model(store.root, "fam/q:test", g, FAMILIES["qwen3-coder"])
+    m = store.resolve(name)
+    assert m.config["renderer"] == "qwen3-coder" and m.config["parser"] == "qwen3-coder"
+    assert m.capabilities == ("completion", "tools")
+    assert not m.prefer_jinja
 
 
 def test_symlinked_manifest_dirs_are_ignored(store: st.ModelStore, tmp_path: Path) -> None:
@@ -483,11 +507,14 @@ def test_template_actions_scan_is_linear() -> None:
     import subprocess
     import sys
 
-    code = "from ollamapy.store.store import template_vars; print(template_vars('{' * 400_000))"
+    code = ("from ollamapy.inference.capabilities import template_vars; "
+            "print(template_vars('{' * 400_000))")
     root = str(Path(__file__).resolve().parents[2])
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        cwd=root, env={**os.environ, "PYTHONPATH": root})
     assert r.returncode == 0 and r.stdout.strip() == "set()", r.stderr
-    assert st.template_vars("{{ .Tools }}x{{{ .Suffix}}}{{ if .Thinking }}") == {
+    from ollamapy.inference.capabilities import go_actions, template_vars
+
+    assert template_vars("{{ .Tools }}x{{{ .Suffix}}}{{ if .Thinking }}") == {
         "tools", "suffix", "thinking"}
-    assert st._go_actions("a{{ .A }}b{{}}c{{ .B") == " .A  "
+    assert go_actions("a{{ .A }}b{{}}c{{ .B") == " .A  "

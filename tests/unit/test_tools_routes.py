@@ -4,6 +4,7 @@ contains, and how the output is split into content / thinking / tool_calls."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -151,10 +152,21 @@ async def test_errors_before_and_after_first_byte(rig: tuple[str, FakeRunner]) -
         assert r.json()["error"]["type"] == "invalid_request_error"
 
 
+def _png(side: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (side, side)).save(out, format="PNG")
+    return out.getvalue()
+
+
 async def test_images(rig: tuple[str, FakeRunner]) -> None:
     url, up = rig
     up.pieces = ["A cat."]
-    img1, img2 = "aW1hZ2Ux", "aW1hZ2Uy"
+    # real PNGs: undecodable image data is a 400 now (PNG/JPEG reach the runner unchanged)
+    img1, img2 = (base64.b64encode(_png(n)).decode() for n in (2, 3))
     async with httpx.AsyncClient() as h:
         r = (await h.post(url + "/api/chat", json={
             "model": "vision", "stream": False, "messages": [

@@ -38,7 +38,7 @@ from ollamapy.server.native_chunks import Aggregate, NativeChunks
 def _common(req: InferenceBase, start_ns: int) -> JsonObject:
     return {"model": req.model, "format": req.format, "think": req.think,
             "options": req.options or {}, "keep_alive": parse_keep_alive(req.keep_alive),
-            "truncate": req.truncate is not False, "shift": req.shift is not False,
+            "truncate": req.truncate is not False, "shift": req.shift,
             "logprobs": bool(req.logprobs), "top_logprobs": req.top_logprobs or 0,
             "debug_render_only": req.debug_render_only, "start_ns": start_ns}
 

@@ -38,12 +38,15 @@ from ollamapy.api.models import (
 from ollamapy.errors import BadRequest, InsufficientStorage, InternalError, NotFound, OllamaError
 from ollamapy.gguf import GGUFError, model_info
 from ollamapy.modelfile import parameter_lines, render_model
+from ollamapy.server import keys
+from ollamapy.store import quantize
 from ollamapy.store import store as st
-from ollamapy.store.create import CreateSpec, create_model
+from ollamapy.store.create import CreateSpec, create_model, model_blob
 from ollamapy.store.digest import validate_digest
 from ollamapy.store.model import Model
 from ollamapy.store.names import ModelName
 
+MAX_SHOW_TENSORS = 1 << 16  # /api/show lists at most this many tensors
 log = logging.getLogger("ollamapy.server.models")
 
 T = TypeVar("T", bound=BaseModel)
@@ -173,29 +176,53 @@ async def create(request: web.Request, ctx: ModelRoutes) -> web.StreamResponse:
     name = ModelName.try_parse(target)
     if name is None:
         raise BadRequest("invalid model name")
-    if req.quantize or req.quantization:
-        raise BadRequest("quantization is not supported by ollamapy")
+    quant = req.quantize or req.quantization
+    qtype = quantize.parse_type(quant) if quant else None
     msgs = [m.model_dump() for m in req.messages] if req.messages else None
     spec = CreateSpec(from_=req.from_, files=req.files or {}, adapters=req.adapters or {},
                       template=req.template, system=req.system, parameters=req.parameters,
-                      license=req.licenses(), messages=msgs)
+                      license=req.licenses(), messages=msgs, renderer=req.renderer,
+                      parser=req.parser, requires=req.requires)
     store = ctx.store
     noprune = ctx.noprune
+    services = request.app.get(keys.SERVICES_KEY)
+    registry = services.registry if services is not None else None
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
+    writing = False  # past this point a create completes even if the client leaves
 
     def progress(p: dict[str, Any]) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, p)
 
-    def work() -> None:
-        try:
-            create_model(store, name, spec, progress, noprune=noprune)
-        except BaseException as e:  # delivered to the handler, which maps it
-            loop.call_soon_threadsafe(queue.put_nowait, e)
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, None)
+    def pull_progress(p: dict[str, Any]) -> None:
+        if p.get("status") != "success":  # the create's own success ends the stream
+            progress(p)
 
-    task = asyncio.create_task(asyncio.to_thread(work))
+    def work() -> None:
+        create_model(store, name, spec, progress, noprune=noprune)
+
+    async def run_all() -> None:
+        nonlocal writing
+        try:
+            base = ModelName.try_parse(spec.from_) if spec.from_ and not spec.files else None
+            if (base is not None and registry is not None
+                    and await in_thread(store.find_manifest, base) is None):
+                # Ollama pulls a FROM model that is not in the store first (an explicit
+                # http:// name is the caller's consent to plain http)
+                await registry.pull(base, base.scheme == "http", pull_progress)
+            if qtype is not None:
+                src = await in_thread(model_blob, store, spec)
+                out = await quantize.quantize_blob(store, src, qtype, progress)
+                if out != src:
+                    spec.quantized = (src, out, qtype)
+            writing = True
+            await asyncio.to_thread(work)
+        except BaseException as e:  # delivered to the handler, which maps it
+            queue.put_nowait(e)
+        finally:
+            queue.put_nowait(None)
+
+    task = asyncio.create_task(run_all())
     stream = req.stream is not False
     resp: web.StreamResponse | None = None
     last: dict[str, Any] = {}
@@ -215,7 +242,9 @@ async def create(request: web.Request, ctx: ModelRoutes) -> web.StreamResponse:
                         await resp.prepare(request)
                     await resp.write(json.dumps(item).encode() + b"\n")
                 except (ConnectionError, RuntimeError):
-                    gone = True  # client left; the create itself still completes
+                    gone = True  # client left; the create itself still completes once
+                    if not writing:  # ... writing: a pull or quantization is cancelled
+                        task.cancel()
     finally:
         await asyncio.shield(task)  # the store write finishes even if the client left
     if error is not None:
@@ -242,14 +271,24 @@ def _list(store: st.ModelStore) -> ListResponse:
     for e in store.list_models():
         config = _config_of(store, e.manifest)
         short = e.name.display_shortest()
+        details = details_of(config)
+        details.context_length = _positive(config.get("context_length"))
+        details.embedding_length = _positive(config.get("embedding_length"))
         try:  # GGUF facts are cached per blob, so listing stays cheap
-            caps: list[str] | None = list(store.model_from_entry(e).capabilities) or None
-        except (OSError, OllamaError) as err:
+            m = store.model_from_entry(e)
+            caps: list[str] | None = list(m.capabilities) or None
+            if details.context_length is None or details.embedding_length is None:
+                g = st.load_gguf(m.model_path)
+                details.context_length = details.context_length or _positive(
+                    g.context_length)
+                details.embedding_length = details.embedding_length or _positive(
+                    g.embedding_length)
+        except (OSError, OllamaError, GGUFError) as err:
             log.warning("tags: cannot inspect model=%s error=%s", short, err)
             caps = None
         out.append(ListModel(name=short, model=short, modified_at=go_time(e.modified_at),
                              size=e.size, digest=e.digest,
-                             details=details_of(config), capabilities=caps))
+                             details=details, capabilities=caps))
     return ListResponse(models=out)
 
 
@@ -282,8 +321,9 @@ def show_model(store: st.ModelStore, req: ShowRequest) -> dict[str, Any]:
     try:
         g = st.load_gguf(m.model_path)
         info = model_info(g, verbose=req.verbose)
+        # every tensor, as Ollama (verbose or not), bounded by MAX_SHOW_TENSORS
         tensors = [Tensor(name=t.name, type=t.type_name, shape=list(t.shape))
-                   for t in g.tensors] if req.verbose else None
+                   for t in g.tensors[:MAX_SHOW_TENSORS]] or None
         jinja = g.chat_template
     except (OSError, GGUFError) as e:
         log.warning("show: cannot read GGUF path=%s error=%s", m.model_path, e)
@@ -299,22 +339,33 @@ def show_model(store: st.ModelStore, req: ShowRequest) -> dict[str, Any]:
         short_name=m.short_name, model_path=str(m.model_path),
         adapters=[str(p) for p in m.adapter_paths],
         projectors=[str(p) for p in m.projector_paths], template=m.template, system=system,
-        params=params, licenses=m.license, messages=m.messages)
+        params=params, licenses=m.license, messages=m.messages,
+        renderer=_config_str(m.config, "renderer"), parser=_config_str(m.config, "parser"))
     resp = ShowResponse(
         license="\n".join(m.license) or None, modelfile=modelfile,
         parameters=parameter_lines(params) or None,
         template=m.template if m.template is not None else jinja, system=system,
-        details=details,
+        renderer=_config_str(m.config, "renderer") or None,
+        parser=_config_str(m.config, "parser") or None, details=details,
         messages=[Message.model_validate({"role": x.get("role", ""),
                                           "content": x.get("content", "")})
                   for x in m.messages] or None,
         model_info=_finite(info), projector_info=_finite(projector_info) if projector_info
         else None, tensors=tensors, capabilities=list(m.capabilities),
-        modified_at=go_time(m.modified_at))
+        modified_at=go_time(m.modified_at), requires=_config_str(m.config, "requires") or None)
     body = resp.model_dump(exclude_none=True)
     body["model_info"] = body.get("model_info") or {}
     body["details"].setdefault("families", None)
     return body
+
+
+def _positive(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+def _config_str(config: dict[str, Any], key: str) -> str:
+    v = config.get(key)
+    return v if isinstance(v, str) else ""
 
 
 def _finite(v: Any) -> Any:
