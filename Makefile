@@ -8,7 +8,7 @@ TEST_VARIANT ?= cpu
 PYTEST_ARGS ?=
 export OLLAMAPY_CACHE ?= $(HOME)/.cache/ollamapy
 
-.PHONY: all venv vendor runner runner-test model-file model serve test unit lint bench clean install-service
+.PHONY: all venv vendor runner runner-test model-file model serve test test-agents unit lint bench clean install-service
 
 all: runner model
 
@@ -47,7 +47,12 @@ unit: venv
 	$(BIN)/pytest -m "not e2e and not integration" $(PYTEST_ARGS)
 
 test: venv runner-test model-file lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --ignore=tests/agents $(PYTEST_ARGS)
+
+# The slow agents suite (not in `make test`): npm-installs the pinned Claude Code and Codex CLI
+# into $(OLLAMAPY_CACHE)/agents (once) and runs them against a real server; skips without npm.
+test-agents: venv runner-test model-file
+	$(BIN)/pytest tests/agents $(PYTEST_ARGS)
 
 bench: venv runner-test model-file
 	$(BIN)/python -m bench
