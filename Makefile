@@ -8,8 +8,8 @@ TEST_VARIANT ?= cpu
 PYTEST_ARGS ?=
 export OLLAMAPY_CACHE ?= $(HOME)/.cache/ollamapy
 
-.PHONY: all venv vendor runner runner-test model-file gemma-file model serve test unit lint bench \
-	fuzz clean install-service service-model service-check test-service
+.PHONY: all venv vendor runner runner-test model-file gemma-file model serve test test-agents unit \
+	lint bench fuzz clean install-service service-model service-check test-service
 
 all: runner model
 
@@ -52,7 +52,12 @@ unit: venv
 	$(BIN)/pytest -m "not e2e and not integration" $(PYTEST_ARGS)
 
 test: venv runner-test model-file lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --ignore=tests/agents $(PYTEST_ARGS)
+
+# The slow agents suite (not in `make test`): npm-installs the pinned Claude Code and Codex CLI
+# into $(OLLAMAPY_CACHE)/agents (once) and runs them against a real server; skips without npm.
+test-agents: venv runner-test model-file
+	$(BIN)/pytest tests/agents $(PYTEST_ARGS)
 
 # fuzz: the property-based fuzzers with 20,000 examples per target (a bounded run of them is part
 # of `make test`); counts of inputs, crashes and hangs land in fuzz-report.json.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class AWire(BaseModel):
@@ -41,8 +41,15 @@ class ContentBlock(AWire):
 
 
 class MessageParam(AWire):
-    role: Literal["user", "assistant"]
+    # Claude Code >= 2.1 also sends `system` turns between user turns (mid-conversation
+    # instructions); Ollama passes any role through, lower-cased.
+    role: Literal["user", "assistant", "system"]
     content: str | list[ContentBlock]
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _lower(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v
 
 
 class Tool(AWire):

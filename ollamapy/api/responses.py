@@ -44,11 +44,12 @@ class InputItem(RWire):
 
 
 class FunctionTool(RWire):
-    type: str
+    type: str  # "function", or "namespace" (Codex: a group of member functions in `tools`)
     name: str | None = None
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+    tools: list[FunctionTool] | None = None  # a namespace's members
 
 
 class Reasoning(RWire):

@@ -105,12 +105,53 @@ def codex_provider(base_url: str, key_env: str | None) -> list[str]:
     return lines
 
 
-def codex_profile(model: str) -> str:
+def codex_profile(model: str, catalog: Path | None = None) -> str:
     """`~/.codex/ollamapy.config.toml`: since Codex 0.134 a profile is its own file of
-    top-level keys layered over config.toml (`[profiles.x]` tables are no longer read)."""
+    top-level keys layered over config.toml (`[profiles.x]` tables are no longer read).
+    `model_catalog_json` points Codex at the model's metadata (context window), as Ollama's
+    launcher does; `web_search = "disabled"` because Codex otherwise declares its hosted
+    `web_search` tool on every request, which a local server cannot run (refused with 400)."""
     lines = [f"model = {_toml_str(model)}"] if model else []
     lines.append(f"model_provider = {_toml_str(PROFILE)}")
+    if catalog is not None:
+        lines.append(f"model_catalog_json = {_toml_str(str(catalog))}")
+    lines.append('web_search = "disabled"')
     return "\n".join(lines) + "\n"
+
+
+CODEX_FALLBACK_WINDOW = 128_000  # Ollama's launcher's fallback when nothing is known
+
+
+def context_window(show: Mapping[str, Any] | None, env_ctx: str | None) -> int:
+    """The context the server runs the model with, best known from the client side: the
+    model's own `num_ctx` PARAMETER, else OLLAMA_CONTEXT_LENGTH (the server's default, when
+    set in this environment too), else the model's trained length, else Ollama's fallback."""
+    show = show or {}
+    for line in str(show.get("parameters") or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "num_ctx" and parts[1].isdigit():
+            return int(parts[1])
+    if env_ctx and env_ctx.strip().isdigit() and int(env_ctx) > 0:
+        return int(env_ctx)
+    info = show.get("model_info") or {}
+    if isinstance(info, dict):
+        for k, v in info.items():
+            if k.endswith(".context_length") and isinstance(v, int) and v > 0:
+                return v
+    return CODEX_FALLBACK_WINDOW
+
+
+def codex_catalog(model: str, window: int, vision: bool) -> dict[str, Any]:
+    """`~/.codex/model.json`: Codex's model catalogue with this one model (Ollama's launcher's
+    entry), so Codex knows its context window instead of guessing fallback metadata."""
+    return {"models": [{
+        "slug": model, "display_name": model, "context_window": window,
+        "shell_type": "default", "visibility": "list", "supported_in_api": True,
+        "priority": 0, "truncation_policy": {"mode": "bytes", "limit": 10000},
+        "input_modalities": ["text", "image"] if vision else ["text"],
+        "base_instructions": "", "support_verbosity": True, "default_verbosity": "low",
+        "supports_parallel_tool_calls": False, "supports_reasoning_summaries": False,
+        "supported_reasoning_levels": [], "experimental_supported_tools": []}]}
 
 
 def _is_header(line: str) -> bool:
@@ -180,6 +221,18 @@ def find_binary(agent: Agent, home: Path) -> str | None:
     return None
 
 
+def show_model(model: str) -> dict[str, Any] | None:
+    """`/api/show` for the model, or None when the server cannot say (not running, unknown)."""
+    from ollamapy.client import Client, ClientError
+
+    try:
+        with Client(timeout=5.0) as c:
+            body = c.request("POST", "/api/show", {"model": model})
+    except ClientError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def default_model() -> str:
     """The most recently modified model on the server (`ollamapy list`'s first row)."""
     from ollamapy.cli.client import Client, ClientError
@@ -231,11 +284,17 @@ def launch(agent: str, model: str, config_only: bool, args: tuple[str, ...]) -> 
         except (tomllib.TOMLDecodeError, ValueError) as e:
             fail(f"{path}: {e}; fix it or move it away")
         write_atomic(path, text)
+        show = show_model(model)
+        catalog = home / ".codex" / "model.json"
+        vision = "vision" in ((show or {}).get("capabilities") or [])
+        window = context_window(show, os.environ.get("OLLAMA_CONTEXT_LENGTH"))
+        write_atomic(catalog, json.dumps(codex_catalog(model, window, vision), indent=2) + "\n")
         profile = home / ".codex" / f"{PROFILE}.config.toml"
-        write_atomic(profile, codex_profile(model))
+        write_atomic(profile, codex_profile(model, catalog))
         if config_only:
-            click.echo(f"Wrote {path} (provider {PROFILE!r}: {url}/v1/, Responses API) and "
-                       f"{profile} (model {model}); run `codex --profile {PROFILE}`")
+            click.echo(f"Wrote {path} (provider {PROFILE!r}: {url}/v1/, Responses API), "
+                       f"{profile} (model {model}) and {catalog} (context window {window}); "
+                       f"run `codex --profile {PROFILE}`")
             return
         env = {"OPENAI_API_KEY": key or "ollama"}
         argv = codex_args(model, args)

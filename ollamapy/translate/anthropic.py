@@ -24,6 +24,7 @@ from ollamapy.api.inference import Message, Think, Tool, ToolCall, ToolCallFunct
 from ollamapy.errors import BadRequest, OllamaError, PromptTooLong
 from ollamapy.inference.events import Done, Event, TextDelta, ThinkingDelta, ToolCallEvent
 from ollamapy.inference.request import InferenceRequest
+from ollamapy.translate.forced import call_schema
 from ollamapy.translate.turn import Turn
 
 THINK_EFFORTS = ("low", "medium", "high", "max")
@@ -182,8 +183,15 @@ def to_inference(req: MessagesRequest) -> InferenceRequest:
     if req.stop_sequences:
         opts["stop"] = list(req.stop_sequences)
     # truncate/shift off: an agent's conversation is never cut silently; too long -> 400
-    return InferenceRequest(model=req.model, messages=messages(req), tools=_tools(req),
-                            think=_think(req), options=opts, truncate=False, shift=False)
+    tools = _tools(req)
+    return InferenceRequest(model=req.model, messages=messages(req), tools=tools,
+                            think=_think(req), options=opts, truncate=False, shift=False,
+                            format=call_schema(tools) if tools and forced(req) else None)
+
+
+def forced(req: CountTokensRequest) -> bool:
+    """`tool_choice` `any` / `tool`: the answer must be a call (translate/forced.py)."""
+    return req.tool_choice is not None and req.tool_choice.type in ("any", "tool")
 
 
 def relax_think(think: Think, capabilities: tuple[str, ...]) -> Think:

@@ -14,10 +14,11 @@ from typing import Any, cast
 
 from ollamapy.api.inference import Message, Think, Tool, ToolCall, ToolCallFunction, ToolFunction
 from ollamapy.api.openai import EFFORT
-from ollamapy.api.responses import InputContent, InputItem, ResponsesRequest
+from ollamapy.api.responses import FunctionTool, InputContent, InputItem, ResponsesRequest
 from ollamapy.errors import BadRequest, OllamaError, PromptTooLong
 from ollamapy.inference.events import Done, Event, TextDelta, ThinkingDelta, ToolCallEvent
 from ollamapy.inference.request import InferenceRequest
+from ollamapy.translate.forced import call_schema
 from ollamapy.translate.turn import Turn
 
 NO_STATE = ("previous_response_id is not supported: ollamapy keeps no server-side response "
@@ -134,16 +135,26 @@ def messages(req: ResponsesRequest) -> list[Message]:
     return out
 
 
-def _tools(req: ResponsesRequest) -> list[Tool] | None:
-    tools = []
-    for t in req.tools or []:
-        if t.type != "function":
-            raise BadRequest(f"tool type {t.type!r} is not supported: ollamapy runs only "
-                             "function tools")
+def _function_tools(t: FunctionTool, prefix: str = "") -> list[Tool]:
+    """One declaration -> function tools. A `namespace` (Codex groups e.g. its sub-agent tools
+    under one) expands to its members named `<namespace>.<member>`, as Ollama does: the model
+    sees every real schema and calls them by the qualified name."""
+    if t.type == "namespace":
         if not t.name:
-            raise BadRequest("function tool needs a name")
-        tools.append(Tool(type="function", function=ToolFunction(
-            name=t.name, description=t.description, parameters=t.parameters or {})))
+            raise BadRequest("namespace tool needs a name")
+        return [f for m in t.tools or [] for f in _function_tools(m, f"{prefix}{t.name}.")]
+    if t.type != "function":
+        raise BadRequest(f"tool type {t.type!r} is not supported: ollamapy runs only "
+                         "function tools")
+    if not t.name:
+        raise BadRequest("function tool needs a name")
+    name = t.name if t.name.startswith(prefix) else prefix + t.name
+    return [Tool(type="function", function=ToolFunction(
+        name=name, description=t.description, parameters=t.parameters or {}))]
+
+
+def _tools(req: ResponsesRequest) -> list[Tool] | None:
+    tools = [f for t in req.tools or [] for f in _function_tools(t)]
     choice = req.tool_choice
     if choice == "none":
         return None
@@ -203,9 +214,21 @@ def to_inference(req: ResponsesRequest) -> InferenceRequest:
         if req.max_output_tokens <= 0:
             raise BadRequest("max_output_tokens must be positive")
         opts["num_predict"] = req.max_output_tokens
+    tools = _tools(req)
+    fmt = _format(req)
+    if tools and forced(req):
+        if fmt is not None:
+            raise BadRequest("tool_choice that forces a function call cannot be combined with "
+                             "text.format")
+        fmt = call_schema(tools)
     # truncate/shift off: an agent's conversation is never cut silently; too long -> 400
-    return InferenceRequest(model=req.model, messages=msgs, tools=_tools(req), think=_think(req),
-                            format=_format(req), options=opts, truncate=False, shift=False)
+    return InferenceRequest(model=req.model, messages=msgs, tools=tools, think=_think(req),
+                            format=fmt, options=opts, truncate=False, shift=False)
+
+
+def forced(req: ResponsesRequest) -> bool:
+    """`tool_choice` `required` or a named function: the answer must be a call."""
+    return req.tool_choice == "required" or isinstance(req.tool_choice, dict)
 
 
 def too_long(e: PromptTooLong) -> BadRequest:

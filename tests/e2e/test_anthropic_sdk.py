@@ -113,6 +113,28 @@ def test_tool_result_round_trip(client: anthropic.Anthropic) -> None:
     assert final.stop_reason in ("end_turn", "max_tokens", "tool_use")
 
 
+def test_tool_choice_any_forces_a_call(client: anthropic.Anthropic) -> None:
+    """`tool_choice` any / tool: the real model's answer is grammar-constrained to a call."""
+    tools = [*TOOLS, {"name": "get_time", "description": "Time in a zone",
+                      "input_schema": {"type": "object", "required": ["zone"],
+                                       "properties": {"zone": {"type": "string"}}}}]
+    m = client.messages.create(model=TOOLS_M, max_tokens=48, tools=tools,  # type: ignore[arg-type]
+                               tool_choice={"type": "any"}, extra_body=GREEDY,
+                               messages=[{"role": "user", "content": "Weather in Paris?"}])
+    assert m.stop_reason == "tool_use"
+    call = m.content[-1]
+    assert call.type == "tool_use" and call.name in ("get_weather", "get_time")
+    assert set(call.input) == {"city" if call.name == "get_weather" else "zone"}
+    with client.messages.stream(model=TOOLS_M, max_tokens=48, tools=tools,  # type: ignore[arg-type]
+                                tool_choice={"type": "tool", "name": "get_time"},
+                                messages=[{"role": "user", "content": "Hi"}]) as s:
+        final = s.get_final_message()
+    assert final.stop_reason == "tool_use"
+    block = final.content[-1]
+    assert block.type == "tool_use" and block.name == "get_time"
+    assert isinstance(block.input, dict) and isinstance(block.input.get("zone"), str)
+
+
 def test_count_tokens(client: anthropic.Anthropic) -> None:
     small = client.messages.count_tokens(model=M, messages=[{"role": "user", "content": "hi"}])
     big = client.messages.count_tokens(model=TOOLS_M, tools=TOOLS, system="You are terse.",  # type: ignore[arg-type]

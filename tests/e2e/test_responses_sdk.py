@@ -85,6 +85,16 @@ def test_function_call_round_trip(client: openai.OpenAI) -> None:
     assert events[-1].type in ("response.completed", "response.incomplete")
 
 
+def test_tool_choice_required_forces_a_call(client: openai.OpenAI) -> None:
+    r = client.responses.create(model=TOOLS_M, tools=TOOLS, max_output_tokens=48,  # type: ignore[arg-type]
+                                tool_choice="required", temperature=0,
+                                input="Tell me a joke.")
+    calls = [o for o in r.output if o.type == "function_call"]
+    assert r.status == "completed" and len(calls) == 1
+    assert calls[0].name == "get_weather"
+    assert set(json.loads(calls[0].arguments)) == {"city"}
+
+
 def test_json_schema(client: openai.OpenAI) -> None:
     schema = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"],
               "additionalProperties": False}

@@ -107,7 +107,13 @@ def test_codex_config_and_run(home: Path, tmp_path: Path) -> None:
     assert parsed["model_providers"]["ollamapy"] == {
         "name": "ollamapy", "base_url": "http://127.0.0.1:11500/v1/", "wire_api": "responses"}
     profile = tomllib.loads((home / ".codex" / "ollamapy.config.toml").read_text())
-    assert profile == {"model": "m1", "model_provider": "ollamapy"}
+    catalog = home / ".codex" / "model.json"
+    assert profile == {"model": "m1", "model_provider": "ollamapy",
+                       "model_catalog_json": str(catalog), "web_search": "disabled"}
+    entry = json.loads(catalog.read_text())["models"][0]
+    # no server answers here: Ollama's launcher's fallback window
+    assert entry["slug"] == "m1" and entry["context_window"] == ln.CODEX_FALLBACK_WINDOW
+    assert entry["input_modalities"] == ["text"] and entry["base_instructions"] == ""
     # idempotent: a second run replaces the provider table, never duplicates it
     rc, _, _ = invoke("codex", "--model", "m2", "--config")
     assert rc == 0 and cfg.read_text().count("[model_providers.ollamapy]") == 1
@@ -145,3 +151,16 @@ def test_missing_agent_prints_install(home: Path, agent: str, package: str) -> N
 def test_listed_in_help() -> None:
     r = CliRunner().invoke(cli, ["--help"])
     assert "launch" in r.stdout
+
+
+def test_context_window_sources() -> None:
+    show = {"parameters": "num_thread                     1\nnum_ctx                        16384",
+            "model_info": {"llama.context_length": 8192}}
+    assert ln.context_window(show, "32768") == 16384  # the model's own num_ctx wins
+    show["parameters"] = "stop \"<|im_end|>\""
+    assert ln.context_window(show, "32768") == 32768  # then OLLAMA_CONTEXT_LENGTH
+    assert ln.context_window(show, "0") == 8192  # then the trained length
+    assert ln.context_window(None, None) == ln.CODEX_FALLBACK_WINDOW
+    cat = ln.codex_catalog("m", 4096, vision=True)
+    assert cat["models"][0]["context_window"] == 4096
+    assert cat["models"][0]["input_modalities"] == ["text", "image"]

@@ -275,3 +275,51 @@ def test_count_request_and_estimate() -> None:
     ir = tr.count_request(r)
     assert ir.tools and ir.messages and ir.messages[0].role == "system"
     assert tr.estimate_tokens(r) >= 1
+
+
+def test_claude_code_request_shape() -> None:
+    """What Claude Code 2.1.332 sends (trimmed from a recorded `claude -p` request): a `system`
+    turn inside `messages` (after the user's), cache_control on blocks, adaptive thinking with
+    `display`, context_management, output_config.effort, a tool with defer_loading."""
+    r = tr.to_inference(req(
+        messages=[{"role": "user", "content": [
+                      {"type": "text", "text": "<system-reminder>x</system-reminder>\n"},
+                      {"type": "text", "text": "say hi"}]},
+                  {"role": "system", "content": [
+                      {"type": "text", "text": "# Environment\n...",
+                       "cache_control": {"type": "ephemeral"}}]}],
+        system=[{"type": "text", "text": "You are a Claude agent.",
+                 "cache_control": {"type": "ephemeral"}}],
+        tools=[{"name": "Read", "description": "Read a file", "input_schema": {
+                    "$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                    "properties": {"file_path": {"type": "string"}}}},
+               {"name": "DeferredToolPlaceholder", "description": "d", "defer_loading": True,
+                "input_schema": {"type": "object"}}],
+        metadata={"user_id": "{\"device_id\":\"d\"}"}, max_tokens=32000,
+        thinking={"type": "adaptive", "display": "omitted"},
+        context_management={"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        output_config={"effort": "high"}, stream=True))
+    assert [(m.role, m.content) for m in r.messages or []] == [
+        ("system", "You are a Claude agent."),
+        ("user", "<system-reminder>x</system-reminder>\nsay hi"),
+        ("system", "# Environment\n...")]
+    assert [t.function.name for t in r.tools or []] == ["Read", "DeferredToolPlaceholder"]
+    assert r.think is True and r.format is None
+    upper = tr.to_inference(req(messages=[{"role": "User", "content": "hi"}]))
+    assert [m.role for m in upper.messages or []] == ["user"]  # Ollama lower-cases roles
+    with pytest.raises(BadRequest):
+        tr.to_inference(req(messages=[{"role": "tool", "content": "hi"}]))
+
+
+def test_forced_tool_choice_format() -> None:
+    tools = [{"name": "a", "input_schema": {"type": "object", "properties": {
+                 "q": {"type": "string"}}}}, {"name": "b", "input_schema": {}}]
+    anyc = tr.to_inference(req(tools=tools, tool_choice={"type": "any"}))
+    assert [o["properties"]["name"] for o in anyc.format["anyOf"]] == [
+        {"const": "a"}, {"const": "b"}]
+    named = tr.to_inference(req(tools=tools, tool_choice={"type": "tool", "name": "a"}))
+    assert named.format == {"type": "object", "required": ["name", "arguments"], "properties": {
+        "name": {"const": "a"},
+        "arguments": {"type": "object", "properties": {"q": {"type": "string"}}}}}
+    assert tr.to_inference(req(tools=tools, tool_choice={"type": "auto"})).format is None
+    assert tr.to_inference(req(tools=tools)).format is None

@@ -201,3 +201,55 @@ def test_non_stream_response() -> None:
     assert r["text"]["format"] == {"type": "json_schema", "name": "x",
                                    "schema": {"type": "object"}}
     assert r["previous_response_id"] is None
+
+
+def test_codex_request_shape() -> None:
+    """What Codex CLI 0.171 sends (trimmed from a recorded request): developer messages,
+    a `namespace` tool of member functions, reasoning summary without effort, include,
+    prompt_cache_key, client_metadata, parallel_tool_calls."""
+    fn = {"type": "function", "name": "exec_command", "description": "Runs a command",
+          "strict": False, "parameters": {"type": "object", "properties": {
+              "cmd": {"type": "string"}}, "required": ["cmd"], "additionalProperties": False}}
+    ns = {"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents",
+          "tools": [{"type": "function", "name": "close_agent", "description": "Close",
+                     "strict": False, "parameters": {"type": "object", "properties": {}}},
+                    {"type": "function", "name": "multi_agent_v1.wait_agent",
+                     "parameters": {"type": "object"}}]}
+    r = tr.to_inference(req(
+        input=[{"type": "message", "role": "developer", "content": [
+                   {"type": "input_text", "text": "<permissions>...</permissions>"}]},
+               {"type": "message", "role": "user", "content": [
+                   {"type": "input_text", "text": "say hi"}]}],
+        tools=[fn, ns], tool_choice="auto", parallel_tool_calls=True,
+        reasoning={"summary": "auto"}, store=False, stream=True,
+        include=["reasoning.encrypted_content"], prompt_cache_key="01a2",
+        client_metadata={"turn_id": "t"}))
+    assert [m.role for m in r.messages or []] == ["system", "user"]
+    assert [t.function.name for t in r.tools or []] == [
+        "exec_command", "multi_agent_v1.close_agent", "multi_agent_v1.wait_agent"]
+    assert r.think is None and r.format is None
+    with pytest.raises(BadRequest, match="namespace tool needs a name"):
+        tr.to_inference(req(tools=[{"type": "namespace", "tools": [fn]}]))
+    with pytest.raises(BadRequest, match="tool type 'web_search' is not supported"):
+        tr.to_inference(req(tools=[{"type": "namespace", "name": "n",
+                                    "tools": [{"type": "web_search"}]}]))
+
+
+def test_forced_function_call_format() -> None:
+    tools = [{"type": "function", "name": "a", "parameters": {
+                 "type": "object", "properties": {"x": {"type": "integer"}}}},
+             {"type": "function", "name": "b"}]
+    r = tr.to_inference(req(tools=tools, tool_choice="required"))
+    assert tr.forced(req(tools=tools, tool_choice="required"))
+    assert r.format == {"anyOf": [
+        {"type": "object", "required": ["name", "arguments"], "properties": {
+            "name": {"const": "a"},
+            "arguments": {"type": "object", "properties": {"x": {"type": "integer"}}}}},
+        {"type": "object", "required": ["name", "arguments"], "properties": {
+            "name": {"const": "b"}, "arguments": {"type": "object"}}}]}
+    one = tr.to_inference(req(tools=tools, tool_choice={"type": "function", "name": "b"}))
+    assert one.format["properties"]["name"] == {"const": "b"}
+    assert tr.to_inference(req(tools=tools, tool_choice="auto")).format is None
+    with pytest.raises(BadRequest, match=r"cannot be combined with text\.format"):
+        tr.to_inference(req(tools=tools, tool_choice="required",
+                            text={"format": {"type": "json_object"}}))

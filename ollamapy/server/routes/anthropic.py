@@ -17,6 +17,7 @@ from ollamapy.server import metered
 from ollamapy.server.routes.agent_shell import collect, reworded
 from ollamapy.server.wire import EVENT_STREAM, json_response, until_disconnect, write_stream
 from ollamapy.translate import anthropic as tr
+from ollamapy.translate.forced import forced_call
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
@@ -30,6 +31,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
             pass  # an unknown or invalid model: the engine reports it in its own words
     mid = tr.message_id()
     events = reworded(metered.run(request, ireq), tr.too_long)
+    if tr.forced(areq) and ireq.tools:  # tool_choice any/tool: a forced call
+        events = forced_call(events, [t.function.name for t in ireq.tools])
     if not areq.stream:
         async def whole() -> web.StreamResponse:
             turn = await collect(events)

@@ -17,6 +17,7 @@ from ollamapy.server import metered
 from ollamapy.server.routes.agent_shell import collect, reworded
 from ollamapy.server.wire import EVENT_STREAM, json_response, until_disconnect, write_stream
 from ollamapy.translate import responses as tr
+from ollamapy.translate.forced import forced_call
 
 
 async def responses(request: web.Request) -> web.StreamResponse:
@@ -24,6 +25,8 @@ async def responses(request: web.Request) -> web.StreamResponse:
     ireq = tr.to_inference(rreq)
     rid, created = tr.response_id(), int(time.time())
     events = reworded(metered.run(request, ireq), tr.too_long)
+    if tr.forced(rreq) and ireq.tools:  # tool_choice required/named: a forced call
+        events = forced_call(events, [t.function.name for t in ireq.tools])
     if not rreq.stream:
         async def whole() -> web.StreamResponse:
             turn = await collect(events)
