@@ -168,23 +168,64 @@ def test_openai_completion_stream() -> None:
     assert b[1]["choices"] == [] and b[1]["usage"]["total_tokens"] == 2
 
 
-class _Reader:
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
+def _decode(chunks: list[bytes]) -> list[bytes]:
+    """What the upstream stream decoder queues for these reads (READ_END = b"" per read)."""
+    import asyncio
 
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        for c in self.chunks:
-            yield c
+    from ollamapy.runner.sse_stream import SSEProtocol
+
+    proto = SSEProtocol(asyncio.new_event_loop())
+    for c in chunks:
+        proto.data_received(c)
+    return list(proto.lines)
 
 
-async def test_sse_lines_split_across_reads() -> None:
-    from ollamapy.runner.client import sse_lines
-
-    raw = [b'data: {"a":', b' 1}\n\ndata: {"b": 2}\n', b"\n: ping\n\ndata: {\"c\": 3}\n\n"]
-    got = [x async for x in sse_lines(_Reader(raw))]  # type: ignore[arg-type]
+def test_sse_lines_split_across_reads() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+    raw = [head + b'data: {"a":', b' 1}\n\ndata: {"b": 2}\n',
+           b"\n: ping\n\ndata: {\"c\": 3}\n\n"]
     # b"" marks the end of each upstream read (a flush point for the writer)
-    assert got == [b"", b'data: {"a": 1}', b'data: {"b": 2}', b"", b": ping",
-                   b'data: {"c": 3}', b""]
+    assert _decode(raw) == [b"", b'data: {"a": 1}', b'data: {"b": 2}', b"", b": ping",
+                            b'data: {"c": 3}', b""]
+
+
+def test_sse_chunked_framing_split_anywhere() -> None:
+    """Chunked bodies (what llama-server sends) decode to the same lines however the reads
+    cut the size lines, the chunk data and the CRLFs."""
+    body = b'data: {"a": 1}\n\ndata: {"b": 2}\r\n\r\n: ping\n\n'
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:7], body[7:30], body[30:]))
+    wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + framed + b"0\r\n\r\n"
+    want = [b'data: {"a": 1}', b'data: {"b": 2}', b": ping"]
+    for cut in range(1, len(wire)):
+        got = [x for x in _decode([wire[:cut], wire[cut:]]) if x]
+        assert got == want, cut
+    one = [wire[i:i + 1] for i in range(len(wire))]
+    assert [x for x in _decode(one) if x] == want
+
+
+def test_sse_head_and_framing_errors() -> None:
+    import asyncio
+
+    import pytest
+
+    from ollamapy.runner.sse_stream import SSEProtocol, StreamError, parse_head
+
+    with pytest.raises(StreamError):
+        parse_head(b"SSH-2.0 hello")
+    with pytest.raises(StreamError):
+        parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x")
+    h = parse_head(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 5")
+    assert (h.status, h.chunked, h.length) == (400, False, 5)
+    proto = SSEProtocol(asyncio.new_event_loop())
+    proto.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    assert isinstance(proto.error, StreamError)
+    proto = SSEProtocol(asyncio.new_event_loop())
+    proto.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\ndata: 1\n")
+    proto.connection_lost(None)  # closed 4 bytes short of its Content-Length
+    assert isinstance(proto.error, StreamError) and not proto.done
+    proto = SSEProtocol(asyncio.new_event_loop())
+    proto.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\ndata: 1\nX")
+    assert proto.done and [x for x in proto.lines if x] == [b"data: 1", b"X"]
 
 
 def test_upstream_error_mapping() -> None:
