@@ -9,6 +9,7 @@ prompt still too long is cut in the middle (keeping num_keep tokens) unless `shi
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -79,10 +80,24 @@ class Prompt:
 
 
 def compile_template(source: str) -> Template:
+    """Parsed once per distinct source (a model's template is the same on every request; a
+    parsed Template is never changed by rendering, see gotemplate.Template.render)."""
+    if len(source) > MAX_CACHED_TEMPLATE:
+        return _compile(source)
+    return _compile_cached(source)
+
+
+MAX_CACHED_TEMPLATE = 256 * 1024
+
+
+def _compile(source: str) -> Template:
     try:
         return parse_template(source)
     except TemplateError as e:
         raise BadRequest(f"template error: {e}") from None
+
+
+_compile_cached = functools.lru_cache(maxsize=64)(_compile)
 
 
 # ------------------------------------------------------------------ Go-template data
