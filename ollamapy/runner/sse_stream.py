@@ -39,28 +39,33 @@ class Head:
         self.length = length
 
 
+def _header(low: bytes, name: bytes) -> bytes | None:
+    """The value of header `name` in a lowercased response head, or None."""
+    i = low.find(b"\r\n" + name + b":")
+    if i < 0:
+        return None
+    start = i + len(name) + 3
+    end = low.find(b"\r\n", start)
+    return low[start:end if end >= 0 else len(low)].strip()
+
+
 def parse_head(raw: bytes) -> Head:
     """Status line and the framing headers of an HTTP/1.x response head (without the blank
-    line)."""
-    lines = raw.split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
+    line); only the two headers that frame the body are looked at."""
+    line_end = raw.find(b"\r\n")
+    parts = raw[:line_end if line_end >= 0 else len(raw)].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise StreamError(f"bad status line {lines[0][:80]!r}")
-    chunked = False
+        raise StreamError(f"bad status line {raw[:80]!r}")
+    low = raw.lower()
+    te = _header(low, b"transfer-encoding")
+    chunked = te is not None and b"chunked" in te
     length: int | None = None
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep:
-            raise StreamError("bad response header")
-        name = name.strip().lower()
-        if name == b"transfer-encoding":
-            chunked = b"chunked" in value.lower()
-        elif name == b"content-length":
-            v = value.strip()
-            if not v.isdigit():
-                raise StreamError("bad Content-Length")
-            length = int(v)
-    return Head(int(parts[1]), chunked, None if chunked else length)
+    cl = _header(low, b"content-length")
+    if cl is not None and not chunked:
+        if not cl.isdigit():
+            raise StreamError("bad Content-Length")
+        length = int(cl)
+    return Head(int(parts[1]), chunked, length)
 
 
 class SSEProtocol(asyncio.Protocol):
@@ -277,9 +282,9 @@ async def open_stream(host: str, port: int, request: bytes, connect_timeout: flo
     `whole`: the body is collected unsplit in `.body` (see `fetch`)."""
     loop = asyncio.get_running_loop()
     try:
-        _, proto = await asyncio.wait_for(
-            loop.create_connection(lambda: SSEProtocol(loop, whole=whole), host, port),
-            connect_timeout)
+        async with asyncio.timeout(connect_timeout):  # no extra task, unlike wait_for
+            _, proto = await loop.create_connection(lambda: SSEProtocol(loop, whole=whole),
+                                                    host, port)
     except (TimeoutError, OSError) as e:
         raise StreamError(f"cannot connect to {host}:{port}: {e or type(e).__name__}") from None
     assert proto.transport is not None

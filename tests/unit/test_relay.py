@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from ollamapy.inference.engine import Pass, done_reason, finish, relay
@@ -170,7 +170,6 @@ def test_openai_completion_stream() -> None:
 
 def _decode(chunks: list[bytes]) -> list[bytes]:
     """What the upstream stream decoder queues for these reads (READ_END = b"" per read)."""
-    import asyncio
 
     from ollamapy.runner.sse_stream import SSEProtocol
 
@@ -204,7 +203,6 @@ def test_sse_chunked_framing_split_anywhere() -> None:
 
 
 def test_sse_head_and_framing_errors() -> None:
-    import asyncio
 
     import pytest
 
@@ -286,3 +284,34 @@ def test_openai_midstream_error_type_follows_status() -> None:
     assert bad["error"]["type"] == "invalid_request_error"
     other = json.loads(sse_error(OllamaError("y"))[6:])
     assert other["error"] == {"message": "y", "type": "api_error", "param": None, "code": None}
+
+
+def test_sse_reading_pauses_while_lines_wait() -> None:
+    """Back-pressure: a consumer that falls behind pauses the upstream socket (decoded lines
+    never pile up without bound), and draining resumes it."""
+
+    from ollamapy.runner.sse_stream import HIGH_WATER, SSEProtocol
+
+    class Transport:
+        paused = False
+
+        def pause_reading(self) -> None:
+            self.paused = True
+
+        def resume_reading(self) -> None:
+            self.paused = False
+
+        def close(self) -> None:
+            pass
+
+    proto = SSEProtocol(asyncio.new_event_loop())
+    tr = Transport()
+    proto.connection_made(tr)  # type: ignore[arg-type]
+    proto.data_received(b"HTTP/1.1 200 OK\r\n\r\n")
+    line = b"data: " + b"x" * 1000 + b"\n"
+    while not tr.paused:
+        proto.data_received(line * 16)
+    assert proto.queued > HIGH_WATER
+    while tr.paused:
+        proto.pop()
+    assert proto.queued <= HIGH_WATER // 4
