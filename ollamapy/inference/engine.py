@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -80,19 +81,28 @@ def renderer(plan: Plan, lease: RunnerLease, template: Template | None) -> promp
                             skeleton_key=f"{client.base_url}|{plan.model.digest}")
 
 
+# What a template says about its thinking and tool-call tags, worked out once per template
+# (templates are parsed once per source, so the same Template comes back on every request;
+# a thinking_tags walk costs ~0.1 ms). Bounded like the template cache.
+_thinking_tags = functools.lru_cache(maxsize=64)(thinking_tags)
+_jinja_thinking_tags = functools.lru_cache(maxsize=64)(tags_from_jinja)
+_tool_tag = functools.lru_cache(maxsize=64)(tool_tag)
+_jinja_tool_tag = functools.lru_cache(maxsize=64)(tag_from_jinja)
+
+
 def output_parser(plan: Plan, lease: RunnerLease, template: Template | None, prompt_text: str,
                   tools: list[str] | None) -> OutputParser:
     parser = OutputParser()
     if plan.think and "thinking" in (plan.model.capabilities or ()):
-        tags = (thinking_tags(template) if template is not None
-                else tags_from_jinja(str(lease.props.get("chat_template", ""))))
+        tags = (_thinking_tags(template) if template is not None
+                else _jinja_thinking_tags(str(lease.props.get("chat_template", ""))))
         if tags is None and template is not None:
             tags = ("<think>", "</think>")
         if tags is not None:
             parser.thinking = ThinkingParser.for_prompt(tags, prompt_text)
     if tools:
-        tag = (tool_tag(template) if template is not None
-               else tag_from_jinja(str(lease.props.get("chat_template", ""))))
+        tag = (_tool_tag(template) if template is not None
+               else _jinja_tool_tag(str(lease.props.get("chat_template", ""))))
         parser.tools = ToolParser(tag or "{", tools)
     return parser
 

@@ -87,7 +87,7 @@ def compile_template(source: str) -> Template:
     return _compile_cached(source)
 
 
-MAX_CACHED_TEMPLATE = 256 * 1024
+MAX_CACHED_TEMPLATE = 64 * 1024  # 64 entries: at most 4 MiB held
 
 
 def _compile(source: str) -> Template:
