@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 
 from bench.__main__ import (
     MODEL,
     PROMPT,
     ROUTER_MODEL,
+    cpu_s,
     load,
     machine,
     ollamapy_server,
@@ -32,11 +32,6 @@ from bench.__main__ import (
 )
 
 ROUNDS = 5
-
-
-def cpu_s(pid: int) -> float:
-    t = psutil.Process(pid).cpu_times()
-    return t.user + t.system
 
 
 def drive(client: httpx.Client, url: str, body: dict, n: int) -> None:
