@@ -315,3 +315,32 @@ def test_sse_reading_pauses_while_lines_wait() -> None:
     while tr.paused:
         proto.pop()
     assert proto.queued <= HIGH_WATER // 4
+
+
+def test_sse_event_is_as_strict_as_json_loads() -> None:
+    import pytest
+
+    from ollamapy.runner.client import sse_event
+
+    ev = b'data: {"content":" w\\u00f6rld","tokens":[1917],"stop":false}'
+    assert sse_event(ev) == json.loads(ev[6:])
+    assert sse_event(b'data:  {"a": 1}  ') == {"a": 1}
+    for bad in (b'data: {"a": 1} x', b"data: ", b"data: [1]", b'data: {"a":', b"data: \xff"):
+        with pytest.raises(ValueError):
+            sse_event(bad)
+
+
+def test_wire_encoder_matches_the_stdlib_encoder() -> None:
+    """wire's prebuilt C encoder writes exactly what JSONEncoder(ensure_ascii=False,
+    compact) writes, NaN included, and still refuses what it cannot encode."""
+    import pytest
+
+    from ollamapy.server import wire
+
+    ref = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+    for obj in ({"model": "m", "response": ' wörld \u2028 "q"\n', "done": False},
+                {"a": [1, 2.5, None, True, {"b": "x"}], "c": float("nan"), "d": 1e300},
+                "text", 5, [], {}):
+        assert wire.dumps(obj) == ref.encode(obj).encode()
+    with pytest.raises(TypeError):
+        wire.dumps({"x": object()})
