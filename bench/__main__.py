@@ -120,8 +120,10 @@ class Supervisor:
 
 @contextmanager
 def ollamapy_server(parallel: int, module: str = "ollamapy.cli.main",
-                    extra_env: dict[str, str] | None = None) -> Iterator[Supervisor]:
-    """A real `ollamapy serve`; its first request (timed: cold start) loads SmolLM2."""
+                    extra_env: dict[str, str] | None = None,
+                    root: Path = ROOT) -> Iterator[Supervisor]:
+    """A real `ollamapy serve` (the code under `root`); its first request (timed: cold
+    start) loads SmolLM2."""
     from ollamapy.store.register import register_gguf
 
     tmp = Path(tempfile.mkdtemp(prefix="ollamapy-bench-"))
@@ -133,11 +135,12 @@ def ollamapy_server(parallel: int, module: str = "ollamapy.cli.main",
            "HOME": str(tmp), "OLLAMA_NUM_PARALLEL": str(parallel),
            "OLLAMA_CONTEXT_LENGTH": str(CTX_PER_SLOT), "OLLAMA_KEEP_ALIVE": "10m",
            "OLLAMAPY_CACHE": str(default_model.cache_dir()),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
            **(extra_env or {})}
     (tmp / "home").mkdir(exist_ok=True)
     log = (tmp / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", module, "serve"], env=env,
+    # cwd = root: `python -m` puts the working directory first on sys.path
+    proc = subprocess.Popen([sys.executable, "-m", module, "serve"], env=env, cwd=root,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

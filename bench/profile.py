@@ -1,5 +1,8 @@
-"""`python -m bench profile [N]`: what one request costs the supervisor process in CPU time,
-ollamapy next to llama-server's router, and where ollamapy's goes (cProfile).
+"""`python -m bench profile [N] [--against DIR]`: what one request costs the supervisor
+process in CPU time, ollamapy next to llama-server's router, and where ollamapy's goes
+(cProfile). `--against DIR`: a second ollamapy (the code in DIR, e.g. an exported older
+commit) runs alongside and its paths join the same interleaved rounds: a before/after
+comparison under the same machine state.
 
 CPU time of the supervisor process per request (psutil, N sequential 3-token streams per
 path, no profiler attached) is far less sensitive to a loaded machine than wall-clock TTFT:
@@ -9,6 +12,7 @@ under cProfile (bench/profiled_serve.py) and the top functions are printed per r
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pstats
@@ -44,16 +48,24 @@ def drive(client: httpx.Client, url: str, body: dict, n: int) -> None:
 
 
 def main(argv: list[str]) -> None:
+    against: Path | None = None
+    if "--against" in argv:
+        i = argv.index("--against")
+        against = Path(argv[i + 1]).resolve()
+        argv = argv[:i] + argv[i + 2:]
     n = int(argv[0]) if argv else 400
     out = Path(tempfile.mkdtemp(prefix="ollamapy-prof-")) / "generate.prof"
     msgs = [{"role": "user", "content": PROMPT}]
     opts = {"num_predict": 3, "temperature": 0}
     oa = {"messages": msgs, "stream": True, "max_tokens": 3, "temperature": 0}
     print(f"bench profile: {machine()}; load {load()}", flush=True)
-    with ollamapy_server(1, module="bench.profiled_serve",
-                         extra_env={"BENCH_PROFILE_OUT": str(out)}) as ol, \
-            router_server(ol.child_cmd) as rt, httpx.Client(
-                timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as c:
+    with contextlib.ExitStack() as stack:
+        ol = stack.enter_context(ollamapy_server(
+            1, module="bench.profiled_serve", extra_env={"BENCH_PROFILE_OUT": str(out)}))
+        rt = stack.enter_context(router_server(ol.child_cmd))
+        old = stack.enter_context(ollamapy_server(1, root=against)) if against else None
+        c = stack.enter_context(httpx.Client(
+            timeout=60, limits=httpx.Limits(max_keepalive_connections=0)))
         with httpx.Client(base_url=ol.child) as cc:
             prompt = cc.post("/apply-template", json={
                 "messages": msgs, "add_generation_prompt": True}).json()["prompt"]
@@ -71,6 +83,11 @@ def main(argv: list[str]) -> None:
             "router /v1/chat/completions": (rt.pid, rt.url + "/v1/chat/completions",
                                             {"model": ROUTER_MODEL, **oa}),
         }
+        if old is not None:
+            for k in [k for k in paths if k.startswith("ollamapy")]:
+                pid, url, body = paths[k]
+                paths[k.replace("ollamapy", "--against")] = (
+                    old.pid, url.replace(ol.url, old.url), body)
         for _, url, body in paths.values():
             drive(c, url, body, 5)  # warm-up
         per: dict[str, list[float]] = {k: [] for k in paths}

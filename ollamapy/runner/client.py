@@ -13,7 +13,7 @@ import functools
 import json
 import json.scanner
 import logging
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,7 +43,9 @@ _COMPLETION_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
-_scan_json = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner json.loads ends in
+# The C scanner json.loads ends in (typeshed types its argument as the scanner class itself).
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
+    json.JSONDecoder())  # type: ignore[arg-type]
 
 
 def sse_event(line: bytes) -> JsonObject:
