@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 from bench.__main__ import (
     MODEL,
@@ -91,18 +92,22 @@ def main(argv: list[str]) -> None:
         for _, url, body in paths.values():
             drive(c, url, body, 5)  # warm-up
         per: dict[str, list[float]] = {k: [] for k in paths}
+        sys_ms: dict[str, float] = dict.fromkeys(paths, 0.0)  # kernel part, summed
         per_round = max(1, n // ROUNDS)
         for i in range(ROUNDS):  # interleaved rounds; median of the per-round means
             keys = list(paths)
             for k in keys[i % len(keys):] + keys[:i % len(keys)]:
                 pid, url, body = paths[k]
                 c0 = cpu_s(pid)
+                s0 = psutil.Process(pid).cpu_times().system
                 drive(c, url, body, per_round)
                 per[k].append((cpu_s(pid) - c0) / per_round * 1000)
+                sys_ms[k] += (psutil.Process(pid).cpu_times().system - s0) / per_round * 1000
         print(f"\nSupervisor-process CPU per request (ms; {ROUNDS} rounds of {per_round} "
               "sequential 3-token streams, median [min-max] of the round means):")
         for k, v in per.items():
-            print(f"  {k:32s} {statistics.median(v):6.3f}  [{min(v):.3f}-{max(v):.3f}]")
+            print(f"  {k:32s} {statistics.median(v):6.3f}  [{min(v):.3f}-{max(v):.3f}]"
+                  f"  of it in the kernel: {sys_ms[k] / ROUNDS:.3f} (mean)")
         _, url, body = paths["ollamapy /api/generate"]
         os.kill(ol.pid, signal.SIGUSR1)
         time.sleep(0.2)
