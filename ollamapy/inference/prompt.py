@@ -10,6 +10,7 @@ when context shift is on (its default), else refused with Ollama's 400.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -89,12 +90,26 @@ class Prompt:
 
 
 def compile_template(source: str) -> Template:
+    """Parsed once per distinct source (a model's template is the same on every request; a
+    parsed Template is never changed by rendering, see gotemplate.Template.render)."""
+    if len(source) > MAX_CACHED_TEMPLATE:
+        return _compile(source)
+    return _compile_cached(source)
+
+
+MAX_CACHED_TEMPLATE = 64 * 1024  # 64 entries: at most 4 MiB held
+
+
+def _compile(source: str) -> Template:
     try:
         return parse_template(source)
     except TemplateLimitError as e:  # a 400 even where a bad request template is a 500
         raise LimitExceeded(f"template error: {e}") from None
     except TemplateError as e:
         raise BadRequest(f"template error: {e}") from None
+
+
+_compile_cached = functools.lru_cache(maxsize=64)(_compile)
 
 
 # ------------------------------------------------------------------ Go-template data

@@ -9,16 +9,20 @@ is a 400 in Ollama's words, everything else keeps llama-server's message.
 
 from __future__ import annotations
 
+import functools
 import json
+import json.scanner
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from ollamapy.errors import BadRequest, OllamaError, PromptTooLong, RunnerAuthError, RunnerError
 from ollamapy.inference.events import FLUSH, Flush
 from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.runner import sse_stream
 
 log = logging.getLogger("ollamapy.runner.client")
 
@@ -37,6 +41,30 @@ _COMPLETION_TYPES: dict[str, type | tuple[type, ...]] = {
     "cache_prompt": bool, "return_tokens": bool, "timings_per_token": bool,
     "post_sampling_probs": bool, "preserved_tokens": list,
 }
+
+
+# The C scanner json.loads ends in (typeshed types its argument as the scanner class itself).
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
+    json.JSONDecoder())  # type: ignore[arg-type]
+
+
+def sse_event(line: bytes) -> JsonObject:
+    """`data: {...}` -> the object, as strict as json.loads(line[6:]) but without its per-call
+    detours (bytes encoding detection, slicing, two whitespace regexes): this runs once per
+    generated token. Anything but one JSON object is a ValueError."""
+    text = line.decode()  # llama-server sends UTF-8; a bad byte is a ValueError, as in loads
+    start = 6
+    if text[start:start + 1].isspace():
+        start = len(text) - len(text[start:].lstrip())
+    try:
+        obj, end = _scan_json(text, start)
+    except StopIteration as e:
+        raise ValueError(f"Expecting value: char {e.value}") from None
+    if end != len(text) and not text[end:].isspace():
+        raise ValueError(f"Extra data: char {end}")
+    if not isinstance(obj, dict):
+        raise ValueError("event is not a JSON object")
+    return obj
 
 
 class RunnerConnectionError(RunnerError):
@@ -76,13 +104,8 @@ def upstream_error(status: int, text: str) -> OllamaError:
     return RunnerError(message, status=500)
 
 
-MAX_EVENT_BYTES = 64 * 1024 * 1024
-
-READ_END = b""
-"""Yielded by sse_lines after the lines of each upstream read."""
-
 NOT_POOLED = "this model does not produce pooled embeddings"
-
+CONNECT_TIMEOUT_S = 10.0  # as the scheduler's session (sock_connect)
 
 
 def _dumps(body: Mapping[str, Any]) -> str:
@@ -94,71 +117,63 @@ def _dumps(body: Mapping[str, Any]) -> str:
         raise BadRequest("invalid JSON: NaN and Infinity are not valid JSON numbers") from None
 
 
-async def sse_lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """Non-empty lines of an SSE body, each as soon as its newline arrives (no size limit short
-    of MAX_EVENT_BYTES: the final event repeats the whole prompt), then READ_END per read."""
-    buf = b""
-    async for chunk in content.iter_any():
-        buf = buf + chunk if buf else chunk
-        start = 0
-        while True:
-            i = buf.find(b"\n", start)
-            if i < 0:
-                break
-            if i > start:
-                yield buf[start:i]
-            start = i + 1
-        buf = buf[start:]
-        yield READ_END
-        if len(buf) > MAX_EVENT_BYTES:
-            raise RunnerError("llama runner sent an oversized event")
-    if buf.strip():
-        yield buf
+@functools.lru_cache(maxsize=64)
+def _target(base_url: str, api_key: str | None) -> tuple[str, int, str, str]:
+    """(host, port, path prefix, header lines) of a runner's POSTs; per runner, so a lease
+    builds nothing per request. Explicit and minimal: no X-Conversation-Id (it disables
+    cancel-on-disconnect upstream), nothing a client sent."""
+    u = urlsplit(base_url)
+    if api_key is not None and not all(" " < c <= "~" for c in api_key):
+        raise RunnerError("internal error: runner API key is not a header token")
+    auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
+    headers = (f"Host: {u.netloc}\r\nContent-Type: application/json\r\n{auth}"
+               "Connection: close\r\n")
+    return u.hostname or "127.0.0.1", u.port or 80, u.path, headers
 
 
 class RunnerClient:
-    """One llama-server, reached over the scheduler's session (fresh connection per request:
-    llama-server closes streamed responses' connections, see `_send`).
+    """One llama-server: POSTs over runner/sse_stream.py (a fresh connection per request:
+    llama-server closes streamed responses' connections, see `_post_json`), GETs over the
+    scheduler's session.
 
     With `api_key` every request carries `Authorization: Bearer <key>` (runners started with a
     per-runner `--api-key` refuse anything else). Nothing a client sent as a header is passed on.
     """
 
-    __slots__ = ("_auth", "_json_headers", "_sse_headers", "base_url", "session")
+    __slots__ = ("_auth", "_headers", "_host", "_port", "_prefix",
+                 "base_url", "session")
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str,
                  api_key: str | None = None) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
         self._auth: dict[str, str] = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._json_headers = {"Content-Type": "application/json", **self._auth}
-        # Explicit and minimal: no X-Conversation-Id (it disables cancel-on-disconnect upstream).
-        self._sse_headers = {"Content-Type": "application/json",
-                             "Accept": "text/event-stream", **self._auth}
+        self._host, self._port, self._prefix, self._headers = _target(self.base_url, api_key)
 
     def __repr__(self) -> str:
         return f"RunnerClient({self.base_url!r})"
 
-    async def _send(self, path: str, data: str, headers: dict[str, str]
-                    ) -> aiohttp.ClientResponse:
-        """POST once, on a fresh connection (the scheduler's session uses force_close).
-
-        No retry: a POST to llama-server is not idempotent (a /completion that reached it runs).
-        Keep-alive pooling was measured and rejected: llama-server closes streamed responses'
-        connections and drops idle keep-alive ones unpredictably (96 of 228 pooled reuses found
-        the socket already closed), so a pool needs a retry on nearly every other request and
-        was no faster than a ~0.3 ms loopback connect."""
-        return await self.session.post(self.base_url + path, data=data, headers=headers)
+    def _request(self, path: str, data: bytes, extra: str = "") -> bytes:
+        """A complete POST: pre-built head (see `_target`) + JSON body."""
+        return (f"POST {self._prefix}{path} HTTP/1.1\r\n{self._headers}{extra}"
+                f"Content-Length: {len(data)}\r\n\r\n").encode("latin-1") + data
 
     async def _post_json(self, path: str, body: Mapping[str, Any]) -> Any:
+        """POST once, on a fresh connection, over runner/sse_stream.py like `completion` (no
+        retry: a POST to llama-server is not idempotent). Keep-alive pooling was measured
+        and rejected: llama-server closes streamed responses' connections and drops idle
+        keep-alive ones unpredictably (96 of 228 pooled reuses found the socket already
+        closed), so a pool needs a retry on nearly every other request."""
+        request = self._request(path, _dumps(body).encode())
         try:
-            async with await self._send(path, _dumps(body), self._json_headers) as resp:
-                text = await resp.text()
-                if resp.status != 200:
-                    raise upstream_error(resp.status, text)
-                return json.loads(text)
-        except aiohttp.ClientError as e:
+            status, raw = await sse_stream.fetch(self._host, self._port, request,
+                                                 CONNECT_TIMEOUT_S)
+        except sse_stream.StreamError as e:
             raise RunnerConnectionError(f"llama runner connection error: {e}") from None
+        if status != 200:
+            raise upstream_error(status, raw.decode("utf-8", "replace"))
+        try:
+            return json.loads(raw)
         except ValueError as e:
             raise RunnerError(f"llama runner sent invalid JSON: {e}") from None
 
@@ -179,26 +194,43 @@ class RunnerClient:
         """POST /completion with stream=true; yield each SSE event as it arrives, and FLUSH
         after the events of each upstream read.
 
-        Leaving the iteration early (client gone, error) closes the upstream response, which
-        makes llama-server cancel the task and free the slot at once.
+        A bare asyncio protocol, not the session (runner/sse_stream.py says why): a fresh
+        connection per request, as llama-server closes streamed responses' connections
+        anyway. No retry: a /completion that reached the runner runs. Leaving the iteration
+        early (client gone, error) closes the connection, which makes llama-server cancel
+        the task and free the slot at once.
         """
         body = {**body, "stream": True}
         check_completion_body(body)
-        data = _dumps(body)
+        data = _dumps(body).encode()
+        request = self._request("/completion", data, "Accept: text/event-stream\r\n")
         try:
-            resp = await self._send("/completion", data, self._sse_headers)
-        except aiohttp.ClientError as e:
+            proto = await sse_stream.open_stream(self._host, self._port, request,
+                                                 CONNECT_TIMEOUT_S)
+        except sse_stream.StreamError as e:
             raise RunnerConnectionError(f"llama runner connection error: {e}") from None
         try:
-            if resp.status != 200:
-                raise upstream_error(resp.status, await resp.text())
-            async for raw in sse_lines(resp.content):
+            assert proto.head is not None
+            if proto.head.status != 200:
+                text = (await proto.read_body()).decode("utf-8", "replace")
+                raise upstream_error(proto.head.status, text)
+            lines = proto.lines
+            while True:
+                if not lines:
+                    if proto.error is not None:
+                        raise RunnerConnectionError(
+                            f"llama runner connection error: {proto.error}")
+                    if proto.done:
+                        break
+                    await proto.wait()
+                    continue
+                raw = proto.pop()
                 if not raw:  # READ_END
                     yield FLUSH
                     continue
                 if not raw.startswith(b"data: "):
                     continue  # ":" keep-alive pings
-                event = json.loads(raw[6:])
+                event = sse_event(raw)
                 if "error" in event:
                     err = event["error"]
                     msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
@@ -207,12 +239,10 @@ class RunnerClient:
                 if event.get("stop"):
                     return
             raise RunnerConnectionError("llama runner closed the stream before finishing")
-        except aiohttp.ClientError as e:
-            raise RunnerConnectionError(f"llama runner connection error: {e}") from None
         except ValueError as e:
             raise RunnerError(f"llama runner sent invalid JSON: {e}") from None
         finally:
-            resp.close()
+            proto.close()
 
     async def tokenize(self, content: str, *, add_special: bool = False) -> list[int]:
         if not isinstance(content, str):

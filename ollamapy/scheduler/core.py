@@ -298,7 +298,8 @@ class Scheduler:
         ka = None if keep_alive is None else keepalive.normalize(keep_alive)
         fut: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         pending = PendingRequest(model, spec, ka, facts, fut, arrived)
-        self._post(RequestArrived(pending))
+        if not self._grant_now(pending):
+            self._post(RequestArrived(pending))
         try:
             grant = await fut
         except asyncio.CancelledError:
@@ -468,6 +469,28 @@ class Scheduler:
             p.future.set_exception(ServerBusy())
             return
         self._pending.append(p)
+
+    def _grant_now(self, p: PendingRequest) -> bool:
+        """The lease fast path: a ready runner with a free slot is granted in the requesting
+        task, without the round trip through the actor (two loop wake-ups per request).
+
+        Still the actor's decision and only its state change (`_on_request`'s first branch,
+        `_grant`), and only when it is the change the actor would make next: the inbox is
+        empty (so no release, failure, exit or expiry the actor has not applied yet can
+        precede this request; a queued event stays in the queue until the actor resumes),
+        nothing waits in the queue, and the runner is READY, alive, compatible and has a
+        slot. asyncio runs one task at a time and neither this nor any actor handler awaits,
+        so no one sees state half-changed and state changes stay applied in arrival order:
+        the invariant the single actor exists for. Everything else goes through the actor."""
+        if self._closed or self._pending or not self._inbox.empty():
+            return False
+        r = self._runners.get(p.key)
+        if (r is None or r.state != RunnerState.READY or r.handle is None
+                or r.handle.returncode is not None or r.refcount >= r.spec.num_parallel
+                or needs_reload(r.spec, p.spec)):
+            return False
+        self._grant(r, p)
+        return True
 
     def _grant(self, r: LoadedRunner, p: PendingRequest) -> None:
         if p.future.done():

@@ -28,7 +28,30 @@ EVENT_STREAM = "text/event-stream"
 SSE_DONE = b"data: [DONE]\n\n"
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_encode = _encoder.encode
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+
+
+def _make_encode() -> Callable[[Any], str]:
+    """`_encoder.encode`, minus the C encoder it builds on every call (JSONEncoder.iterencode
+    does): built once here, with the same settings. Runs once per streamed chunk. No
+    circular-reference markers: everything encoded here is built fresh per chunk (a cycle
+    would still end in RecursionError, not a hang)."""
+    if _c_make_encoder is None:  # not CPython's C accelerator
+        return _encoder.encode
+    c_encode = _c_make_encoder(None, _encoder.default, json.encoder.encode_basestring, None,
+                               ":", ",", False, False, True)
+    join = "".join
+    encode_str = _encoder.encode
+
+    def encode(obj: Any) -> str:
+        if isinstance(obj, str):
+            return encode_str(obj)
+        return join(c_encode(obj, 0))
+
+    return encode
+
+
+_encode = _make_encode()
 
 
 def dumps(obj: Any) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from hypothesis import strategies as hs
 from ollamapy import modelfile
 from ollamapy.api.decode import Caps, decode
 from ollamapy.api.inference import ChatRequest, EmbedRequest, GenerateRequest
-from ollamapy.errors import OllamaError, RunnerError
+from ollamapy.errors import OllamaError
 from ollamapy.gguf import GGUFError, model_info, parse_gguf
 from ollamapy.registry.manifest import parse_manifest as registry_manifest
 from ollamapy.store import store as st
@@ -188,40 +188,40 @@ def test_fuzz_request_decoders() -> None:
     prop()
 
 
-# ---------- SSE lines (runner/client.py) ----------
-class _Content:
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
-
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        for c in self.chunks:
-            yield c
+# ---------- SSE lines (runner/sse_stream.py: the upstream stream decoder) ----------
+_SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
 
 
-def _sse(chunks: list[bytes]) -> list[bytes]:
-    from ollamapy.runner.client import sse_lines
+def _sse(chunks: list[bytes]) -> tuple[list[bytes], bool]:
+    """Body lines the decoder queues for these reads (an unframed body that ends at EOF, as
+    llama-server's `Connection: close` streams do), and whether it failed."""
+    from ollamapy.runner.sse_stream import SSEProtocol
 
-    async def collect() -> list[bytes]:
-        return [x async for x in sse_lines(_Content(chunks))]  # type: ignore[arg-type]
-    return asyncio.run(collect())
+    loop = asyncio.new_event_loop()
+    try:
+        proto = SSEProtocol(loop)
+        for c in [_SSE_HEAD, *chunks]:
+            proto.data_received(c)
+        proto.eof_received()
+        return [x for x in proto.lines if x], proto.error is not None
+    finally:
+        loop.close()
 
 
 def test_fuzz_sse_line_parser() -> None:
+    """Any byte soup: no exception escapes the decoder, no line holds a newline, and how the
+    reads cut the stream never changes the lines (a tag or an event split across reads)."""
     @fuzz_settings()
     @given(hs.lists(hs.one_of(hs.binary(max_size=40), hs.sampled_from(
         [b"\n", b"data: {}\n", b"data: ", b": ping\n", b"\r\n", b"\n\n"])), max_size=30))
     def prop(chunks: list[bytes]) -> None:
         with example("sse"):
-            try:
-                got = [x for x in _sse(chunks) if x]
-            except RunnerError:
-                return
-            whole = b"".join(chunks)
-            lines = whole.split(b"\n")
-            want = [x for x in lines[:-1] if x]
-            if lines[-1].strip():
-                want.append(lines[-1])
-            assert got == want
+            got, failed = _sse(chunks)
+            whole, whole_failed = _sse([b"".join(chunks)] if chunks else [])
+            assert failed == whole_failed
+            if not failed:
+                assert got == whole
+                assert all(b"\n" not in x for x in got)
     prop()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from ollamapy.inference.engine import Pass, done_reason, finish, relay
@@ -168,23 +168,62 @@ def test_openai_completion_stream() -> None:
     assert b[1]["choices"] == [] and b[1]["usage"]["total_tokens"] == 2
 
 
-class _Reader:
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
+def _decode(chunks: list[bytes]) -> list[bytes]:
+    """What the upstream stream decoder queues for these reads (READ_END = b"" per read)."""
 
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        for c in self.chunks:
-            yield c
+    from ollamapy.runner.sse_stream import SSEProtocol
+
+    proto = SSEProtocol(asyncio.new_event_loop())
+    for c in chunks:
+        proto.data_received(c)
+    return list(proto.lines)
 
 
-async def test_sse_lines_split_across_reads() -> None:
-    from ollamapy.runner.client import sse_lines
-
-    raw = [b'data: {"a":', b' 1}\n\ndata: {"b": 2}\n', b"\n: ping\n\ndata: {\"c\": 3}\n\n"]
-    got = [x async for x in sse_lines(_Reader(raw))]  # type: ignore[arg-type]
+def test_sse_lines_split_across_reads() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+    raw = [head + b'data: {"a":', b' 1}\n\ndata: {"b": 2}\n',
+           b"\n: ping\n\ndata: {\"c\": 3}\n\n"]
     # b"" marks the end of each upstream read (a flush point for the writer)
-    assert got == [b"", b'data: {"a": 1}', b'data: {"b": 2}', b"", b": ping",
-                   b'data: {"c": 3}', b""]
+    assert _decode(raw) == [b"", b'data: {"a": 1}', b'data: {"b": 2}', b"", b": ping",
+                            b'data: {"c": 3}', b""]
+
+
+def test_sse_chunked_framing_split_anywhere() -> None:
+    """Chunked bodies (what llama-server sends) decode to the same lines however the reads
+    cut the size lines, the chunk data and the CRLFs."""
+    body = b'data: {"a": 1}\n\ndata: {"b": 2}\r\n\r\n: ping\n\n'
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:7], body[7:30], body[30:]))
+    wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + framed + b"0\r\n\r\n"
+    want = [b'data: {"a": 1}', b'data: {"b": 2}', b": ping"]
+    for cut in range(1, len(wire)):
+        got = [x for x in _decode([wire[:cut], wire[cut:]]) if x]
+        assert got == want, cut
+    one = [wire[i:i + 1] for i in range(len(wire))]
+    assert [x for x in _decode(one) if x] == want
+
+
+def test_sse_head_and_framing_errors() -> None:
+
+    import pytest
+
+    from ollamapy.runner.sse_stream import SSEProtocol, StreamError, parse_head
+
+    with pytest.raises(StreamError):
+        parse_head(b"SSH-2.0 hello")
+    with pytest.raises(StreamError):
+        parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x")
+    h = parse_head(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 5")
+    assert (h.status, h.chunked, h.length) == (400, False, 5)
+    proto = SSEProtocol(asyncio.new_event_loop())
+    proto.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    assert isinstance(proto.error, StreamError)
+    proto = SSEProtocol(asyncio.new_event_loop())
+    proto.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\ndata: 1\n")
+    proto.connection_lost(None)  # closed 4 bytes short of its Content-Length
+    assert isinstance(proto.error, StreamError) and not proto.done
+    proto = SSEProtocol(asyncio.new_event_loop())
+    proto.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\ndata: 1\nX")
+    assert proto.done and [x for x in proto.lines if x] == [b"data: 1", b"X"]
 
 
 def test_upstream_error_mapping() -> None:
@@ -245,3 +284,63 @@ def test_openai_midstream_error_type_follows_status() -> None:
     assert bad["error"]["type"] == "invalid_request_error"
     other = json.loads(sse_error(OllamaError("y"))[6:])
     assert other["error"] == {"message": "y", "type": "api_error", "param": None, "code": None}
+
+
+def test_sse_reading_pauses_while_lines_wait() -> None:
+    """Back-pressure: a consumer that falls behind pauses the upstream socket (decoded lines
+    never pile up without bound), and draining resumes it."""
+
+    from ollamapy.runner.sse_stream import HIGH_WATER, SSEProtocol
+
+    class Transport:
+        paused = False
+
+        def pause_reading(self) -> None:
+            self.paused = True
+
+        def resume_reading(self) -> None:
+            self.paused = False
+
+        def close(self) -> None:
+            pass
+
+    proto = SSEProtocol(asyncio.new_event_loop())
+    tr = Transport()
+    proto.connection_made(tr)  # type: ignore[arg-type]
+    proto.data_received(b"HTTP/1.1 200 OK\r\n\r\n")
+    line = b"data: " + b"x" * 1000 + b"\n"
+    while not tr.paused:
+        proto.data_received(line * 16)
+    assert proto.queued > HIGH_WATER
+    while tr.paused:
+        proto.pop()
+    assert proto.queued <= HIGH_WATER // 4
+
+
+def test_sse_event_is_as_strict_as_json_loads() -> None:
+    import pytest
+
+    from ollamapy.runner.client import sse_event
+
+    ev = b'data: {"content":" w\\u00f6rld","tokens":[1917],"stop":false}'
+    assert sse_event(ev) == json.loads(ev[6:])
+    assert sse_event(b'data:  {"a": 1}  ') == {"a": 1}
+    for bad in (b'data: {"a": 1} x', b"data: ", b"data: [1]", b'data: {"a":', b"data: \xff"):
+        with pytest.raises(ValueError):
+            sse_event(bad)
+
+
+def test_wire_encoder_matches_the_stdlib_encoder() -> None:
+    """wire's prebuilt C encoder writes exactly what JSONEncoder(ensure_ascii=False,
+    compact) writes, NaN included, and still refuses what it cannot encode."""
+    import pytest
+
+    from ollamapy.server import wire
+
+    ref = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+    for obj in ({"model": "m", "response": ' wörld \u2028 "q"\n', "done": False},
+                {"a": [1, 2.5, None, True, {"b": "x"}], "c": float("nan"), "d": 1e300},
+                "text", 5, [], {}):
+        assert wire.dumps(obj) == ref.encode(obj).encode()
+    with pytest.raises(TypeError):
+        wire.dumps({"x": object()})
