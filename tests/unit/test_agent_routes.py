@@ -23,6 +23,12 @@ from ollamapy.inference.request import InferenceRequest
 from ollamapy.server import metered, middleware
 from ollamapy.server.routes import anthropic as anthropic_routes
 from ollamapy.server.routes import responses as responses_routes
+from tests import sdk_warmup
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _sdk_models_built() -> None:
+    sdk_warmup.warm()  # the SDKs' one-time model builds stay out of the watched loop
 
 
 class Script:

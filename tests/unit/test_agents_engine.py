@@ -20,7 +20,14 @@ from aiohttp.test_utils import TestServer
 from ollamapy.server import keys, middleware
 from ollamapy.server.routes import anthropic as anthropic_routes
 from ollamapy.server.routes import responses as responses_routes
+from tests import sdk_warmup
 from tests.fake_runner import FakeRunner, FakeScheduler, FakeStore, fake_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _sdk_models_built() -> None:
+    sdk_warmup.warm()  # the SDKs' one-time model builds stay out of the watched loop
+
 
 HERE = Path(__file__).parent / "templates"
 THINK_TMPL = ("{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ if .Thinking }}<think>"
