@@ -51,7 +51,7 @@ lint: venv
 unit: venv
 	$(BIN)/pytest -m "not e2e and not integration" $(PYTEST_ARGS)
 
-test: venv runner-test model-file lint
+test: venv runner-test model-file gemma-file lint
 	$(BIN)/pytest --ignore=tests/agents $(PYTEST_ARGS)
 
 # The slow agents suite (not in `make test`): npm-installs the pinned Claude Code and Codex CLI

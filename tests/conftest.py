@@ -46,6 +46,17 @@ def model_path() -> Path:
     return p
 
 
+@pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    """Gemma 3 270M (the families' second test model), fetched by `make gemma-file`."""
+    from ollamapy import gemma_model
+
+    p = gemma_model.model_path()
+    if not p.exists():
+        _need("Gemma 3 270M", "make gemma-file")
+    return p
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

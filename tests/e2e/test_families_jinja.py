@@ -11,7 +11,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ollamapy import gemma_model
 from ollamapy.inference.renderers.jinja_kwargs import chat_template_kwargs
 from ollamapy.runner.process import RunnerProcess, child_env, free_port
 from tests.families_fixture import EFFORT_JINJA, QWEN3_JINJA, copy_with_chat_template
@@ -20,11 +19,8 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def gemma() -> Path:
-    p = gemma_model.model_path()
-    if not p.exists():
-        pytest.skip("Gemma 3 270M is not in the cache; run `make gemma-file`")
-    return p
+def gemma(gemma_path: Path) -> Path:
+    return gemma_path
 
 
 async def _apply(runner: Path, model: Path, tmp: Path, bodies: list[dict[str, Any]]

@@ -21,7 +21,6 @@ import aiohttp
 import httpx
 import pytest
 
-from ollamapy import gemma_model
 from ollamapy.api.inference import Message, Tool
 from ollamapy.inference import renderers
 from ollamapy.inference.renderers.jinja_kwargs import chat_template_kwargs
@@ -43,11 +42,8 @@ ENV = {"OLLAMA_NUM_PARALLEL": "1", "OLLAMA_CONTEXT_LENGTH": "4096"}
 
 
 @pytest.fixture(scope="module")
-def gemma() -> Path:
-    p = gemma_model.model_path()
-    if not p.exists():
-        pytest.skip("Gemma 3 270M is not in the cache; run `make gemma-file`")
-    return p
+def gemma(gemma_path: Path) -> Path:
+    return gemma_path
 
 
 @pytest.fixture(scope="module")

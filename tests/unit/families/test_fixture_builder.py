@@ -7,9 +7,7 @@ from pathlib import Path
 
 import gguf as ggufpkg
 import numpy as np
-import pytest
 
-from ollamapy import gemma_model
 from ollamapy.gguf import read_gguf
 from ollamapy.inference.capabilities import capabilities, facts_from
 from ollamapy.store.store import ModelStore
@@ -60,10 +58,8 @@ def test_family_manifest_reads_back_through_the_store(tmp_path: Path) -> None:
     assert set(caps) == {"completion", "tools"}
 
 
-def test_gemma_fixture_copy(tmp_path: Path) -> None:
-    path = gemma_model.model_path()
-    if not path.exists():
-        pytest.skip("Gemma 3 270M is not in the cache; run `make gemma-file`")
+def test_gemma_fixture_copy(tmp_path: Path, gemma_path: Path) -> None:
+    path = gemma_path
     out = copy_with_chat_template(path, tmp_path / "gemma-qwen.gguf", QWEN3_JINJA)
     g = read_gguf(out)
     assert g.chat_template == QWEN3_JINJA and g.architecture == "gemma3"
