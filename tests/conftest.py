@@ -19,7 +19,9 @@ from ollamapy import default_model
 from ollamapy.runner.locate import find_runners
 
 REPO = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.watchdog"]  # async tests fail when a loop callback blocks > 100 ms
+# watchdog: async tests fail when a loop callback blocks > 100 ms; netns: the `netns` fixture (a
+# network namespace + veth pair that remote-access tests run their clients in).
+pytest_plugins = ["tests.watchdog", "tests.netns"]
 
 
 def _need(what: str, how: str) -> None:
@@ -94,7 +96,7 @@ def start_server(tmp_path: Path, env_extra: dict[str, str] | None = None,
                                 stdout=logf, stderr=subprocess.STDOUT)
     hp = env["OLLAMA_HOST"]
     url = f"http://{hp}" if "://" not in hp else hp
-    url = url.replace("0.0.0.0", "127.0.0.1")
+    url = url.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]")  # probe on loopback
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -1,13 +1,16 @@
 """Remote access and browser safety against a real `ollamapy serve` over real sockets:
-OLLAMA_HOST=0.0.0.0 answering on a non-loopback address, the Host check on loopback binds, CORS,
-API keys (raw HTTP, the ollamapy CLI, the openai client), and SIGTERM / crash-restart."""
+OLLAMA_HOST=0.0.0.0 / [::] answering remote clients, the Host check on loopback binds, CORS, API
+keys (raw HTTP, the ollamapy CLI, the openai and ollama clients), and SIGTERM / crash-restart.
+
+Remote clients run inside a network namespace joined to this machine by a veth pair (the
+`netns` fixture, tests/netns.py): their traffic crosses that link to the server on the host end
+and never goes to this machine's own network addresses."""
 
 from __future__ import annotations
 
-import ipaddress
+import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,46 +20,43 @@ import psutil
 import pytest
 
 from tests.conftest import free_port, start_server, stop_server
+from tests.netns import VethNamespace
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "ollamapy.cli.main"]
 
 
-def non_loopback_ipv4() -> str | None:
-    for addrs in psutil.net_if_addrs().values():
-        for a in addrs:
-            if a.family == socket.AF_INET and not ipaddress.ip_address(a.address).is_loopback:
-                return a.address
-    return None
-
-
-def cli(args: list[str], host: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+def cli(args: list[str], host: str, tmp_path: Path, ns: VethNamespace | None = None,
+        **env: str) -> subprocess.CompletedProcess:
+    """The ollamapy CLI with OLLAMA_HOST=host; run inside `ns` when given (a remote user)."""
     e = dict(os.environ, OLLAMA_HOST=host, HOME=str(tmp_path))
     e.pop("OLLAMA_API_KEY", None)
     e.update(env)
-    return subprocess.run([*CLI, *args], env=e, capture_output=True, text=True, timeout=30)
+    if ns is None:
+        return subprocess.run([*CLI, *args], env=e, capture_output=True, text=True, timeout=30)
+    ns.check_target(host)
+    return ns.run([*CLI, *args], env=ns.env(e), timeout=30)
 
 
-def test_all_interfaces_answers_on_a_non_loopback_address(tmp_path: Path) -> None:
-    addr = non_loopback_ipv4()
-    if addr is None:
-        pytest.skip("this machine has only loopback interfaces; nothing remote to reach")
+def test_all_interfaces_answers_on_a_non_loopback_address(tmp_path: Path,
+                                                          netns: VethNamespace) -> None:
     port = free_port()
     s = start_server(tmp_path, host=f"0.0.0.0:{port}")
+    url = netns.url(port)
     try:
-        r = httpx.get(f"http://{addr}:{port}/", timeout=5)
-        assert r.status_code == 200 and r.text == "Ollama is running"
-        # Bound to all interfaces: no Host check (reverse proxies, real hostnames).
-        r = httpx.get(f"http://{addr}:{port}/api/version",
-                      headers={"Host": "ollama.example.com"}, timeout=5)
-        assert r.status_code == 200
-        # ... but CORS still applies to browsers.
-        r = httpx.get(f"http://{addr}:{port}/api/version",
-                      headers={"Origin": "https://evil.example"}, timeout=5)
-        assert r.status_code == 403
+        root, vhost, evil = netns.http(
+            ("GET", f"{url}/", {}),
+            # Bound to all interfaces: no Host check (reverse proxies, real hostnames).
+            ("GET", f"{url}/api/version", {"Host": "ollama.example.com"}),
+            # ... but CORS still applies to browsers.
+            ("GET", f"{url}/api/version", {"Origin": "https://evil.example"}))
+        assert root.status == 200 and root.text == "Ollama is running"
+        assert vhost.status == 200
+        assert evil.status == 403
         # The CLI reaches it through OLLAMA_HOST (0.0.0.0 -> 127.0.0.1 for clients) and remotely.
         assert cli(["-v"], f"0.0.0.0:{port}", tmp_path).stdout.startswith("ollamapy version is")
-        assert cli(["-v"], f"http://{addr}:{port}", tmp_path).returncode == 0
+        remote = cli(["-v"], url, tmp_path, netns)
+        assert remote.returncode == 0, remote.stderr
     finally:
         stop_server(s)
     log = s.log()
@@ -64,16 +64,16 @@ def test_all_interfaces_answers_on_a_non_loopback_address(tmp_path: Path) -> Non
     assert "no API keys are set" in log and "level=WARNING" in log
 
 
-def test_ipv6_all_interfaces(tmp_path: Path) -> None:
-    if not socket.has_ipv6 or not any(
-            a.family == socket.AF_INET6 and a.address == "::1"
-            for addrs in psutil.net_if_addrs().values() for a in addrs):
-        pytest.skip("no IPv6 loopback on this machine")
+def test_ipv6_all_interfaces(tmp_path: Path, netns: VethNamespace) -> None:
+    if netns.host_v6 is None:
+        pytest.skip(f"IPv6 is unavailable on this machine: {netns.ipv6_error}")
     port = free_port()
     s = start_server(tmp_path, host=f"[::]:{port}")
     try:
         r = httpx.get(f"http://[::1]:{port}/api/version", timeout=5)
         assert r.status_code == 200
+        (remote,) = netns.http(("GET", f"{netns.url(port, v6=True)}/api/version", {}))
+        assert remote.status == 200 and remote.text.startswith('{"version":')
     finally:
         stop_server(s)
     assert "no API keys are set" in s.log()
@@ -116,44 +116,41 @@ def test_ollama_origins_added(tmp_path: Path) -> None:
         stop_server(s)
 
 
-def test_api_keys_over_the_network(tmp_path: Path) -> None:
+def test_api_keys_over_the_network(tmp_path: Path, netns: VethNamespace) -> None:
     keyfile = tmp_path / "keys"
     keyfile.write_text("# team keys\nkey-from-file-123\n")
     port = free_port()
     s = start_server(tmp_path, {"OLLAMA_API_KEYS": "env-key-456",
                                 "OLLAMA_API_KEYS_FILE": str(keyfile)}, host=f"0.0.0.0:{port}")
-    host = f"127.0.0.1:{port}"
+    url = netns.url(port)
     try:
-        r = httpx.get(f"http://{host}/api/tags", timeout=5)
-        assert r.status_code == 401 and r.json() == {"error": "unauthorized"}
-        r = httpx.get(f"http://{host}/api/tags", timeout=5,
-                      headers={"Authorization": "Bearer key-from-file-124"})
-        assert r.status_code == 401
-        for key in ("key-from-file-123", "env-key-456"):
-            r = httpx.get(f"http://{host}/api/tags", timeout=5,
-                          headers={"Authorization": f"Bearer {key}"})
-            assert r.status_code == 200, key
-        r = httpx.get(f"http://{host}/v1/models", headers={"Authorization": "Bearer bad"},
-                      timeout=5)
-        assert r.status_code == 401 and r.json()["error"]["message"] == "unauthorized"
-        # A browser preflight carries no credentials and must still be answered.
-        r = httpx.options(f"http://{host}/api/chat", timeout=5, headers={
-            "Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"})
-        assert r.status_code == 204
+        none, near, from_file, from_env, v1_bad, preflight = netns.http(
+            ("GET", f"{url}/api/tags", {}),
+            ("GET", f"{url}/api/tags", {"Authorization": "Bearer key-from-file-124"}),
+            ("GET", f"{url}/api/tags", {"Authorization": "Bearer key-from-file-123"}),
+            ("GET", f"{url}/api/tags", {"Authorization": "Bearer env-key-456"}),
+            ("GET", f"{url}/v1/models", {"Authorization": "Bearer bad"}),
+            # A browser preflight carries no credentials and must still be answered.
+            ("OPTIONS", f"{url}/api/chat", {"Origin": "http://localhost:3000",
+                                           "Access-Control-Request-Method": "POST"}))
+        assert none.status == 401 and json.loads(none.text) == {"error": "unauthorized"}
+        assert near.status == 401
+        assert from_file.status == 200 and from_env.status == 200
+        assert v1_bad.status == 401
+        assert json.loads(v1_bad.text)["error"]["message"] == "unauthorized"
+        assert preflight.status == 204
         # The CLI sends OLLAMA_API_KEY; without it the server's refusal is reported.
-        ok = cli(["list"], host, tmp_path, OLLAMA_API_KEY="env-key-456")
+        ok = cli(["list"], url, tmp_path, netns, OLLAMA_API_KEY="env-key-456")
         assert ok.returncode == 0 and ok.stdout.startswith("NAME"), ok.stderr
-        bad = cli(["list"], host, tmp_path)
+        bad = cli(["list"], url, tmp_path, netns)
         assert bad.returncode == 1 and bad.stderr == "Error: unauthorized\n"
-        v = cli(["-v"], host, tmp_path)
+        v = cli(["-v"], url, tmp_path, netns)
         assert "could not connect to a running ollamapy instance: unauthorized" in v.stdout
         # OpenAI clients send their api_key as a Bearer token.
-        from openai import AuthenticationError, OpenAI
-
-        oa = OpenAI(base_url=f"http://{host}/v1", api_key="key-from-file-123", max_retries=0)
-        assert isinstance(oa.models.list().data, list)
-        with pytest.raises(AuthenticationError):
-            OpenAI(base_url=f"http://{host}/v1", api_key="nope", max_retries=0).models.list()
+        oa = netns.call("tests.netns_client:openai_models", f"{url}/v1", "key-from-file-123")
+        assert oa == {"data_is_list": True}
+        oa = netns.call("tests.netns_client:openai_models", f"{url}/v1", "nope")
+        assert oa == {"error": "AuthenticationError"}
     finally:
         stop_server(s)
     log = s.log()
@@ -162,28 +159,29 @@ def test_api_keys_over_the_network(tmp_path: Path) -> None:
         assert secret not in log
 
 
-def test_scoped_keys_through_the_official_clients(tmp_path: Path) -> None:
+def test_scoped_keys_through_the_official_clients(tmp_path: Path, netns: VethNamespace) -> None:
     """An inference key runs and lists models but cannot manage them; the admin key can."""
-    import ollama
-
     keyfile = tmp_path / "keys"
     keyfile.write_text("# ops\nadm-key-1 admin\ninf-key-2 inference  # the app\n")
+    port = free_port()
     s = start_server(tmp_path, {"OLLAMA_API_KEYS_FILE": str(keyfile),
-                                "OLLAMA_API_KEYS": "adm-key-1"})  # the readiness probe's key
+                                "OLLAMA_API_KEYS": "adm-key-1"},  # the readiness probe's key
+                     host=f"0.0.0.0:{port}")
+    url = netns.url(port)
     try:
-        inf = ollama.Client(host=s.url, headers={"Authorization": "Bearer inf-key-2"})
-        assert inf.list().models == []
-        for call in (lambda: inf.delete("smollm2:135m"), lambda: inf.copy("a", "b"),
-                     lambda: inf.pull("smollm2:135m")):
-            with pytest.raises(ollama.ResponseError) as e:
-                call()
-            assert e.value.status_code == 403 and "admin key" in e.value.error
-        adm = ollama.Client(host=s.url, headers={"Authorization": "Bearer adm-key-1"})
-        with pytest.raises(ollama.ResponseError) as e:
-            adm.delete("nonexistent:latest")
-        assert e.value.status_code == 404  # past the scope check: the model is missing
-        r = httpx.get(s.url + "/api/tags", headers={"x-api-key": "inf-key-2"}, timeout=5)
-        assert r.status_code == 200  # Anthropic clients' header
+        listed, *refused = netns.call(
+            "tests.netns_client:ollama_calls", url, {"Authorization": "Bearer inf-key-2"},
+            [["list"], ["delete", "smollm2:135m"], ["copy", "a", "b"], ["pull", "smollm2:135m"]])
+        assert listed == {"result": {"models": []}}
+        assert len(refused) == 3
+        for e in refused:
+            assert e["status_code"] == 403 and "admin key" in e["error"], e
+        (missing,) = netns.call(
+            "tests.netns_client:ollama_calls", url, {"Authorization": "Bearer adm-key-1"},
+            [["delete", "nonexistent:latest"]])
+        assert missing["status_code"] == 404  # past the scope check: the model is missing
+        (r,) = netns.http(("GET", f"{url}/api/tags", {"x-api-key": "inf-key-2"}))
+        assert r.status == 200  # Anthropic clients' header
     finally:
         stop_server(s)
     assert "adm-key-1" not in s.log() and "inf-key-2" not in s.log()
