@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.watchdog", "tests.netns"]
 
 
-def _need(what: str, how: str) -> None:
+def need(what: str, how: str) -> None:
     # Under CI a missing prerequisite is a failure, never a skip: `make test` installs it.
     if os.environ.get("CI"):
         pytest.fail(f"{what} is missing; `{how}` should have provided it")
@@ -36,7 +36,7 @@ def runner_binary() -> Path:
     for r in find_runners():
         if r.variant == "cpu":
             return r.binary
-    _need("the cpu llama-server runner", "make runner-test")
+    need("the cpu llama-server runner", "make runner-test")
     raise AssertionError
 
 
@@ -44,7 +44,7 @@ def runner_binary() -> Path:
 def model_path() -> Path:
     p = default_model.model_path()
     if not p.exists():
-        _need("the SmolLM2 test model", "make model")
+        need("the SmolLM2 test model", "make model")
     return p
 
 
@@ -55,7 +55,7 @@ def gemma_path() -> Path:
 
     p = gemma_model.model_path()
     if not p.exists():
-        _need("Gemma 3 270M", "make gemma-file")
+        need("Gemma 3 270M", "make gemma-file")
     return p
 
 
@@ -157,7 +157,7 @@ def register_default_model(models_dir: Path, name: str = DEFAULT_MODEL,
 
     src = default_model.model_path()
     if not src.exists():
-        _need("the SmolLM2 test model", "make model")
+        need("the SmolLM2 test model", "make model")
     shown = register_gguf(models_dir, src, name,
                           digest="sha256:" + pins.default_model().gguf_sha256)
     if params:

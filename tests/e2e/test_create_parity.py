@@ -22,7 +22,7 @@ import pytest
 
 from ollamapy.gguf import read_gguf
 from ollamapy.store import store as st
-from tests.conftest import FAST_PARAMS, ServerProc, start_server, stop_server
+from tests.conftest import FAST_PARAMS, ServerProc, need, start_server, stop_server
 from tests.registry_server import TestRegistry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -36,7 +36,7 @@ def f16_gguf(runner_binary: Path, model_path: Path,
     """SmolLM2 dequantized to F16 with llama-quantize (what `create -q` starts from)."""
     tool = runner_binary.parent / "llama-quantize"
     if not os.access(tool, os.X_OK):
-        pytest.skip("llama-quantize is not built (make runner)")
+        need("llama-quantize", "make runner-test")
     out = tmp_path_factory.mktemp("f16") / "smollm2-f16.gguf"
     r = subprocess.run([str(tool), "--allow-requantize", str(model_path), str(out), "F16", "2"],
                        capture_output=True, timeout=300)

@@ -21,7 +21,7 @@ import pytest
 
 from ollamapy.placement import memory
 from ollamapy.placement.rpc import WorkerInfo, WorkerSpec, layer_sizes, plan_split, query_worker
-from tests.conftest import free_port
+from tests.conftest import free_port, need
 
 pytestmark = pytest.mark.e2e
 
@@ -178,7 +178,7 @@ def sizes(model_path: Path) -> list[int]:
 def workers(tmp_path_factory: pytest.TempPathFactory, runner_binary: Path,
             sizes: list[int]) -> Iterator[tuple[WorkerProc, WorkerProc]]:
     if not (runner_binary.parent / "ggml-rpc-server").exists():
-        pytest.skip("the cpu runner has no ggml-rpc-server: rebuild with `make runner-test`")
+        need("the cpu runner's ggml-rpc-server", "make runner-test")
     tmp = tmp_path_factory.mktemp("workers")
     mem = int(sum(sizes) * SHARE / MiB) + COMPUTE_MIB + SLACK_MIB
     ws = (start_worker(tmp, mem, "w1"), start_worker(tmp, mem, "w2"))

@@ -18,6 +18,7 @@ from ollamapy.gguf import read_gguf
 from ollamapy.store import quantize
 from ollamapy.store import store as st
 from ollamapy.store.register import import_blob
+from tests.conftest import need
 from tests.unit.test_gguf import write_fixture
 
 REAL = Path(__file__).resolve().parents[2] / "runners" / "cpu" / "bin" / "llama-quantize"
@@ -59,8 +60,9 @@ def test_progress_lines() -> None:
     assert quantize.progress_of(b"llama_model_loader: - kv 0") is None
 
 
-@pytest.mark.skipif(not os.access(REAL, os.X_OK), reason="llama-quantize is not built")
 async def test_real_quantize(store: st.ModelStore, tmp_path: Path) -> None:
+    if not os.access(REAL, os.X_OK):
+        need("llama-quantize", "make runner-test")
     src = f16_blob(store, tmp_path)
     events: list[dict[str, Any]] = []
     out = await quantize.quantize_blob(store, src, "Q8_0", events.append, tool=REAL, threads=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ollamapy import gemma_model, pins
 from ollamapy.default_model import sha256_file
 
@@ -16,12 +18,8 @@ def test_pin_shape() -> None:
     assert gemma_model.model_path().name == f"gemma-3-270m-q4_k_m-{pin.gguf_sha256[:12]}.gguf"
 
 
-def test_cached_model_matches_pin() -> None:
-    import pytest
-
-    path = gemma_model.model_path()
-    if not path.exists():
-        pytest.skip("Gemma 3 270M is not in the cache; run `make gemma-file`")
+def test_cached_model_matches_pin(gemma_path: Path) -> None:
+    path = gemma_path
     pin = pins.gemma3_model()
     assert path.stat().st_size == pin.gguf_size
     assert sha256_file(path) == pin.gguf_sha256
