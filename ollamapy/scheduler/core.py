@@ -662,6 +662,16 @@ class Scheduler:
         if r.handle.returncode is not None:
             self._on_exited(r)
             return
+        if r.rpc is not None:
+            # llama.cpp aborts on any RPC failure, but its /health may still answer while it
+            # dies: never hand it another request; the next one reloads on the workers that
+            # answer then.
+            log.warning("runner split over RPC workers failed, replacing it", extra=kv(
+                model=r.model.short_name, workers=",".join(r.rpc.workers)))
+            self._record_crash(r.key)
+            self.observer.runner_crashed(r.model.short_name)
+            self._begin_unload(r)
+            return
         # No new work until /health answers: the process may be dead but not yet reaped.
         r.resume_state, r.state = r.state, RunnerState.CHECKING
         r.tasks.append(asyncio.create_task(self._check_health(r)))

@@ -303,3 +303,27 @@ async def test_runner_death_reloads_without_the_dead_worker(workers) -> None:
             assert 0 < cfg.n_gpu_layers < 31  # what does not fit the worker stays on the CPU
     finally:
         await s.stop()
+
+
+def test_pinned_to_workers_with_none_up_is_an_error_naming_them() -> None:
+    i = inv(48 * GiB)
+    s, spec = spec_for(TWO, {"placement": "workers"}, i)
+    down = [worker(1, 0, error="Connection refused"), worker(2, 0, error="Connection refused")]
+    with pytest.raises(PlacementError, match=r"pinned.*RPC worker 10\.0\.0\.9:1 \(Conn"):
+        split_plan(FACTS, spec, i, down, s)
+
+
+async def test_failed_split_runner_is_replaced_even_while_it_still_answers(workers) -> None:
+    ports = [await workers(rpc_handler([(2 * GiB, 2 * GiB)])) for _ in range(2)]
+    s, launcher = await scheduler(
+        {"OLLAMAPY_RPC_WORKERS": ",".join(f"127.0.0.1:{p}" for p in ports)}, 2 * GiB)
+    try:
+        m = model("big", str(PATH))
+        async with s.lease(m, {"num_ctx": 512}, None) as lease:
+            lease.fail(ConnectionResetError())  # the process has not exited (yet)
+        await settle()
+        assert launcher.handles[0].stops == 1  # stopped, not health-checked back into service
+        async with s.lease(m, {"num_ctx": 512}, None):
+            assert len(launcher.handles) == 2
+    finally:
+        await s.stop()
