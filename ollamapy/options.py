@@ -32,6 +32,10 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("main_gpu", "integer", None, True),
     Option("use_mmap", "boolean", None, True),
     Option("num_thread", "integer", 0, True),
+    # where the model may run: auto | local | workers, and a subset of OLLAMAPY_RPC_WORKERS to
+    # pin it to (checked against the configured workers by placement.rpc.placement_request)
+    Option("placement", "string", None, True),
+    Option("rpc_workers", "string", None, True),
     # sampling (request) options
     Option("num_keep", "integer", 4, False),
     Option("seed", "integer", -1, False),

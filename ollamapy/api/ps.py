@@ -7,6 +7,16 @@ from pydantic import BaseModel, Field
 from ollamapy.api.models import ModelDetails
 
 
+class ProcessDevice(BaseModel):
+    """Where part of a model lives (ollamapy extension, only for a model split over RPC
+    workers): a llama.cpp device, the worker it is on, its layers and estimated bytes."""
+
+    name: str
+    worker: str = ""  # host:port of the RPC worker; "" for this host
+    layers: int
+    size: int
+
+
 class ProcessModel(BaseModel):
     name: str
     model: str
@@ -16,6 +26,7 @@ class ProcessModel(BaseModel):
     expires_at: str
     size_vram: int
     context_length: int
+    devices: list[ProcessDevice] | None = None  # extension: omitted unless split over workers
 
 
 class ProcessResponse(BaseModel):

@@ -27,6 +27,19 @@ def processor(size: int, size_vram: int) -> str:
     return f"{cpu}%/{100 - cpu}% CPU/GPU"
 
 
+def split(devices: list[dict[str, Any]]) -> str:
+    """A model split over RPC workers: `45%/55% CPU/RPC(2)` by estimated size."""
+    total = sum(int(d.get("size") or 0) for d in devices)
+    remote = sum(int(d.get("size") or 0) for d in devices if d.get("worker"))
+    workers = len({d.get("worker") for d in devices if d.get("worker")})
+    if total <= 0:
+        return f"RPC({workers})"
+    rpc = math.floor(remote / total * 100 + 0.5)
+    if rpc == 100:
+        return f"100% RPC({workers})"
+    return f"{100 - rpc}%/{rpc}% local/RPC({workers})"
+
+
 def until(expires_at: str | None, now: datetime | None = None) -> str:
     expires = parse_time(expires_at)
     now = now or datetime.now(UTC)
@@ -43,8 +56,9 @@ def rows(models: list[dict[str, Any]], prefix: str = "",
         if prefix and not name.startswith(prefix):
             continue
         size, vram = int(m.get("size") or 0), int(m.get("size_vram") or 0)
-        out.append([name, str(m.get("digest", ""))[:12], human_bytes(size),
-                    processor(size, vram), str(m.get("context_length") or 0),
+        where = split(m["devices"]) if m.get("devices") else processor(size, vram)
+        out.append([name, str(m.get("digest", ""))[:12], human_bytes(size), where,
+                    str(m.get("context_length") or 0),
                     until(m.get("expires_at"), now)])
     return out
 

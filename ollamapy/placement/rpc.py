@@ -331,7 +331,8 @@ def plan_split(layer_sizes: Sequence[int], local_gpus: Sequence[GpuDevice],
     local_gpus: this host's GPUs of the runner's library (placement.gpu), free memory now.
     workers: `query_workers()` results; down or busy ones are left out with a warning.
     mode: "local" never uses a worker; "auto" (default) uses workers only when the model does not
-      fit locally (local GPUs + `cpu_free`); "workers" (model pinned to workers) always does.
+      fit locally (local GPUs + `cpu_free`); "workers" (model pinned to workers) always does,
+      and is a PlacementError when no worker can take a layer.
     cpu_free: system RAM the CPU may take for the layers nobody else can hold.
     reserve: bytes kept free on every device for its compute graph (estimate.graph_partial).
     gpu_overhead: OLLAMA_GPU_OVERHEAD, on local GPUs.
@@ -361,7 +362,11 @@ def plan_split(layer_sizes: Sequence[int], local_gpus: Sequence[GpuDevice],
         raise PlacementError(_too_large(sizes, targets, cpu_free, workers))
     if mode == "workers" and not any(n for t, n in zip(targets, counts, strict=True)
                                      if t.endpoint):
-        warnings.append("model pinned to workers, but no worker could take a layer")
+        # Pinned means "on workers": running it all here instead would hide a dead worker.
+        down = [w for w in workers if not w.up]
+        raise PlacementError("model is pinned to RPC workers, but no worker could take a layer"
+                             + ("; left out: " + ", ".join(f"RPC worker {w.endpoint} ({w.error})"
+                                                           for w in down) if down else ""))
     return _plan(targets, counts, cpu, total, warnings)
 
 

@@ -45,6 +45,10 @@ class LaunchConfig:
     rerank: bool = False  # --rerank: pooling rank + the /v1/rerank endpoint
     log_verbosity: int = 4  # 4 prints the buffer sizes /api/ps reports
     slots: bool = False  # /slots shows every slot's prompt: only when debugging (OLLAMA_DEBUG)
+    # A split over RPC workers (placement.rpc.SplitPlan): --rpc endpoints, and the --device list
+    # that `tensor_split` (layers per device) and `n_gpu_layers` refer to.
+    rpc_workers: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
 
 
 def kv_cache_type(cfg: LaunchConfig) -> str:
@@ -86,7 +90,14 @@ def build_args(cfg: LaunchConfig) -> list[str]:
         args += ["--load-mode", "none"]
     elif cfg.use_mmap is True:
         args += ["--load-mode", "mmap"]
-    if not cfg.gpu_backend:
+    if cfg.rpc_workers:
+        # Our split is the decision (also on a CPU-only build: the workers are its devices);
+        # llama.cpp's fit must not redo it (it would query every worker again).
+        args += ["--rpc", ",".join(cfg.rpc_workers), "--device", ",".join(cfg.devices) or "none"]
+        if cfg.tensor_split:
+            args += ["--tensor-split", ",".join(str(n) for n in cfg.tensor_split)]
+        args += ["--n-gpu-layers", str(max(0, cfg.n_gpu_layers or 0)), "--fit", "off"]
+    elif not cfg.gpu_backend:
         args += ["--fit", "off"]  # nothing to place; -c is pinned: skip the dry run
     elif cfg.n_gpu_layers is not None:
         args += ["--n-gpu-layers", str(max(0, cfg.n_gpu_layers))]
@@ -94,7 +105,7 @@ def build_args(cfg: LaunchConfig) -> list[str]:
             args += ["--tensor-split", ",".join(str(n) for n in cfg.tensor_split)]
         # -ngl and -c are both pinned: llama.cpp's fit would only cost a dry run.
         args += ["--fit", "off"]
-    if cfg.main_gpu is not None:
+    if cfg.main_gpu is not None and not cfg.rpc_workers:
         args += ["--split-mode", "none", "--main-gpu", str(cfg.main_gpu)]
     for p in cfg.projectors[:1]:  # llama-server takes one projector
         args += ["--mmproj", str(p)]

@@ -29,6 +29,7 @@ from ollamapy.config import Settings
 from ollamapy.errors import (
     InternalError,
     OllamaError,
+    PlacementError,
     RunnerError,
     RunnerNotFound,
     ServerBusy,
@@ -38,6 +39,7 @@ from ollamapy.inference.chat_format import ollama_renders
 from ollamapy.logs import kv
 from ollamapy.placement.gpu import Inventory, discover
 from ollamapy.placement.memory import ModelFacts, Placement, decision_fields, place, read_facts
+from ollamapy.placement.rpc import SplitPlan, WorkerInfo, query_workers
 from ollamapy.runner import variants
 from ollamapy.runner.client import RunnerClient
 from ollamapy.runner.flags import LaunchConfig
@@ -61,6 +63,7 @@ from ollamapy.scheduler.events import (
 from ollamapy.scheduler.launcher import Launcher, ProcessLauncher, RunnerHandle
 from ollamapy.scheduler.observer import NoObserver, SchedulerObserver
 from ollamapy.scheduler.policy import (
+    DeviceShare,
     RunnerView,
     account_for_loaded,
     crash_backoff,
@@ -72,6 +75,9 @@ from ollamapy.scheduler.policy import (
     needs_reload,
     pick_victim,
     resolve_spec,
+    split_plan,
+    unavailable,
+    wants_workers,
 )
 from ollamapy.scheduler.state import (
     GONE,
@@ -103,6 +109,7 @@ class RunnerStatus:
     context_length: int
     pid: int | None
     state: str
+    devices: tuple[DeviceShare, ...] = ()  # only for a model split over RPC workers
 
 
 class Lease:
@@ -136,14 +143,19 @@ class Lease:
         if self._scheduler.closed:
             return ServerShuttingDown()
         self._scheduler._post(RequestFailed(self._runner, exc))
-        return RunnerError(runner_failure_message(self._runner.handle))
+        return RunnerError(runner_failure_message(self._runner.handle, self._runner.rpc))
 
 
-def runner_failure_message(handle: RunnerHandle | None) -> str:
+def runner_failure_message(handle: RunnerHandle | None, rpc: SplitPlan | None = None) -> str:
     detail = ""
     if handle is not None and handle.returncode is not None:
         detail = handle.last_error()
-    return f"{RUNNER_STOPPED}: {detail}" if detail else RUNNER_STOPPED
+    msg = f"{RUNNER_STOPPED}: {detail}" if detail else RUNNER_STOPPED
+    if rpc is not None and rpc.uses_workers:
+        # llama.cpp aborts the whole runner when any worker fails: say which ones it used.
+        msg += f" (the model ran split over RPC workers {', '.join(rpc.workers)}; " \
+               "the next request reloads it on the workers that answer)"
+    return msg
 
 
 def _now() -> datetime:
@@ -175,6 +187,7 @@ class Scheduler:
         self._oom_retried: set[str] = set()
         self._tick: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
         self._closed = False
         self._config_home: Path | None = None
         self._variant_libs: tuple[str, ...] | None = None
@@ -218,6 +231,13 @@ class Scheduler:
             gpus=len(self.inventory.gpus), max_loaded_models=self.max_loaded,
             num_parallel=self.settings.num_parallel, max_queue=self.max_queue))
         self._task = asyncio.create_task(self._run(), name="scheduler")
+        if self.settings.rpc_workers:
+            self._probe = asyncio.create_task(self._probe_workers(), name="rpc-probe")
+
+    async def _probe_workers(self) -> None:
+        """At start: say which configured RPC workers answer (each load asks again)."""
+        for w in await query_workers(self.settings.rpc_workers):
+            _log_worker(w)
 
     def _process_launcher(self) -> ProcessLauncher:
         assert self.inventory is not None
@@ -241,6 +261,8 @@ class Scheduler:
         if self._closed:
             return
         self._closed = True
+        if self._probe is not None:
+            self._probe.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -339,7 +361,7 @@ class Scheduler:
             out.append(RunnerStatus(model=r.model, size=size, size_vram=vram, expires_at=expires,
                                     context_length=r.num_ctx,
                                     pid=r.handle.pid if r.handle else None,
-                                    state=r.state.value))
+                                    state=r.state.value, devices=r.devices))
         out.sort(key=lambda s: s.expires_at, reverse=True)
         return out
 
@@ -640,6 +662,16 @@ class Scheduler:
         if r.handle.returncode is not None:
             self._on_exited(r)
             return
+        if r.rpc is not None:
+            # llama.cpp aborts on any RPC failure, but its /health may still answer while it
+            # dies: never hand it another request; the next one reloads on the workers that
+            # answer then.
+            log.warning("runner split over RPC workers failed, replacing it", extra=kv(
+                model=r.model.short_name, workers=",".join(r.rpc.workers)))
+            self._record_crash(r.key)
+            self.observer.runner_crashed(r.model.short_name)
+            self._begin_unload(r)
+            return
         # No new work until /health answers: the process may be dead but not yet reaped.
         r.resume_state, r.state = r.state, RunnerState.CHECKING
         r.tasks.append(asyncio.create_task(self._check_health(r)))
@@ -772,11 +804,14 @@ class Scheduler:
         self._runners[r.key] = r
         self._loading = r
         others = [x.placement for x in self._runners.values() if x is not r]
-        r.tasks.append(asyncio.create_task(self._load(r, others, allow_evict),
+        # A worker serves one client: those our other runners hold are not available.
+        held = {e: x.model.short_name for x in [*self._runners.values(), *self._stopping]
+                if x is not r and x.rpc is not None for e in x.rpc.workers}
+        r.tasks.append(asyncio.create_task(self._load(r, others, allow_evict, held),
                                            name=f"load-{r.key}"))
 
     async def _load(self, r: LoadedRunner, others: list[Placement | None],
-                    allow_evict: bool) -> None:
+                    allow_evict: bool, held: Mapping[str, str] | None = None) -> None:
         try:
             if isinstance(self._launcher, ProcessLauncher):
                 self._launcher.find_runner()  # its variant decides which GPUs count
@@ -785,15 +820,27 @@ class Scheduler:
             inv = self._runner_inventory(account_for_loaded(inv, others))
             opts = estimate_options(r.spec, self.settings)
             placement = None
+            rpc: SplitPlan | None = None
             if r.facts is not None:
                 placement = place(r.facts, inv, opts, spread=self.settings.sched_spread,
                                   main_gpu=r.spec.main_gpu)
                 log.info("offload decision", extra=kv(**decision_fields(placement, opts)))
-                if allow_evict and not fits(placement, inv):
+                # auto: make room locally first (as before); workers when nothing is left to
+                # evict. A model pinned to workers evicts only if it does not fit with them.
+                if wants_workers(r.spec, placement, inv) and not (
+                        allow_evict and r.spec.placement == "auto"):
+                    try:
+                        rpc = await self._plan_rpc(r, r.facts, inv, held or {})
+                    except PlacementError:
+                        if not allow_evict:
+                            raise
+                        self._post(NeedRoom(r))
+                        return
+                elif allow_evict and not fits(placement, inv):
                     self._post(NeedRoom(r))
                     return
             r.placement = placement
-            cfg = self._launch_config(r, placement, inv)
+            cfg = self._launch_config(r, placement, inv, rpc)
             assert self._launcher is not None
             handle = await self._launcher.launch(cfg, r.model.short_name)
         except asyncio.CancelledError:
@@ -808,9 +855,42 @@ class Scheduler:
             return
         self._post(Loaded(r, handle))
 
+    async def _plan_rpc(self, r: LoadedRunner, facts: ModelFacts, inv: Inventory,
+                        held: Mapping[str, str]) -> SplitPlan | None:
+        """Ask the workers (bounded: one deadline per query, all at once, never on the actor)
+        and split the model over local GPUs + workers + CPU. None when no worker gets a layer.
+        Sets r.rpc before the launch so a concurrent load sees the workers as taken."""
+        workers = r.spec.rpc_workers
+        taken = unavailable(workers, held)
+        answers = await query_workers([w for w in workers if w.endpoint not in held])
+        by = {i.endpoint: i for i in [*answers, *taken]}
+        infos = [by[w.endpoint] for w in workers]
+        for w in infos:
+            _log_worker(w)
+        plan, shares = split_plan(facts, r.spec, inv, infos, self.settings)
+        for warning in plan.warnings:
+            if not warning.startswith("RPC worker"):  # plan_split logged those already
+                log.warning("%s", warning, extra=kv(model=r.model.short_name))
+        log.info("rpc placement", extra=kv(model=r.model.short_name, split=plan.describe(),
+                                           workers=",".join(plan.workers) or "none"))
+        if not plan.uses_workers:
+            return None
+        r.rpc, r.devices = plan, tuple(shares)
+        return plan
+
     def _launch_config(self, r: LoadedRunner, placement: Placement | None,
-                       inv: Inventory) -> LaunchConfig:
+                       inv: Inventory, rpc: SplitPlan | None = None) -> LaunchConfig:
         return launch_config(r.spec, placement, inv, settings=self.settings,
                              gpu_backend=self._variant_libs != (),
                              embedding_model=bool(r.facts and r.facts.embedding_model),
-                             alias=r.model.short_name, max_loaded=self.max_loaded)
+                             alias=r.model.short_name, max_loaded=self.max_loaded, rpc=rpc)
+
+
+def _log_worker(w: WorkerInfo) -> None:
+    if w.up:
+        log.info("rpc worker", extra=kv(
+            endpoint=w.endpoint, devices=len(w.devices),
+            free=",".join(f"{d.free / 2**20:.0f} MiB" for d in w.devices),
+            budget=f"{w.spec.mem / 2**20:.0f} MiB" if w.spec.mem else "reported"))
+    else:
+        log.warning("rpc worker unavailable", extra=kv(endpoint=w.endpoint, error=w.error))

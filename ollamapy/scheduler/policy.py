@@ -14,7 +14,22 @@ from ollamapy.config import Settings
 from ollamapy.keepalive import sort_key
 from ollamapy.options import LOAD_OPTIONS
 from ollamapy.placement.gpu import GiB, GpuDevice, Inventory
-from ollamapy.placement.memory import EstimateOptions, ModelFacts, Placement
+from ollamapy.placement.memory import (
+    QUANTIZED_KV,
+    EstimateOptions,
+    ModelFacts,
+    Placement,
+    graph_size,
+    kv_cache,
+)
+from ollamapy.placement.rpc import (
+    SplitPlan,
+    WorkerInfo,
+    WorkerSpec,
+    layer_sizes,
+    placement_request,
+    plan_split,
+)
 from ollamapy.runner.flags import LaunchConfig, cache_ram_mib
 
 DEFAULT_BATCH = 512
@@ -43,6 +58,8 @@ class RunnerSpec:
     adapters: tuple[Path, ...] = ()
     jinja: bool = True  # False: ollamapy renders the chat (llama-server gets --no-jinja)
     rerank: bool = False  # a reranker GGUF: llama-server --rerank
+    placement: str = "auto"  # auto | local | workers (the `placement` option)
+    rpc_workers: tuple[WorkerSpec, ...] = ()  # workers it may use (OLLAMAPY_RPC_WORKERS or a pin)
 
 
 def default_num_ctx(settings: Settings, inventory: Inventory) -> int:
@@ -112,6 +129,7 @@ def resolve_spec(model_path: Path, options: Mapping[str, Any], *, settings: Sett
     batch = _opt_int(merged, "num_batch")
     num_gpu = _opt_int(merged, "num_gpu")
     mmap = merged.get("use_mmap")
+    where = placement_request(merged, settings.rpc_workers)  # BadRequest in the request's task
     return RunnerSpec(
         model_path=Path(model_path),
         num_ctx=num_ctx,
@@ -124,6 +142,7 @@ def resolve_spec(model_path: Path, options: Mapping[str, Any], *, settings: Sett
         embedding=embedding or emb_model or rerank,
         projectors=tuple(Path(p) for p in projectors),
         adapters=tuple(Path(p) for p in adapters), jinja=jinja, rerank=rerank,
+        placement=where.mode, rpc_workers=where.workers,
     )
 
 
@@ -139,6 +158,10 @@ def needs_reload(loaded: RunnerSpec, wanted: RunnerSpec) -> bool:
     if wanted.jinja != loaded.jinja:  # the same GGUF under a RENDERER and under its Jinja
         return True
     if wanted.num_gpu >= 0 and wanted.num_gpu != loaded.num_gpu:
+        return True
+    # "auto" placement matches wherever the runner was placed; an explicit one must match.
+    if wanted.placement != "auto" and (wanted.placement, wanted.rpc_workers) != (
+            loaded.placement, loaded.rpc_workers):
         return True
     return (loaded.num_ctx, loaded.num_parallel, loaded.num_batch, loaded.main_gpu,
             loaded.use_mmap, loaded.num_thread) != (
@@ -218,11 +241,74 @@ def estimate_options(spec: RunnerSpec, settings: Settings) -> EstimateOptions:
         num_gpu=spec.num_gpu, gpu_overhead=settings.gpu_overhead)
 
 
+def wants_workers(spec: RunnerSpec, placement: Placement | None, inv: Inventory) -> bool:
+    """Does this load consult the RPC workers? Never for `placement local` or without workers;
+    always when pinned (`placement workers` / `rpc_workers`); in auto only when the model does
+    not fit this host (so a model that fits locally never touches a worker)."""
+    if spec.placement == "local" or not spec.rpc_workers:
+        return False
+    if spec.placement == "workers":
+        return True
+    return placement is not None and not fits(placement, inv)
+
+
+def split_inputs(facts: ModelFacts, spec: RunnerSpec, settings: Settings) -> tuple[list[int], int]:
+    """(bytes per offloadable layer incl. its KV cache, compute reserve per device) as
+    `plan_split` takes them, from the same estimate `place()` uses."""
+    ctx = max(1, spec.num_ctx) * max(1, spec.num_parallel)
+    batch = max(1, min(spec.num_ctx, spec.num_batch))
+    cache_type = settings.kv_cache_type or "f16"
+    if cache_type in QUANTIZED_KV and settings.flash_attention == "off":
+        cache_type = "f16"
+    kv = kv_cache(facts, ctx, batch, spec.num_parallel, cache_type)
+    partial, _ = graph_size(facts, ctx, batch, sum(kv))
+    return layer_sizes(facts.layer_bytes, kv, facts.output_bytes), partial
+
+
+def unavailable(workers: Sequence[WorkerSpec], held: Mapping[str, str]) -> list[WorkerInfo]:
+    """Workers another loaded runner holds (a worker serves one client): not queried (the query
+    would only time out as busy), left out naming who holds them."""
+    return [WorkerInfo(w, error=f"busy: held by the runner of {held[w.endpoint]}", busy=True)
+            for w in workers if w.endpoint in held]
+
+
+def split_plan(facts: ModelFacts, spec: RunnerSpec, inv: Inventory,
+               workers: Sequence[WorkerInfo],
+               settings: Settings) -> tuple[SplitPlan, list[DeviceShare]]:
+    """Layers over local GPUs + the workers that answered + CPU, and the estimated size on
+    each device (PlacementError naming the left-out workers when it does not fit)."""
+    sizes, reserve = split_inputs(facts, spec, settings)
+    plan = plan_split(sizes, inv.gpus, workers, mode=spec.placement, cpu_free=inv.system.free,
+                      reserve=reserve, gpu_overhead=settings.gpu_overhead)
+    return plan, device_shares(plan, sizes, reserve)
+
+
+def device_shares(plan: SplitPlan, sizes: Sequence[int], reserve: int) -> list[DeviceShare]:
+    """Where the model lives, for /api/ps: the CPU's leading layers, then each device's."""
+    out: list[DeviceShare] = []
+    if plan.cpu_layers:
+        out.append(DeviceShare("CPU", "", plan.cpu_layers, sum(sizes[:plan.cpu_layers])))
+    start = plan.cpu_layers
+    for t, n in zip(plan.devices, plan.layers, strict=True):
+        out.append(DeviceShare(t.name, t.endpoint, n, sum(sizes[start:start + n]) + reserve))
+        start += n
+    return out
+
+
+@dataclass(frozen=True)
+class DeviceShare:
+    name: str  # CPU, CUDA0, RPC1, ...
+    endpoint: str  # host:port of an RPC worker, "" for this host
+    layers: int
+    size: int  # estimated bytes (layers + KV + compute reserve)
+
+
 def launch_config(spec: RunnerSpec, placement: Placement | None, inv: Inventory, *,
                   settings: Settings, gpu_backend: bool, embedding_model: bool, alias: str,
-                  max_loaded: int) -> LaunchConfig:
+                  max_loaded: int, rpc: SplitPlan | None = None) -> LaunchConfig:
     """The llama-server launch for `spec`: layers from the request (num_gpu), else the
-    placement, else (unknown model facts) None = let llama.cpp fit it; 0 without a GPU."""
+    placement, else (unknown model facts) None = let llama.cpp fit it; 0 without a GPU.
+    A split over RPC workers (`rpc`) decides devices and layers itself."""
     layers: int | None = None
     if not inv.gpus:
         layers = 0
@@ -235,6 +321,12 @@ def launch_config(spec: RunnerSpec, placement: Placement | None, inv: Inventory,
     if placement is not None and main_gpu is None:
         main_gpu = placement.main_gpu
         split = placement.tensor_split
+    rpc_workers: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+    if rpc is not None and rpc.uses_workers:
+        rpc_workers = rpc.workers
+        devices = tuple(t.name for t in rpc.devices)
+        layers, split, main_gpu = rpc.n_gpu_layers, rpc.layers, None
     return LaunchConfig(
         model_path=spec.model_path, num_ctx=spec.num_ctx, num_parallel=spec.num_parallel,
         num_batch=spec.num_batch, n_gpu_layers=layers, tensor_split=split,
@@ -244,5 +336,5 @@ def launch_config(spec: RunnerSpec, placement: Placement | None, inv: Inventory,
         embedding_model=embedding_model, projectors=spec.projectors, adapters=spec.adapters,
         alias=alias, cache_ram_mib=cache_ram_mib(inv.system.total, max_loaded),
         slots=settings.debug > 0,  # /slots shows every slot's prompt: only when debugging
-        jinja=spec.jinja, rerank=spec.rerank,
+        jinja=spec.jinja, rerank=spec.rerank, rpc_workers=rpc_workers, devices=devices,
     )

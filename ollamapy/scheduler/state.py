@@ -12,8 +12,9 @@ from enum import StrEnum
 from typing import Any
 
 from ollamapy.placement.memory import ModelFacts, Placement
+from ollamapy.placement.rpc import SplitPlan
 from ollamapy.scheduler.launcher import RunnerHandle
-from ollamapy.scheduler.policy import RunnerSpec
+from ollamapy.scheduler.policy import DeviceShare, RunnerSpec
 from ollamapy.store.model import Model
 
 
@@ -60,6 +61,8 @@ class LoadedRunner:
     timer_gen: int = 0
     armed: bool = False  # idle bookkeeping (timer or unload) done since the last release
     placement: Placement | None = None
+    rpc: SplitPlan | None = None  # set when it runs split over RPC workers (it holds them)
+    devices: tuple[DeviceShare, ...] = ()  # where it lives, for /api/ps (only with rpc)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     unload_waiters: list[asyncio.Future[bool]] = field(default_factory=list)
     started: float = 0.0

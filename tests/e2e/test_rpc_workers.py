@@ -318,3 +318,155 @@ def test_worker_killed_mid_stream(workers, runner_binary, model_path, sizes, tmp
         plan_split(sizes, [], infos, mode="workers", reserve=COMPUTE_MIB * MiB)
     assert f"RPC worker {w2.spec.endpoint} (" in str(e.value)
     print(f"w2 gone: {e.value}")
+
+
+# --- through a real `ollamapy serve` ------------------------------------------------------------
+
+SERVE_CTX, SERVE_BATCH = 512, 64
+# The model's own PARAMETERs pin it to the workers (RAM here could hold it: "auto" would stay
+# local), and keep the runner small and fast on a shared machine.
+SPLIT_PARAMS: dict[str, object] = {"num_thread": 1, "num_ctx": SERVE_CTX,
+                                   "num_batch": SERVE_BATCH, "placement": "workers"}
+COUNT_PROMPT = "Count from 1 to 500, separated by commas: 1, 2, 3, 4,"
+
+
+def _server_budgets(model_path: Path) -> tuple[int, int]:
+    """(worker --mem MiB, OLLAMAPY_RPC_WORKERS @MiB): the cap each worker enforces (neither alone
+    holds the model's layers) and the budget the server plans with (the cap plus the compute
+    reserve the server's estimate keeps on every device)."""
+    from ollamapy.config import load_settings
+    from ollamapy.scheduler.policy import RunnerSpec, split_inputs
+
+    facts = memory.read_facts(model_path)
+    spec = RunnerSpec(model_path, num_ctx=SERVE_CTX, num_batch=SERVE_BATCH)
+    sizes, reserve = split_inputs(facts, spec, load_settings({}))
+    cap = int(sum(sizes) * SHARE / MiB) + COMPUTE_MIB + SLACK_MIB
+    return cap, cap + reserve // MiB + 1
+
+
+def _generate(url: str, options: dict[str, object] | None = None, n: int = N_PREDICT) -> dict:
+    r = httpx.post(url + "/api/generate", timeout=300, json={
+        "model": "smollm2:135m", "prompt": PROMPT, "stream": False, "raw": True,
+        "options": {"temperature": 0, "top_k": 1, "seed": 1, "num_predict": n,
+                    **(options or {})}})
+    return {"status": r.status_code, **r.json()}
+
+
+def _ps(url: str) -> dict:
+    [m] = httpx.get(url + "/api/ps", timeout=10).json()["models"]
+    return m
+
+
+def _kill_worker(w: WorkerProc) -> None:
+    """The worker dies for good: its rpc-server first (mid-stream), then its supervisor."""
+    pid = w.rpc_server_pid()
+    if pid is not None:
+        os.kill(pid, signal.SIGKILL)
+    stop_worker(w)
+
+
+def _no_runner_left(server_pid: int) -> None:
+    deadline = time.monotonic() + 15
+    while _children(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _children(server_pid), "llama-server left running"
+
+
+def test_server_places_model_over_two_workers(tmp_path, runner_binary, model_path) -> None:
+    if not (runner_binary.parent / "ggml-rpc-server").exists():
+        pytest.skip("the cpu runner has no ggml-rpc-server: rebuild with `make runner-test`")
+    from tests.conftest import running_server
+
+    cap, budget = _server_budgets(model_path)
+    ws = (start_worker(tmp_path, cap, "sw1"), start_worker(tmp_path, cap, "sw2"))
+    try:
+        for w in ws:
+            wait_up(w)
+        env = {"OLLAMAPY_RPC_WORKERS": ",".join(f"{w.spec.endpoint}@{budget}" for w in ws),
+               "OLLAMA_NUM_PARALLEL": "1", "OLLAMA_KEEP_ALIVE": "10m"}
+        with running_server(tmp_path / "serve", env, params=SPLIT_PARAMS) as srv:
+            try:
+                _split_then_kill(srv, ws)
+            finally:
+                print("\n--- server log (rpc lines) ---")
+                print("\n".join(ln for ln in srv.log().splitlines()
+                                if "rpc" in ln.lower() or "error" in ln.lower())[-6000:])
+            server_pid = srv.proc.pid
+        assert srv.proc.poll() is not None
+        _no_runner_left(server_pid)
+    finally:
+        for w in ws:
+            stop_worker(w)
+    for w in ws:
+        assert w.rpc_server_pid() is None  # nothing left running
+
+
+def _split_then_kill(srv, ws: tuple[WorkerProc, WorkerProc]) -> None:
+    w1, w2 = ws
+    # 1. the reference: the same model kept local on request (placement local)
+    ref = _generate(srv.url, {"placement": "local"})
+    assert ref["status"] == 200, ref
+    assert "devices" not in _ps(srv.url)  # a local model keeps Ollama's /api/ps shape
+    # 2. its own PARAMETER placement=workers: reloaded over both workers, same greedy output
+    split = _generate(srv.url)
+    assert split["status"] == 200, split
+    assert split["response"] == ref["response"] and split["response"].strip()
+    assert split["eval_count"] == ref["eval_count"]
+    ps = _ps(srv.url)
+    on = {d["worker"]: d for d in ps["devices"]}
+    assert set(on) == {w1.spec.endpoint, w2.spec.endpoint}, ps
+    assert all(d["layers"] > 0 and d["size"] > 0 for d in ps["devices"])
+    assert ps["name"] == "smollm2:135m" and ps["size"] > 0 and "expires_at" in ps
+    log = srv.log()
+    assert "rpc placement" in log and f"--rpc {w1.spec.endpoint},{w2.spec.endpoint}" in log
+    shown = subprocess.run([sys.executable, "-m", "ollamapy.cli.main", "ps"], env=dict(
+        os.environ, OLLAMA_HOST=srv.host), capture_output=True, text=True, timeout=30)
+    assert "RPC(2)" in shown.stdout, shown
+    print(f"\n/api/ps devices: {ps['devices']}\nollamapy ps:\n{shown.stdout}")
+    tps = {}
+    for name, opts in (("split", {}), ("local", {"placement": "local"})):
+        r = _generate(srv.url, opts, 128)
+        tps[name] = r["eval_count"] / (r["eval_duration"] / 1e9)
+    split = _generate(srv.url)  # back on the workers for the kill
+    assert split["status"] == 200 and split["response"] == ref["response"]
+    print(f"decode tok/s through the server (128 tokens, 1 thread each): local "
+          f"{tps['local']:.1f} split {tps['split']:.1f}")
+
+    # 3. kill one worker mid-stream: that request fails with a clear error, no hang
+    received, error = 0, ""
+    started = time.monotonic()
+    with httpx.stream("POST", srv.url + "/api/generate", timeout=httpx.Timeout(60.0), json={
+            "model": "smollm2:135m", "prompt": COUNT_PROMPT, "raw": True,
+            "options": {"temperature": 0, "num_predict": 2000}}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if not line.strip():
+                continue
+            chunk = json.loads(line)
+            if "error" in chunk:
+                error = chunk["error"]
+                break
+            received += 1
+            if received == 5:
+                _kill_worker(w2)
+            if chunk.get("done"):
+                break
+    print(f"killed {w2.spec.endpoint} after 5 chunks: {received} chunks, "
+          f"{time.monotonic() - started:.1f}s, error: {error}")
+    assert error, f"stream ended without an error after {received} chunks"
+    assert "RPC workers" in error and w2.spec.endpoint in error
+
+    # 4. the next request reloads without it: w1 + the CPU, same greedy output
+    wait_up(w1)  # its rpc-server is free again once the aborted runner is gone
+    again = _generate(srv.url)
+    assert again["status"] == 200, again
+    assert again["response"] == ref["response"]
+    ps = _ps(srv.url)
+    assert [d["worker"] for d in ps["devices"] if d["worker"]] == [w1.spec.endpoint], ps
+    assert any(d["name"] == "CPU" for d in ps["devices"]), ps
+    assert "rpc worker unavailable" in srv.log() and w2.spec.endpoint in srv.log()
+
+    # 5. pinned to the dead worker alone: a clear error naming it
+    dead = _generate(srv.url, {"rpc_workers": w2.spec.endpoint})
+    assert dead["status"] == 500, dead
+    assert f"RPC worker {w2.spec.endpoint} (" in dead["error"], dead
