@@ -12,9 +12,12 @@ import mmap
 import os
 import stat
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -228,14 +231,16 @@ class _Reader:
         return shortest_float32(v) if vtype == FLOAT32 else v
 
     def u32(self, what: str) -> int:
-        return self.scalar(UINT32, what)
+        v: int = self.scalar(UINT32, what)
+        return v
 
     def u64(self, what: str) -> int:
-        return self.scalar(UINT64, what)
+        v: int = self.scalar(UINT64, what)
+        return v
 
     def length(self, what: str) -> int:
         self.need(self.len_size, what)
-        (v,) = struct.unpack_from(self.len_fmt, self.buf, self.pos)
+        v: int = struct.unpack_from(self.len_fmt, self.buf, self.pos)[0]
         self.pos += self.len_size
         return v
 
@@ -344,7 +349,7 @@ def read_array(path: str | os.PathLike[str], arr: SkippedArray, version: int = 3
     return _with_map(Path(path), lambda buf, size: parse(_Reader(buf, size, byteorder, version)))
 
 
-def _with_map(path: Path, fn: Any) -> Any:
+def _with_map(path: Path, fn: Callable[[mmap.mmap, int], _T]) -> _T:
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))

@@ -6,6 +6,7 @@ import tomllib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 PINS_FILE = Path(__file__).with_name("pins.toml")
 
@@ -57,7 +58,7 @@ class ChunkedModelPin:
 
 
 @cache
-def _raw() -> dict:
+def _raw() -> dict[str, Any]:
     with PINS_FILE.open("rb") as f:
         return tomllib.load(f)
 

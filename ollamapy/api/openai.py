@@ -21,8 +21,9 @@ from ollamapy.api.inference import (
 )
 from ollamapy.errors import BadRequest
 
-EFFORT = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
-          "max": "max", "xhigh": "max", "ultra": "max"}
+EFFORT: dict[str, bool | str] = {
+    "none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
+    "max": "max", "xhigh": "max", "ultra": "max"}
 
 
 class StreamOptions(Wire):

@@ -223,7 +223,7 @@ def find_binary(agent: Agent, home: Path) -> str | None:
 
 def show_model(model: str) -> dict[str, Any] | None:
     """`/api/show` for the model, or None when the server cannot say (not running, unknown)."""
-    from ollamapy.client import Client, ClientError
+    from ollamapy.cli.client import Client, ClientError
 
     try:
         with Client(timeout=5.0) as c:

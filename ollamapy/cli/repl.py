@@ -551,6 +551,6 @@ class LineReader:
         if self.rl is None:
             return ""
         try:
-            return self.rl.get_line_buffer()
+            return str(self.rl.get_line_buffer())
         except Exception:
             return ""

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -198,7 +199,7 @@ class Downloader:
             bd = BlobDownload(digest, size)
             self.active[digest] = bd
             bd.task = asyncio.get_running_loop().create_task(self._run(bd, session))
-            bd.task.add_done_callback(lambda t, d=digest, b=bd: self._finished(d, b, t))
+            bd.task.add_done_callback(functools.partial(self._finished, digest, bd))
         elif bd.total != size:
             raise OllamaError(f"blob {digest} is being downloaded with a different size "
                               f"({bd.total}, manifest says {size})")

@@ -46,7 +46,8 @@ def proxy_for(url: str) -> str | None:
     if host in ("localhost", "") or _is_loopback(host):
         return None
     proxy = urllib.request.getproxies_environment().get(parts.scheme)
-    if not proxy or urllib.request.proxy_bypass_environment(host):
+    # proxy_bypass_environment is public in CPython but missing from typeshed's stubs
+    if not proxy or urllib.request.proxy_bypass_environment(host):  # type: ignore[attr-defined]
         return None
     return proxy if "://" in proxy else f"http://{proxy}"
 

@@ -65,12 +65,12 @@ def set_limits(value: Limits | None) -> None:
 # ---------------------------------------------------------------- values
 
 
-class JsonObj(dict):
+class JsonObj(dict[str, Any]):
     """A JSON object seen through Go struct field names; prints as compact JSON (like Ollama's
     api.Tool / ToolCallFunctionArguments String() methods)."""
 
 
-class JsonList(list):
+class JsonList(list[Any]):
     """A JSON array that prints as compact JSON (api.Tools)."""
 
 
@@ -256,10 +256,10 @@ def _action_end(src: str, k: int) -> tuple[str, int, bool]:
     while m0 < n and src[m0] in _SPACE:
         m0 += 1
     if src.startswith("/*", m0):
-        c = src.find("*/", k)
-        if c < 0:
+        close = src.find("*/", k)
+        if close < 0:
             raise TemplateError("unclosed comment")
-        rest = c + 2
+        rest = close + 2
         m = rest
         while m < n and src[m] in _SPACE:
             m += 1
@@ -603,7 +603,7 @@ class _Continue(Exception):
     pass
 
 
-def _sorted_keys(d: dict) -> list:
+def _sorted_keys(d: dict[Any, Any]) -> list[Any]:
     try:
         return sorted(d)
     except TypeError:
@@ -619,8 +619,9 @@ def _basic_eq(a: Any, b: Any) -> bool:
 
 
 def _cmp(a: Any, b: Any) -> int:
-    if (isinstance(a, str) and isinstance(b, str)) or (
-            isinstance(a, int | float) and isinstance(b, int | float)
+    if isinstance(a, str) and isinstance(b, str):
+        return (a > b) - (a < b)
+    if (isinstance(a, int | float) and isinstance(b, int | float)
             and not isinstance(a, bool) and not isinstance(b, bool)):
         return (a > b) - (a < b)
     raise TemplateError("incompatible types for comparison")

@@ -50,6 +50,7 @@ MAX_SHOW_TENSORS = 1 << 16  # /api/show lists at most this many tensors
 log = logging.getLogger("ollamapy.server.models")
 
 T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
 CHUNK = 1 << 20
 
 
@@ -85,7 +86,7 @@ def json_ok(model: BaseModel | dict[str, Any], status: int = 200) -> web.Respons
                         content_type="application/json", charset="utf-8")
 
 
-async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+async def in_thread(fn: Callable[..., R], *args: Any) -> R:
     return await asyncio.to_thread(fn, *args)
 
 
