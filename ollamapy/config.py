@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from ollamapy.durations import parse_go_duration
 from ollamapy.errors import ConfigError
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.placement.rpc import WorkerSpec, parse_workers
 
 DEFAULT_PORT = 11434
@@ -358,7 +359,7 @@ class Settings:
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
+    values: JsonObject = {}
     for s in SETTINGS:
         raw = env.get(s.env)
         text = s.default if raw is None or _clean(raw) == "" else raw

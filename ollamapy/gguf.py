@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ollamapy.inference.jsontypes import JsonObject
+
 _T = TypeVar("_T")
 
 MAGIC = b"GGUF"
@@ -116,7 +118,7 @@ class GGUFFile:
     path: Path
     version: int
     byteorder: str
-    kv: dict[str, Any]
+    kv: JsonObject
     tensors: list[TensorInfo] = field(default_factory=list)
     alignment: int = DEFAULT_ALIGNMENT
     data_offset: int = 0
@@ -397,7 +399,7 @@ def parse_gguf(buf: Any, size: int, path: Path = Path("<memory>"), *,
         raise GGUFError(f"kv count {n_kv} too large")
     if n_tensors > MAX_TENSORS or n_tensors * (r.len_size + 4 + 4 + 8) > size:
         raise GGUFError(f"tensor count {n_tensors} too large")
-    kv: dict[str, Any] = {}
+    kv: JsonObject = {}
     for i in range(n_kv):
         key = r.string(f"kv key {i}")
         vtype = r.u32(f"type of {key!r}")
@@ -454,7 +456,7 @@ SHOW_ARRAYS_AT_FULL_LENGTH = 4  # the element budget of one verbose show, in max
 
 
 def model_info(g: GGUFFile, *, verbose: bool = False, max_array: int | None = None
-               ) -> dict[str, Any]:
+               ) -> JsonObject:
     """Ollama's show `model_info`: all KV except general.name/tokenizer.chat_template; arrays
     longer than 5 become [] unless verbose; general.parameter_count from the tensors.
     Verbose arrays are cut at `max_array` elements (OLLAMAPY_SHOW_MAX_ARRAY) and all of them
@@ -465,7 +467,7 @@ def model_info(g: GGUFFile, *, verbose: bool = False, max_array: int | None = No
 
         max_array = int(read_setting("OLLAMAPY_SHOW_MAX_ARRAY"))
     budget = max_array * SHOW_ARRAYS_AT_FULL_LENGTH
-    out: dict[str, Any] = {}
+    out: JsonObject = {}
     for k, v in g.kv.items():
         if k in ("general.name", "tokenizer.chat_template"):
             continue

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ollamapy import options as opts
+from ollamapy.inference.jsontypes import JsonObject
 
 COMMANDS = ("from", "license", "template", "system", "adapter", "draft", "renderer", "parser",
             "parameter", "message", "requires")
@@ -245,7 +246,7 @@ class Parsed:
     template: str | None = None
     system: str | None = None
     license: list[str] = field(default_factory=list)
-    parameters: dict[str, Any] = field(default_factory=dict)
+    parameters: JsonObject = field(default_factory=dict)
     messages: list[dict[str, str]] = field(default_factory=list)
     requires: str | None = None
     renderer: str | None = None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ollamapy.errors import BadRequest
+from ollamapy.inference.jsontypes import JsonObject
 
 log = logging.getLogger("ollamapy.options")
 
@@ -97,9 +98,9 @@ def coerce(name: str, value: Any) -> Any:
     return value
 
 
-def validate(options: Mapping[str, Any] | None) -> dict[str, Any]:
+def validate(options: Mapping[str, Any] | None) -> JsonObject:
     """Request options -> checked dict of known options (legacy/unknown keys dropped, logged)."""
-    out: dict[str, Any] = {}
+    out: JsonObject = {}
     for key, value in (options or {}).items():
         if key in OPTIONS:
             v = coerce(key, value)
@@ -112,7 +113,7 @@ def validate(options: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def merge(model_params: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str, Any]:
+def merge(model_params: Mapping[str, Any], request: Mapping[str, Any]) -> JsonObject:
     """Built-in defaults <- model params <- request options (all already validated)."""
     out = {n: o.default for n, o in OPTIONS.items() if o.default is not None}
     out.update(model_params)

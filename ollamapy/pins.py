@@ -6,7 +6,8 @@ import tomllib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+
+from ollamapy.inference.jsontypes import JsonObject
 
 PINS_FILE = Path(__file__).with_name("pins.toml")
 
@@ -58,7 +59,7 @@ class ChunkedModelPin:
 
 
 @cache
-def _raw() -> dict[str, Any]:
+def _raw() -> JsonObject:
     with PINS_FILE.open("rb") as f:
         return tomllib.load(f)
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ollamapy.errors import BadRequest, LimitExceeded, PayloadTooLarge
+from ollamapy.inference.jsontypes import JsonObject
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -201,7 +202,7 @@ def _count_values(body: bytes) -> int:
     return body.count(b",") - inside + 1
 
 
-def check_counts(data: dict[str, Any], lim: Caps) -> None:
+def check_counts(data: JsonObject, lim: Caps) -> None:
     """Messages, images and embed inputs within their caps (clear 400s otherwise)."""
     msgs = data.get("messages")
     n_msgs = len(msgs) if isinstance(msgs, list) else 0
@@ -258,7 +259,7 @@ def _decode(cls: type[M], body: bytes, limits: Caps | None) -> M:
         raise LimitExceeded(f"request body has more than {lim.max_json_values} JSON values")
     objects = 0
 
-    def count_object(obj: dict[str, Any]) -> dict[str, Any]:
+    def count_object(obj: JsonObject) -> JsonObject:
         nonlocal objects
         objects += 1
         if objects & 0x7FF == 0:

@@ -24,6 +24,7 @@ from ollamapy.cli.format import (
     print_table,
     rows_lines,
 )
+from ollamapy.inference.jsontypes import JsonObject
 
 CHUNK = 1 << 20
 
@@ -133,7 +134,7 @@ def upload_blob(client: Client, path: Path, digest: str, progress: Progress) -> 
 
 
 def build_request(modelfile_text: str, relative_dir: Path, client: Client,
-                  progress: Progress) -> dict[str, Any]:
+                  progress: Progress) -> JsonObject:
     """Modelfile -> /api/create body, uploading local files as blobs on the way."""
     from ollamapy.modelfile import ModelfileError, parse, to_request
 
@@ -143,7 +144,7 @@ def build_request(modelfile_text: str, relative_dir: Path, client: Client,
         raise click.ClickException(str(e)) from None
     for w in parsed.warnings:
         click.echo(w)
-    req: dict[str, Any] = {}
+    req: JsonObject = {}
     files: dict[str, str] = {}
     adapters: dict[str, str] = {}
     progress.status("gathering model components")
@@ -267,7 +268,7 @@ def _meta_value(v: Any) -> str:
     return type(v).__name__
 
 
-def show_info(resp: dict[str, Any], verbose: bool) -> str:
+def show_info(resp: JsonObject, verbose: bool) -> str:
     """Ollama's default `show` view: Model, Capabilities, Projector, Parameters, System, License."""
     out: list[str] = []
 
@@ -361,7 +362,7 @@ def show(client: Client, model: str, show_license: bool, modelfile: bool, parame
 
 
 # ------------------------------------------------------------------ list / cp / rm
-def list_rows(models: list[dict[str, Any]], prefix: str | None) -> list[list[str]]:
+def list_rows(models: list[JsonObject], prefix: str | None) -> list[list[str]]:
     rows = []
     for m in models:
         name = str(m.get("name") or m.get("model") or "")

@@ -13,13 +13,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TextIO
 
 import click
 
 from ollamapy.cli.client import Client
 from ollamapy.cli.common import with_client
 from ollamapy.cli.format import human_bytes
+from ollamapy.inference.jsontypes import JsonObject
 
 SPINNER = ("⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏")
 ESC = "\x1b"
@@ -142,7 +143,7 @@ class ProgressView:
     def _width(self) -> int:
         return self.width or shutil.get_terminal_size((80, 24)).columns
 
-    def update(self, msg: dict[str, Any]) -> None:
+    def update(self, msg: JsonObject) -> None:
         with self._lock:
             digest = msg.get("digest") or ""
             if digest:

@@ -16,6 +16,7 @@ from typing import Any, Protocol, TextIO
 
 from ollamapy.cli.client import ClientError
 from ollamapy.cli.render import parameters_text
+from ollamapy.inference.jsontypes import JsonObject
 
 PROMPT = ">>> "
 ALT_PROMPT = "... "
@@ -99,8 +100,8 @@ class SessionApi(Protocol):
 
     client: Any
 
-    def chat(self, opts: Any) -> dict[str, Any] | None: ...
-    def show(self, opts: Any) -> dict[str, Any]: ...
+    def chat(self, opts: Any) -> JsonObject | None: ...
+    def show(self, opts: Any) -> JsonObject: ...
     def load(self, opts: Any) -> None: ...
     def create(self, name: str, opts: Any) -> None: ...
 
@@ -436,7 +437,7 @@ class Repl:
         print_table(["NAME", "ID", "SIZE", "MODIFIED"], rows)
 
     def _send(self, text: str) -> None:
-        msg: dict[str, Any] = {"role": "user", "content": text}
+        msg: JsonObject = {"role": "user", "content": text}
         if self.opts.multimodal:
             content, images = extract_images(text, self.err)
             msg["content"] = content
@@ -498,7 +499,7 @@ def _no_history() -> bool:
     return parse_bool(os.environ.get("OLLAMA_NOHISTORY", ""))
 
 
-def info_text(resp: dict[str, Any]) -> str:
+def info_text(resp: JsonObject) -> str:
     """`/show info`: the Model and Capabilities sections of `ollamapy show`."""
     details = resp.get("details") or {}
     mi = resp.get("model_info") or {}

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from ollamapy.errors import BadRequest, NotFound, OllamaError
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.registry import auth, netguard
 from ollamapy.registry.download import DownloadConfig, Downloader
 from ollamapy.registry.manifest import MAX_MANIFEST_BYTES, parse_manifest
@@ -35,10 +36,10 @@ from ollamapy.store.names import ModelName
 
 log = logging.getLogger("ollamapy.registry")
 
-Emit = Callable[[dict[str, Any]], None]
+Emit = Callable[[JsonObject], None]
 
 
-def progress_message(verb: str, digest: str, total: int, completed: int) -> dict[str, Any]:
+def progress_message(verb: str, digest: str, total: int, completed: int) -> JsonObject:
     return {"status": f"{verb} {digest[7:19]}", "digest": digest, "total": total,
             "completed": completed}
 

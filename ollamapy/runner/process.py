@@ -20,11 +20,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
 from ollamapy.errors import RunnerError
+from ollamapy.inference.jsontypes import JsonObject
 
 log = logging.getLogger("ollamapy.runner")
 
@@ -166,7 +166,7 @@ class RunnerProcess:
         self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.lines_seen = 0
         self.buffers: dict[tuple[str, str], int] = {}
-        self.props: dict[str, Any] = {}  # its /props, read once it is healthy
+        self.props: JsonObject = {}  # its /props, read once it is healthy
         self._on_line = on_line
         self._reader = asyncio.create_task(self._pump(), name=f"runner-log-{name}")
 

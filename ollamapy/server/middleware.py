@@ -17,6 +17,7 @@ from aiohttp.typedefs import Middleware
 
 from ollamapy.api.anthropic import anthropic_error_body, anthropic_status
 from ollamapy.errors import OllamaError, PayloadTooLarge
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.logs import kv
 
 log = logging.getLogger("ollamapy.server")
@@ -35,7 +36,7 @@ def error_response(status: int, message: str) -> web.Response:
     )
 
 
-def openai_error_body(status: int, message: str) -> dict[str, Any]:
+def openai_error_body(status: int, message: str) -> JsonObject:
     """The OpenAI error envelope; type by status as Ollama's openai.NewError picks it."""
     kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
@@ -234,7 +235,7 @@ def deadlines(write_timeout: float, body_timeout: float
     return watch
 
 
-def server_settings(header_timeout: float) -> dict[str, Any]:
+def server_settings(header_timeout: float) -> JsonObject:
     """aiohttp server settings for `web.AppRunner(**...)` (serve.py): a connection that has not
     sent a complete request head `header_timeout` seconds after connecting or after its previous
     response is closed (aiohttp's keep-alive timer is also its header deadline)."""

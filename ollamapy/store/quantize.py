@@ -17,13 +17,13 @@ import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from ollamapy.errors import BadRequest, OllamaError
 from ollamapy.gguf import GGUFError, read_gguf
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.store import store as st
 
-Progress = Callable[[dict[str, Any]], None]
+Progress = Callable[[JsonObject], None]
 
 # Ollama's ggml.ParseFileType: the names accepted, and the list its error gives
 TYPES = {"F32": "F32", "F16": "F16", "Q8_0": "Q8_0", "Q4_K_S": "Q4_K_S", "Q4_K_M": "Q4_K_M",

@@ -10,9 +10,9 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 from ollamapy.errors import NotFound
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.store import store as st
 from ollamapy.store.create import CreateSpec, create_model
 from ollamapy.store.digest import validate_digest
@@ -51,7 +51,7 @@ def register_gguf(models_dir: Path, gguf: Path, name: str, *, digest: str | None
         if m.model_path == store.blob_path(d):
             return m.short_name
 
-    def progress(p: dict[str, Any]) -> None:
+    def progress(p: JsonObject) -> None:
         if not quiet:
             print(p["status"])
 

@@ -31,6 +31,7 @@ from typing import Any
 from ollamapy.errors import BadRequest, NotFound, OllamaError, StoreError
 from ollamapy.gguf import GGUFError, GGUFFile, read_gguf
 from ollamapy.inference import capabilities as caps_mod
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.store.digest import blob_filename, is_valid_digest, validate_digest
 from ollamapy.store.model import Model
 from ollamapy.store.names import ModelName
@@ -96,7 +97,7 @@ def sha256_file(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def manifest_json(data: dict[str, Any]) -> bytes:
+def manifest_json(data: JsonObject) -> bytes:
     """Compact JSON like Go's json.Marshal (key order as given)."""
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -110,7 +111,7 @@ class ManifestEntry:
     digest: str          # sha256 hex of the manifest bytes
     size: int            # layers + config
     modified_at: datetime
-    manifest: dict[str, Any]
+    manifest: JsonObject
 
 
 @lru_cache(maxsize=32)
@@ -239,7 +240,7 @@ class ModelStore:
             raise StoreError(f"manifest of {n.display_shortest()} is too large")
         return data
 
-    def read_manifest(self, name: ModelName | str) -> dict[str, Any]:
+    def read_manifest(self, name: ModelName | str) -> JsonObject:
         return parse_manifest(self.manifest_bytes(name))
 
     def write_manifest(self, name: ModelName | str, data: bytes) -> Path:
@@ -359,8 +360,8 @@ class ModelStore:
         adapters: list[Path] = []
         template = system = None
         licenses: list[str] = []
-        params: dict[str, Any] = {}
-        messages: list[dict[str, Any]] = []
+        params: JsonObject = {}
+        messages: list[JsonObject] = []
         # one budget for all text layers: thousands of license layers naming one big blob
         # must not make every /api/tags read it thousands of times (issue 11)
         left = _text_budget()
@@ -397,7 +398,7 @@ class ModelStore:
             elif mt == MEDIA_MESSAGES:
                 v = _json_or(read_text(digest), [])
                 messages = [x for x in v if isinstance(x, dict)] if isinstance(v, list) else []
-        config: dict[str, Any] = {}
+        config: JsonObject = {}
         cfg = m.get("config") or {}
         if is_valid_digest(cfg.get("digest")) and self.has_blob(cfg["digest"]):
             v = _json_or(self.read_blob_text(cfg["digest"]), {})
@@ -424,7 +425,7 @@ class ModelStore:
 
     # ---------- garbage ----------
     @staticmethod
-    def layer_digests(m: dict[str, Any]) -> set[str]:
+    def layer_digests(m: JsonObject) -> set[str]:
         out = set()
         for layer in [*(m.get("layers") or []), m.get("config") or {}]:
             d = layer.get("digest") if isinstance(layer, dict) else None
@@ -587,7 +588,7 @@ def _text_budget() -> int:
     return int(read_setting("OLLAMAPY_MAX_TEXT_LAYER_BYTES"))
 
 
-def parse_manifest(data: bytes) -> dict[str, Any]:
+def parse_manifest(data: bytes) -> JsonObject:
     """Decode and sanity-check a manifest (layers must be objects with valid digests)."""
     if len(data) > MAX_MANIFEST_BYTES:
         raise StoreError("manifest too large")

@@ -37,6 +37,7 @@ from ollamapy.api.models import (
 )
 from ollamapy.errors import BadRequest, InsufficientStorage, InternalError, NotFound, OllamaError
 from ollamapy.gguf import GGUFError, model_info
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.modelfile import parameter_lines, render_model
 from ollamapy.server import keys
 from ollamapy.store import quantize
@@ -80,7 +81,7 @@ def bind(handler: Handler, ctx: ModelRoutes) -> Callable[[web.Request],
     return handle
 
 
-def json_ok(model: BaseModel | dict[str, Any], status: int = 200) -> web.Response:
+def json_ok(model: BaseModel | JsonObject, status: int = 200) -> web.Response:
     body = model if isinstance(model, dict) else model.model_dump(exclude_none=True)
     return web.Response(status=status, body=json.dumps(body, ensure_ascii=False).encode(),
                         content_type="application/json", charset="utf-8")
@@ -90,7 +91,7 @@ async def in_thread(fn: Callable[..., R], *args: Any) -> R:
     return await asyncio.to_thread(fn, *args)
 
 
-def details_of(config: dict[str, Any], parent_model: str = "") -> ModelDetails:
+def details_of(config: JsonObject, parent_model: str = "") -> ModelDetails:
     """api.ModelDetails from a model's config blob: what /api/tags, /api/ps and /api/show all
     report (only show names a parent model, as Ollama does)."""
     fams = config.get("model_families")
@@ -101,7 +102,7 @@ def details_of(config: dict[str, Any], parent_model: str = "") -> ModelDetails:
                         quantization_level=config.get("file_type") or "")
 
 
-def parent_of(manifest: dict[str, Any]) -> str:
+def parent_of(manifest: JsonObject) -> str:
     """The model a model was created FROM (its model layer's `from`), or ""."""
     for layer in manifest.get("layers", []):
         if layer.get("mediaType") == st.MEDIA_MODEL:
@@ -109,7 +110,7 @@ def parent_of(manifest: dict[str, Any]) -> str:
     return ""
 
 
-def _config_of(store: st.ModelStore, m: dict[str, Any]) -> dict[str, Any]:
+def _config_of(store: st.ModelStore, m: JsonObject) -> JsonObject:
     cfg = m.get("config") or {}
     d = cfg.get("digest")
     if not d or not store.has_blob(d):
@@ -189,13 +190,13 @@ async def create(request: web.Request, ctx: ModelRoutes) -> web.StreamResponse:
     services = request.app.get(keys.SERVICES_KEY)
     registry = services.registry if services is not None else None
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
+    queue: asyncio.Queue[JsonObject | BaseException | None] = asyncio.Queue()
     writing = False  # past this point a create completes even if the client leaves
 
-    def progress(p: dict[str, Any]) -> None:
+    def progress(p: JsonObject) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, p)
 
-    def pull_progress(p: dict[str, Any]) -> None:
+    def pull_progress(p: JsonObject) -> None:
         if p.get("status") != "success":  # the create's own success ends the stream
             progress(p)
 
@@ -226,7 +227,7 @@ async def create(request: web.Request, ctx: ModelRoutes) -> web.StreamResponse:
     task = asyncio.create_task(run_all())
     stream = req.stream is not False
     resp: web.StreamResponse | None = None
-    last: dict[str, Any] = {}
+    last: JsonObject = {}
     error: BaseException | None = None
     gone = False
     try:
@@ -312,7 +313,7 @@ def _resolve(store: st.ModelStore, text: str) -> Model:
         raise NotFound(f"model '{text}' not found") from None
 
 
-def show_model(store: st.ModelStore, req: ShowRequest) -> dict[str, Any]:
+def show_model(store: st.ModelStore, req: ShowRequest) -> JsonObject:
     m = _resolve(store, req.target())
     manifest = store.read_manifest(ModelName.parse(m.name))
     params = dict(m.params)
@@ -364,7 +365,7 @@ def _positive(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
-def _config_str(config: dict[str, Any], key: str) -> str:
+def _config_str(config: JsonObject, key: str) -> str:
     v = config.get(key)
     return v if isinstance(v, str) else ""
 

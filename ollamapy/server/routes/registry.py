@@ -22,6 +22,7 @@ from aiohttp import web
 from ollamapy.api.decode import decode_request
 from ollamapy.api.registry import ProgressResponse, PullRequest, PushRequest
 from ollamapy.errors import BadRequest, InternalError, OllamaError
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.registry import auth
 from ollamapy.registry.service import Emit
 from ollamapy.server.middleware import error_response
@@ -38,10 +39,10 @@ class Outbox:
     newest, so a slow client never makes the queue grow."""
 
     def __init__(self) -> None:
-        self.items: deque[dict[str, Any]] = deque()
+        self.items: deque[JsonObject] = deque()
         self.ready = asyncio.Event()
 
-    def put(self, msg: dict[str, Any]) -> None:
+    def put(self, msg: JsonObject) -> None:
         last = self.items[-1] if self.items else None
         if (last is not None and msg.get("digest") and last.get("digest") == msg["digest"]
                 and last.get("status") == msg.get("status")):
@@ -51,7 +52,7 @@ class Outbox:
         self.ready.set()
 
 
-def _line(msg: dict[str, Any]) -> bytes:
+def _line(msg: JsonObject) -> bytes:
     return json.dumps(ProgressResponse(**msg).wire()).encode() + b"\n"
 
 
@@ -79,7 +80,7 @@ async def _run(request: web.Request, stream: bool,
     outbox = Outbox()
     task = asyncio.create_task(op(outbox.put))
     resp: web.StreamResponse | None = None
-    last: dict[str, Any] | None = None
+    last: JsonObject | None = None
     try:
         while True:
             if not outbox.items and not task.done():
