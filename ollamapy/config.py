@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ollamapy.durations import parse_go_duration
 from ollamapy.errors import ConfigError
+from ollamapy.gofmt import parse_duration
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.placement.rpc import WorkerSpec, parse_workers
 
@@ -118,7 +118,7 @@ def parse_seconds(value: str) -> float:
     except ValueError:
         pass
     try:
-        return parse_go_duration(v)
+        return parse_duration(v)
     except ValueError as e:
         raise ValueError(f"{v!r} is not a duration (e.g. 5m, 1h, 300): {e}") from None
 

@@ -119,30 +119,3 @@ def merge(model_params: Mapping[str, Any], request: Mapping[str, Any]) -> JsonOb
     out.update(model_params)
     out.update(request)
     return out
-
-
-def parse_parameter(name: str, text: str) -> Any:
-    """A Modelfile `PARAMETER name value` string -> typed value (ValueError on bad input)."""
-    key = name.lower()
-    if key not in OPTIONS:
-        raise ValueError(f"unknown parameter '{name}'")
-    typ = OPTIONS[key].type
-    t = text.strip()
-    try:
-        if typ == "integer":
-            return int(float(t)) if "." in t or "e" in t.lower() else int(t)
-        if typ == "float32":
-            v = float(t)
-            if v != v or v in (float("inf"), float("-inf")):
-                raise ValueError
-            return v
-        if typ == "boolean":
-            low = t.lower()
-            if low in ("1", "t", "true"):
-                return True
-            if low in ("0", "f", "false"):
-                return False
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"invalid {typ} value for {key}: {t!r}") from None
-    return t

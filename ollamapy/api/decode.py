@@ -19,7 +19,6 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -288,13 +287,3 @@ def _decode(cls: type[M], body: bytes, limits: Caps | None) -> M:
         return cls.model_validate_json(body, strict=True)
     except ValidationError as e:
         raise BadRequest(_describe(cls, e)) from None
-
-
-def go_time(dt: datetime) -> str:
-    """RFC 3339 with the local offset and trimmed fraction, as Go marshals time.Time."""
-    s = dt.isoformat(timespec="microseconds")
-    base, rest = s[:19], s[19:]
-    if rest.startswith("."):
-        frac, tz = rest[1:7].rstrip("0"), rest[7:]
-        s = base + (f".{frac}" if frac else "") + tz
-    return s[:-6] + "Z" if s.endswith("+00:00") else s

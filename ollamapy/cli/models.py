@@ -250,9 +250,9 @@ def _meta_value(v: Any) -> str:
     if isinstance(v, str):
         return v
     if isinstance(v, int | float):
-        from ollamapy.modelfile import go_float
+        from ollamapy.gofmt import format_float
 
-        return go_float(float(v))
+        return format_float(float(v))
     if isinstance(v, list):
         items = [_meta_value(x) for x in v]
         shown, width = 0, 1

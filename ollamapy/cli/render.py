@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from ollamapy.gofmt import duration_string, format_float
+
 ESC = "\x1b"
 COLOR_GREY = ESC + "[38;5;245m"
 COLOR_BOLD = ESC + "[1m"
@@ -20,36 +22,7 @@ COLOR_DEFAULT = ESC + "[0m"
 SPINNER_FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
-# ------------------------------------------------------------------------------- durations
-
-def _frac(value: int, digits: int) -> str:
-    whole, rest = divmod(value, 10**digits)
-    tail = f"{rest:0{digits}d}".rstrip("0")
-    return f"{whole}.{tail}" if tail else str(whole)
-
-
-def go_duration(ns: int) -> str:
-    """Go's time.Duration.String(): `1.234567891s`, `2m3.004s`, `150.123ms`, `850µs`, `0s`."""
-    sign = "-" if ns < 0 else ""
-    u = abs(int(ns))
-    if u == 0:
-        return "0s"
-    if u < 1_000:
-        return f"{sign}{u}ns"
-    if u < 1_000_000:
-        return f"{sign}{_frac(u, 3)}µs"
-    if u < 1_000_000_000:
-        return f"{sign}{_frac(u, 6)}ms"
-    secs, nanos = divmod(u, 1_000_000_000)
-    h, rest = divmod(secs, 3600)
-    m, s = divmod(rest, 60)
-    out = sign
-    if h:
-        out += f"{h}h"
-    if h or m:
-        out += f"{m}m"
-    return out + _frac(s * 1_000_000_000 + nanos, 9) + "s"
-
+# ------------------------------------------------------------------------------- stats
 
 def stats_block(metrics: Mapping[str, Any]) -> str:
     """Ollama's Metrics.Summary (printed to stderr after --verbose answers); zero lines omitted."""
@@ -61,18 +34,18 @@ def stats_block(metrics: Mapping[str, Any]) -> str:
     ecount = int(metrics.get("eval_count") or 0)
     edur = int(metrics.get("eval_duration") or 0)
     if total > 0:
-        lines.append(f"total duration:       {go_duration(total)}")
+        lines.append(f"total duration:       {duration_string(total)}")
     if load > 0:
-        lines.append(f"load duration:        {go_duration(load)}")
+        lines.append(f"load duration:        {duration_string(load)}")
     if pcount > 0:
         lines.append(f"prompt eval count:    {pcount} token(s)")
     if pdur > 0:
-        lines.append(f"prompt eval duration: {go_duration(pdur)}")
+        lines.append(f"prompt eval duration: {duration_string(pdur)}")
         lines.append(f"prompt eval rate:     {pcount / (pdur / 1e9):.2f} tokens/s")
     if ecount > 0:
         lines.append(f"eval count:           {ecount} token(s)")
     if edur > 0:
-        lines.append(f"eval duration:        {go_duration(edur)}")
+        lines.append(f"eval duration:        {duration_string(edur)}")
         lines.append(f"eval rate:            {ecount / (edur / 1e9):.2f} tokens/s")
     return "".join(line + "\n" for line in lines)
 
@@ -224,8 +197,8 @@ def go_value(v: Any) -> str:
     """Go's %v for option values: lists as [a b], floats without a trailing .0, bools lower."""
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
+    if isinstance(v, float):
+        return format_float(v)
     if isinstance(v, list | tuple):
         return "[" + " ".join(go_value(x) for x in v) + "]"
     return str(v)

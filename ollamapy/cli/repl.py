@@ -16,6 +16,7 @@ from typing import Any, Protocol, TextIO
 
 from ollamapy.cli.client import ClientError
 from ollamapy.cli.render import parameters_text
+from ollamapy.gofmt import parse_param
 from ollamapy.inference.jsontypes import JsonObject
 
 PROMPT = ">>> "
@@ -108,38 +109,6 @@ class SessionApi(Protocol):
 
 class ExitRepl(Exception):
     pass
-
-
-def format_params(name: str, values: list[str]) -> Any:
-    """Ollama's api.FormatParams for one `/set parameter` (ValueError with its wording)."""
-    from ollamapy.options import OPTIONS
-
-    key = name
-    if key not in OPTIONS:
-        raise ValueError(f"unknown parameter '{name}'")
-    typ = OPTIONS[key].type
-    v = values[0]
-    if typ == "array":
-        return list(values)
-    if typ == "float32":
-        try:
-            f = float(v)
-        except ValueError:
-            raise ValueError(f"invalid float value [{' '.join(values)}]") from None
-        return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
-    if typ == "integer":
-        try:
-            return int(v, 10)
-        except ValueError:
-            raise ValueError(f"invalid int value [{' '.join(values)}]") from None
-    if typ == "boolean":
-        low = v.lower()
-        if low in ("1", "t", "true"):
-            return True
-        if low in ("0", "f", "false"):
-            return False
-        raise ValueError(f"invalid bool value [{' '.join(values)}]")
-    return v
 
 
 _IMAGE_RE = re.compile(r"(?:[a-zA-Z]:)?(?:\./|/|\\)[\S\\ ]+?\.(?i:jpg|jpeg|png|webp)\b")
@@ -324,7 +293,7 @@ class Repl:
                 return
             name, values = args[2], args[3:]
             try:
-                value = format_params(name, values)
+                value = parse_param(name, values)
             except ValueError as e:
                 self._print(f'Couldn\'t set parameter: "{e}"')
                 return

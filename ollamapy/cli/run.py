@@ -69,10 +69,10 @@ def parse_keepalive(value: str | None) -> str | None:
     """--keepalive uses Go duration syntax (`5m`, `1h`, `-1s`); sent to the server as given."""
     if value is None or value == "":
         return None
-    from ollamapy.durations import parse_go_duration
+    from ollamapy.gofmt import parse_duration
 
     try:
-        parse_go_duration(value)
+        parse_duration(value)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     return value

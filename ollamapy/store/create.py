@@ -17,6 +17,7 @@ from typing import Any
 from ollamapy import options as opts
 from ollamapy.errors import BadRequest, NotFound, OllamaError, StoreError
 from ollamapy.gguf import GGUFError, human_number, read_gguf
+from ollamapy.gofmt import parse_param
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.store import store as st
 from ollamapy.store.digest import validate_digest
@@ -85,7 +86,7 @@ def check_params(params: Mapping[str, Any]) -> JsonObject:
             raise BadRequest(f"unknown parameter '{k}'")
         if isinstance(v, str) and opts.OPTIONS[k].type != "string" and k != "stop":
             try:
-                v = opts.parse_parameter(k, v)
+                v = parse_param(k, [v])
             except ValueError as e:
                 raise BadRequest(str(e)) from None
         c = opts.coerce(k, v)

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ollamapy.cli import render
-from ollamapy.cli.render import AnswerView, WordWrap, go_duration, stats_block
+from ollamapy.cli.render import AnswerView, WordWrap, stats_block
+from ollamapy.gofmt import duration_string as go_duration
 
 
 @pytest.mark.parametrize(("ns", "text"), [

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-from ollamapy.api.decode import decode_request, go_time
+from ollamapy.api.decode import decode_request
 from ollamapy.api.models import (
     CopyRequest,
     CreateRequest,
@@ -37,6 +37,7 @@ from ollamapy.api.models import (
 )
 from ollamapy.errors import BadRequest, InsufficientStorage, InternalError, NotFound, OllamaError
 from ollamapy.gguf import GGUFError, model_info
+from ollamapy.gofmt import format_time
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.modelfile import parameter_lines, render_model
 from ollamapy.server import keys
@@ -288,7 +289,7 @@ def _list(store: st.ModelStore) -> ListResponse:
         except (OSError, OllamaError, GGUFError) as err:
             log.warning("tags: cannot inspect model=%s error=%s", short, err)
             caps = None
-        out.append(ListModel(name=short, model=short, modified_at=go_time(e.modified_at),
+        out.append(ListModel(name=short, model=short, modified_at=format_time(e.modified_at),
                              size=e.size, digest=e.digest,
                              details=details, capabilities=caps))
     return ListResponse(models=out)
@@ -354,7 +355,7 @@ def show_model(store: st.ModelStore, req: ShowRequest) -> JsonObject:
                   for x in m.messages] or None,
         model_info=_finite(info), projector_info=_finite(projector_info) if projector_info
         else None, tensors=tensors, capabilities=list(m.capabilities),
-        modified_at=go_time(m.modified_at), requires=_config_str(m.config, "requires") or None)
+        modified_at=format_time(m.modified_at), requires=_config_str(m.config, "requires") or None)
     body = resp.model_dump(exclude_none=True)
     body["model_info"] = body.get("model_info") or {}
     body["details"].setdefault("families", None)

@@ -8,8 +8,8 @@ import json
 
 from aiohttp import web
 
-from ollamapy.api.decode import go_time
 from ollamapy.api.ps import ProcessModel, ProcessResponse
+from ollamapy.gofmt import format_time
 from ollamapy.scheduler import RunnerStatus
 from ollamapy.server.routes.models import details_of
 from ollamapy.server.services import LoadedModels
@@ -18,7 +18,7 @@ from ollamapy.server.services import LoadedModels
 def process_model(s: RunnerStatus) -> ProcessModel:
     m = s.model
     return ProcessModel(name=m.short_name, model=m.short_name, size=s.size, digest=m.digest,
-                        details=details_of(m.config), expires_at=go_time(s.expires_at),
+                        details=details_of(m.config), expires_at=format_time(s.expires_at),
                         size_vram=s.size_vram, context_length=s.context_length)
 
 
