@@ -7,7 +7,6 @@ it, then stream `/api/create` progress.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from ollamapy.cli.format import (
     rows_lines,
 )
 from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.store.digest import sha256_file
 
 CHUNK = 1 << 20
 
@@ -88,14 +88,6 @@ def model_files(path: Path) -> list[Path]:
             raise click.ClickException(f"insecure path: {os.path.relpath(real, root)}")
         out.append(real)
     return out
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 def upload_blob(client: Client, path: Path, digest: str, progress: Progress) -> None:
@@ -409,4 +401,3 @@ def remove(client: Client, models: tuple[str, ...]) -> None:
                 click.echo(f"Warning: unable to stop model '{name}'", err=True)
         client.request("DELETE", "/api/delete", {"model": name})
         click.echo(f"deleted '{name}'")
-

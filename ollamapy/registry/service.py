@@ -23,7 +23,6 @@ from ollamapy.errors import BadRequest, NotFound, OllamaError
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.registry import auth, netguard
 from ollamapy.registry.download import DownloadConfig, Downloader
-from ollamapy.registry.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from ollamapy.registry.names import MANIFEST_MEDIA_TYPE, target
 from ollamapy.registry.transport import (
     RegistryError,
@@ -32,6 +31,7 @@ from ollamapy.registry.transport import (
     read_capped,
 )
 from ollamapy.registry.upload import upload_blob
+from ollamapy.store.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from ollamapy.store.names import ModelName
 
 log = logging.getLogger("ollamapy.registry")

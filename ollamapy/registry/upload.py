@@ -22,7 +22,6 @@ import aiohttp
 from ollamapy.errors import OllamaError
 from ollamapy.registry import auth
 from ollamapy.registry.download import DownloadConfig, plan_parts
-from ollamapy.registry.manifest import Layer
 from ollamapy.registry.names import resolve
 from ollamapy.registry.transport import (
     RegistryError,
@@ -30,6 +29,7 @@ from ollamapy.registry.transport import (
     RegistrySession,
     error_text,
 )
+from ollamapy.store.manifest import Layer
 from ollamapy.store.names import ModelName
 
 log = logging.getLogger("ollamapy.registry")

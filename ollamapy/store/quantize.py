@@ -22,6 +22,7 @@ from ollamapy.errors import BadRequest, OllamaError
 from ollamapy.gguf import GGUFError, read_gguf
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.store import store as st
+from ollamapy.store.digest import sha256_file
 
 Progress = Callable[[JsonObject], None]
 
@@ -133,6 +134,6 @@ def _commit(store: st.ModelStore, tmp: Path) -> str:
         read_gguf(tmp)
     except (OSError, GGUFError) as e:
         raise OllamaError(f"llama-quantize wrote an unreadable model: {e}", status=500) from None
-    digest = st.sha256_file(tmp)
+    digest = sha256_file(tmp)
     store.commit_blob(tmp, digest)
     return digest

@@ -15,7 +15,7 @@ from ollamapy.errors import NotFound
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.store import store as st
 from ollamapy.store.create import CreateSpec, create_model
-from ollamapy.store.digest import validate_digest
+from ollamapy.store.digest import sha256_file, validate_digest
 from ollamapy.store.names import ModelName
 
 
@@ -24,7 +24,7 @@ def import_blob(store: st.ModelStore, src: Path, digest: str | None = None) -> s
     if digest is not None and store.has_blob(digest) and \
             store.blob_path(digest).stat().st_size == src.stat().st_size:
         return validate_digest(digest)
-    want = digest or st.sha256_file(src)
+    want = digest or sha256_file(src)
     fd, tmp = store.new_temp()
     os.close(fd)
     tmp.unlink()

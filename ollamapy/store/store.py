@@ -32,7 +32,13 @@ from ollamapy.errors import BadRequest, NotFound, OllamaError, StoreError
 from ollamapy.gguf import GGUFError, GGUFFile, read_gguf
 from ollamapy.inference import capabilities as caps_mod
 from ollamapy.inference.jsontypes import JsonObject
-from ollamapy.store.digest import blob_filename, is_valid_digest, validate_digest
+from ollamapy.store.digest import (
+    blob_filename,
+    is_valid_digest,
+    sha256_file,
+    validate_digest,
+)
+from ollamapy.store.manifest import MAX_MANIFEST_BYTES, manifest_object
 from ollamapy.store.model import Model
 from ollamapy.store.names import ModelName
 
@@ -52,7 +58,6 @@ MEDIA_LICENSE = MEDIA_PREFIX + "license"
 MEDIA_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MEDIA_CONFIG = "application/vnd.docker.container.image.v1+json"
 
-MAX_MANIFEST_BYTES = 4 << 20
 MAX_TEXT_LAYER_BYTES = 16 << 20
 PRUNE_GRACE_S = 3600.0
 # A resumable pull (`sha256-<hex>-partial` + its `-partial-<N>` progress records) survives
@@ -87,14 +92,6 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 def manifest_json(data: JsonObject) -> bytes:
@@ -589,22 +586,9 @@ def _text_budget() -> int:
 
 
 def parse_manifest(data: bytes) -> JsonObject:
-    """Decode and sanity-check a manifest (layers must be objects with valid digests)."""
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise StoreError("manifest too large")
-    if data.count(b'"digest"') > _max_layers() + 1:  # refused before building the tree
-        raise StoreError(f"invalid manifest: more than {_max_layers()} layers")
+    """A stored manifest's JSON, checked by the one manifest parser (store/manifest.py); any
+    defect is the store's (StoreError), whatever the parser called it."""
     try:
-        m = json.loads(data)
-    except ValueError as e:
-        raise StoreError(f"invalid manifest: {e}") from None
-    if not isinstance(m, dict) or not isinstance(m.get("layers", []), list):
-        raise StoreError("invalid manifest")
-    if len(m.get("layers", [])) > _max_layers():
-        raise StoreError(f"invalid manifest: more than {_max_layers()} layers")
-    for layer in [*m.get("layers", []), m.get("config") or {}]:
-        if not isinstance(layer, dict):
-            raise StoreError("invalid manifest layer")
-        if layer and not is_valid_digest(layer.get("digest")):
-            raise StoreError("invalid digest in manifest")
-    return m
+        return manifest_object(data)
+    except OllamaError as e:
+        raise StoreError(str(e)) from None

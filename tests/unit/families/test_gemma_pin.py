@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ollamapy import gemma_model, pins
-from ollamapy.default_model import sha256_file
+from ollamapy.store.digest import sha256_hex as sha256_file
 
 
 def test_pin_shape() -> None:
