@@ -8,7 +8,6 @@ it, then stream `/api/create` progress.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,43 +22,11 @@ from ollamapy.cli.format import (
     print_table,
     rows_lines,
 )
+from ollamapy.cli.progress import ProgressView
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.store.digest import sha256_file
 
 CHUNK = 1 << 20
-
-
-# ------------------------------------------------------------------ progress on stderr
-class Progress:
-    """Status lines like Ollama's spinners; `copying file` percentages redraw in place on a tty."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.open_line = False
-        self.last = ""
-
-    def status(self, text: str) -> None:
-        if text == self.last:
-            return
-        self.end_line()
-        self.last = text
-        click.echo(text, err=True)
-
-    def inline(self, text: str, final: bool = False) -> None:
-        if self.tty:
-            sys.stderr.write("\r\x1b[K" + text)
-            sys.stderr.flush()
-            self.open_line = True
-            if final:
-                self.end_line()
-        elif final:
-            click.echo(text, err=True)
-
-    def end_line(self) -> None:
-        if self.open_line:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-            self.open_line = False
 
 
 # ------------------------------------------------------------------ create
@@ -90,7 +57,7 @@ def model_files(path: Path) -> list[Path]:
     return out
 
 
-def upload_blob(client: Client, path: Path, digest: str, progress: Progress) -> None:
+def upload_blob(client: Client, path: Path, digest: str, progress: ProgressView) -> None:
     """HEAD the blob; POST the file with a percentage display unless the server has it."""
     try:
         client.request("HEAD", f"/api/blobs/{digest}")
@@ -110,7 +77,7 @@ def upload_blob(client: Client, path: Path, digest: str, progress: Progress) -> 
                 pct = int(100 * sent / size) if size else 100
                 if pct != last_pct:
                     last_pct = pct
-                    progress.inline(f"{label} {pct}%")
+                    progress.spin(label, f"{label} {pct}%")
                 yield chunk
 
     import httpx
@@ -122,11 +89,11 @@ def upload_blob(client: Client, path: Path, digest: str, progress: Progress) -> 
     except httpx.HTTPError as e:
         raise ClientError(str(e) or type(e).__name__) from None
     client._raise_for(r)
-    progress.inline(f"{label} 100%", final=True)
+    progress.spin(label, f"{label} 100%", done=True)
 
 
 def build_request(modelfile_text: str, relative_dir: Path, client: Client,
-                  progress: Progress) -> JsonObject:
+                  progress: ProgressView) -> JsonObject:
     """Modelfile -> /api/create body, uploading local files as blobs on the way."""
     from ollamapy.modelfile import ModelfileError, parse, to_request
 
@@ -139,7 +106,7 @@ def build_request(modelfile_text: str, relative_dir: Path, client: Client,
     req: JsonObject = {}
     files: dict[str, str] = {}
     adapters: dict[str, str] = {}
-    progress.status("gathering model components")
+    progress.update({"status": "gathering model components"})
     for src in parsed.from_:
         path = expand_path(src, relative_dir)
         if not path.exists():
@@ -194,20 +161,19 @@ def create(client: Client, model: str, file: str | None, quantize: str | None) -
         if not path.is_file():
             fail("specified Modelfile wasn't found")
         text = path.read_bytes().decode("utf-8", errors="replace")
-    progress = Progress()
-    req = build_request(text, Path(os.path.abspath(path)).parent, client, progress)
-    req["model"] = model
-    if quantize:
-        req["quantize"] = quantize
-    req["stream"] = True
-    for msg in client.stream("POST", "/api/create", req):
-        status = str(msg.get("status", ""))
-        if msg.get("digest") and msg.get("total"):
-            pct = int(100 * int(msg.get("completed") or 0) / int(msg["total"]))
-            progress.inline(f"{status} {pct}%", final=pct >= 100)
-        elif status:
-            progress.status(status)
-    progress.end_line()
+    progress = ProgressView("creating")
+    try:
+        req = build_request(text, Path(os.path.abspath(path)).parent, client, progress)
+        req["model"] = model
+        if quantize:
+            req["quantize"] = quantize
+        req["stream"] = True
+        for msg in client.stream("POST", "/api/create", req):
+            if msg.get("digest") and not msg.get("total"):
+                msg = {"status": msg.get("status", "")}  # no size to draw a bar of
+            progress.update(msg)
+    finally:
+        progress.close()
 
 
 # ------------------------------------------------------------------ show

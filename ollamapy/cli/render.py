@@ -1,6 +1,7 @@
-"""Terminal output for `ollamapy run`: word wrap, thinking display, the --verbose stats block,
-a spinner and the pull progress view. The decisions are pure (text in, text out) so they can be
-tested without a terminal; only Spinner and the *_to helpers touch a stream.
+"""Terminal output for `ollamapy run`: word wrap, thinking display, the --verbose stats block and
+the waiting spinner (a missing model's pull is drawn by `cli/progress.py`). The decisions are
+pure (text in, text out) so they can be tested without a terminal; only Spinner and the *_to
+helpers touch a stream.
 """
 
 from __future__ import annotations
@@ -246,60 +247,3 @@ class Spinner:
                 self.stream.flush()
         if self._thread is not None:
             self._thread.join(timeout=1)
-
-
-def progress_bar(completed: int, total: int, cells: int = 25) -> str:
-    frac = 0.0 if total <= 0 else min(1.0, completed / total)
-    full = int(frac * cells)
-    return "▕" + "█" * full + " " * (cells - full) + "▏"
-
-
-@dataclass
-class PullView:
-    """Pull progress as Ollama draws it: one spinner line per status, one bar per digest.
-
-    On a terminal the block is redrawn in place; otherwise each finished line is printed once.
-    """
-
-    stream: TextIO
-    human_bytes: Any  # ollamapy.cli.format.human_bytes (passed in to keep this module light)
-    tty: bool = False
-    lines: dict[str, str] = field(default_factory=dict)
-    done: set[str] = field(default_factory=set)
-    _drawn: int = 0
-    _last_status: str = ""
-
-    def update(self, msg: Mapping[str, Any]) -> None:
-        status = str(msg.get("status", ""))
-        digest = msg.get("digest")
-        if digest:
-            total = int(msg.get("total") or 0)
-            completed = int(msg.get("completed") or 0)
-            key = str(digest)
-            short = key.removeprefix("sha256:").removeprefix("sha256-")[:12]
-            pct = 0 if total <= 0 else int(100 * completed / total)
-            size = (self.human_bytes(total) if completed >= total
-                    else f"{self.human_bytes(completed)}/{self.human_bytes(total)}")
-            line = f"pulling {short}: {pct:3d}% {progress_bar(completed, total)} {size}"
-            self.lines[key] = line
-            if completed >= total > 0 and key not in self.done:
-                self.done.add(key)
-                if not self.tty:
-                    self.stream.write(line + "\n")
-        elif status and status != self._last_status:
-            self._last_status = status
-            self.lines[status] = status
-            if not self.tty:
-                self.stream.write(status + "\n")
-        self._draw()
-
-    def _draw(self) -> None:
-        if not self.tty:
-            self.stream.flush()
-            return
-        out = f"\r{ESC}[{self._drawn}A" if self._drawn else ""
-        for line in self.lines.values():
-            out += f"\r{ESC}[K{line}\n"
-        self._drawn = len(self.lines)
-        self.stream.write(out)
-        self.stream.flush()

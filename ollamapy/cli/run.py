@@ -166,13 +166,9 @@ class Session:
         return self.client.request("POST", "/api/show", {"model": name}) or {}
 
     def pull(self, name: str, insecure: bool = False) -> None:
-        from ollamapy.cli.format import human_bytes
-        from ollamapy.cli.render import PullView
+        from ollamapy.cli.registry import pull_model
 
-        view = PullView(stream=sys.stderr, human_bytes=human_bytes, tty=sys.stderr.isatty())
-        for msg in self.client.stream("POST", "/api/pull",
-                                      {"model": name, "insecure": insecure, "stream": True}):
-            view.update(msg)
+        pull_model(self.client, name, insecure)
 
     def load(self, opts: RunOptions) -> None:
         """Preload (empty generate); passes think so an unsupported value fails before the REPL."""

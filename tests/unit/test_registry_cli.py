@@ -6,7 +6,8 @@ import io
 
 import pytest
 
-from ollamapy.cli.registry import Bar, ProgressView, destination, format_duration, render_bar
+from ollamapy.cli.progress import Bar, ProgressView, format_duration, render_bar
+from ollamapy.cli.registry import destination
 
 D1 = "sha256:" + "2af3b81862c6" + "0" * 52
 D2 = "sha256:" + "34bb5ab01051" + "1" * 52
