@@ -120,7 +120,7 @@ class RegistryService:
         except (aiohttp.ClientError, TimeoutError) as e:
             raise OllamaError(f"pull model manifest: {_net_error(e)}") from None
         except OllamaError as e:
-            raise OllamaError(f"pull model manifest: {e.message}", status=e.status) from None
+            raise e.prefixed("pull model manifest: ") from None
 
         blobs = manifest.blobs()
         for layer in blobs:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import array
 import asyncio
-import json
 import logging
 import socket
 import struct
@@ -27,10 +26,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STREAM_RESPONSE = web.RequestKey("stream_response", web.StreamResponse)
 
 
+def _json_body(obj: JsonObject) -> bytes:
+    # wire.py's one JSON encoder; imported here, not at the top: wire imports this module
+    from ollamapy.server.wire import dumps
+
+    return dumps(obj)
+
+
 def error_response(status: int, message: str) -> web.Response:
     return web.Response(
         status=status,
-        body=json.dumps({"error": message}).encode(),
+        body=_json_body({"error": message}),
         content_type="application/json",
         charset="utf-8",
     )
@@ -44,13 +50,13 @@ def openai_error_body(status: int, message: str) -> JsonObject:
 
 def openai_error_response(status: int, message: str) -> web.Response:
     body = openai_error_body(status, message)
-    return web.Response(status=status, body=json.dumps(body).encode(),
+    return web.Response(status=status, body=_json_body(body),
                         content_type="application/json", charset="utf-8")
 
 
 def anthropic_error_response(status: int, message: str) -> web.Response:
     body = anthropic_error_body(status, message)
-    return web.Response(status=anthropic_status(status), body=json.dumps(body).encode(),
+    return web.Response(status=anthropic_status(status), body=_json_body(body),
                         content_type="application/json", charset="utf-8")
 
 

@@ -18,7 +18,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from ollamapy.errors import BadRequest, OllamaError
+from ollamapy.errors import BadRequest, QuantizeError
 from ollamapy.gguf import GGUFError, read_gguf
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.store import store as st
@@ -53,8 +53,8 @@ def find_quantizer(environ: dict[str, str] | None = None) -> Path:
         tool = r.binary.parent / "llama-quantize"
         if os.access(tool, os.X_OK):
             return tool
-    raise OllamaError("quantization needs llama-quantize, which no runner directory has "
-                      "(rebuild the runner: make runner)", status=500)
+    raise QuantizeError("quantization needs llama-quantize, which no runner directory has "
+                        "(rebuild the runner: make runner)")
 
 
 def progress_of(line: bytes) -> tuple[int, int] | None:
@@ -108,7 +108,7 @@ async def quantize_blob(store: st.ModelStore, digest: str, want: str, progress: 
         rc = await proc.wait()
         if rc != 0:
             detail = next((t for t in reversed(tail) if t.strip()), "")
-            raise OllamaError(f"llama-quantize failed ({rc}): {detail}", status=500)
+            raise QuantizeError(f"llama-quantize failed ({rc}): {detail}")
         progress({"status": "verifying conversion"})
         out = await asyncio.to_thread(_commit, store, tmp)
         return out
@@ -133,7 +133,7 @@ def _commit(store: st.ModelStore, tmp: Path) -> str:
     try:
         read_gguf(tmp)
     except (OSError, GGUFError) as e:
-        raise OllamaError(f"llama-quantize wrote an unreadable model: {e}", status=500) from None
+        raise QuantizeError(f"llama-quantize wrote an unreadable model: {e}") from None
     digest = sha256_file(tmp)
     store.commit_blob(tmp, digest)
     return digest

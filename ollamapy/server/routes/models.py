@@ -41,6 +41,7 @@ from ollamapy.gofmt import format_time
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.modelfile import parameter_lines, render_model
 from ollamapy.server import keys
+from ollamapy.server.wire import dumps, ndjson
 from ollamapy.store import quantize
 from ollamapy.store import store as st
 from ollamapy.store.create import CreateSpec, create_model, model_blob
@@ -84,7 +85,7 @@ def bind(handler: Handler, ctx: ModelRoutes) -> Callable[[web.Request],
 
 def json_ok(model: BaseModel | JsonObject, status: int = 200) -> web.Response:
     body = model if isinstance(model, dict) else model.model_dump(exclude_none=True)
-    return web.Response(status=status, body=json.dumps(body, ensure_ascii=False).encode(),
+    return web.Response(status=status, body=dumps(body),
                         content_type="application/json", charset="utf-8")
 
 
@@ -243,7 +244,7 @@ async def create(request: web.Request, ctx: ModelRoutes) -> web.StreamResponse:
                         resp = web.StreamResponse(
                             headers={"Content-Type": "application/x-ndjson"})
                         await resp.prepare(request)
-                    await resp.write(json.dumps(item).encode() + b"\n")
+                    await resp.write(ndjson(item))
                 except (ConnectionError, RuntimeError):
                     gone = True  # client left; the create itself still completes once
                     if not writing:  # ... writing: a pull or quantization is cancelled
@@ -260,7 +261,7 @@ async def create(request: web.Request, ctx: ModelRoutes) -> web.StreamResponse:
             raise error
         if not gone:
             with contextlib.suppress(ConnectionError, RuntimeError):
-                await resp.write(json.dumps({"error": error.message}).encode() + b"\n")
+                await resp.write(ndjson({"error": error.message}))
     if resp is not None:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await resp.write_eof()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -27,6 +26,7 @@ from ollamapy.registry import auth
 from ollamapy.registry.service import Emit
 from ollamapy.server.middleware import error_response
 from ollamapy.server.services import PullPush
+from ollamapy.server.wire import dumps, ndjson
 from ollamapy.store.names import ModelName
 
 log = logging.getLogger("ollamapy.registry")
@@ -53,7 +53,7 @@ class Outbox:
 
 
 def _line(msg: JsonObject) -> bytes:
-    return json.dumps(ProgressResponse(**msg).wire()).encode() + b"\n"
+    return ndjson(ProgressResponse(**msg).wire())
 
 
 def _name(req: PullRequest, required_message: str) -> ModelName:
@@ -129,12 +129,12 @@ async def _run(request: web.Request, stream: bool,
         if resp is None:
             return error_response(500, message)
         with contextlib.suppress(ConnectionResetError):
-            await resp.write(json.dumps({"error": message}).encode() + b"\n")
+            await resp.write(ndjson({"error": message}))
             await resp.write_eof()
         return resp
     if message is not None:
         return error_response(500, message)
-    body = json.dumps(ProgressResponse(**(last or {"status": "success"})).wire()).encode()
+    body = dumps(ProgressResponse(**(last or {"status": "success"})).wire())
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 

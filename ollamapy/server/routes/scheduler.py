@@ -4,8 +4,6 @@ The scheduler itself is built, started and stopped by the app factory (`server/a
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
 from ollamapy.api.ps import ProcessModel, ProcessResponse
@@ -13,6 +11,7 @@ from ollamapy.gofmt import format_time
 from ollamapy.scheduler import RunnerStatus
 from ollamapy.server.routes.models import details_of
 from ollamapy.server.services import LoadedModels
+from ollamapy.server.wire import dumps
 
 
 def process_model(s: RunnerStatus) -> ProcessModel:
@@ -25,7 +24,7 @@ def process_model(s: RunnerStatus) -> ProcessModel:
 def ps_body(scheduler: LoadedModels) -> bytes:
     body = ProcessResponse(models=[process_model(s) for s in scheduler.ps()])
     data = body.model_dump()  # every field, `families` null when unknown, as Ollama writes
-    return json.dumps(data).encode()
+    return dumps(data)
 
 
 def setup(app: web.Application, scheduler: LoadedModels) -> None:
