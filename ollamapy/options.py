@@ -13,6 +13,7 @@ from typing import Any
 
 from ollamapy.errors import BadRequest
 from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.logs import kv
 
 log = logging.getLogger("ollamapy.options")
 
@@ -109,7 +110,7 @@ def validate(options: Mapping[str, Any] | None) -> JsonObject:
         elif key in LEGACY:
             log.debug("ignoring legacy option %s", key)
         else:
-            log.warning("invalid option provided option=%s", key)
+            log.warning("invalid option provided", extra=kv(option=key))
     return out
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import aiohttp
 
 from ollamapy.errors import BadRequest, ClientClosed, OllamaError
+from ollamapy.logs import kv
 from ollamapy.registry.names import resolve
 from ollamapy.registry.transport import RegistryError, RegistrySession, error_text
 from ollamapy.store.digest import validate_digest
@@ -472,7 +473,7 @@ def mismatch_message(store_message: str, want: str) -> str:
     oracle on internal content (issue 11), so it is logged, never returned."""
     got = re.search(r"got \"?(sha256:[0-9a-f]{64})", store_message)
     if got:
-        log.warning("digest mismatch want=%s got=%s", want, got.group(1))
+        log.warning("digest mismatch", extra=kv(want=want, got=got.group(1)))
     return f"digest mismatch, file must be downloaded again: want {want}, got a different digest"
 
 

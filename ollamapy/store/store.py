@@ -32,6 +32,7 @@ from ollamapy.errors import BadRequest, NotFound, OllamaError, StoreError
 from ollamapy.gguf import GGUFError, GGUFFile, read_gguf
 from ollamapy.inference import capabilities as caps_mod
 from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.logs import kv
 from ollamapy.store.digest import (
     blob_filename,
     is_valid_digest,
@@ -292,14 +293,14 @@ class ModelStore:
         rel = p.relative_to(self.manifests_dir).parts
         name = ModelName(*rel)
         if not name.is_valid():
-            log.warning("skipping manifest with invalid name path=%s", p)
+            log.warning("skipping manifest with invalid name", extra=kv(path=p))
             return None
         try:
             data = p.read_bytes()[: MAX_MANIFEST_BYTES + 1]
             m = parse_manifest(data)
             st = p.stat()
         except (OSError, OllamaError) as e:
-            log.warning("skipping bad manifest path=%s error=%s", p, e)
+            log.warning("skipping bad manifest", extra=kv(path=p, error=e))
             return None
         size = sum(int(layer.get("size") or 0) for layer in m.get("layers", []))
         size += int((m.get("config") or {}).get("size") or 0)
@@ -406,7 +407,7 @@ class ModelStore:
         try:
             gguf = load_gguf(model_path)
         except (OSError, GGUFError) as err:
-            log.warning("cannot read model blob path=%s error=%s", model_path, err)
+            log.warning("cannot read model blob", extra=kv(path=model_path, error=err))
         facts = caps_mod.facts_from(gguf.kv if gguf is not None else None, template,
                                     caps_mod.projector_kvs(projectors), config)
         caps = caps_mod.capabilities(facts)
@@ -437,7 +438,7 @@ class ModelStore:
             try:
                 refs |= self.layer_digests(parse_manifest(p.read_bytes()))
             except (OSError, OllamaError) as e:
-                log.warning("not pruning: unreadable manifest path=%s error=%s", p, e)
+                log.warning("not pruning: unreadable manifest", extra=kv(path=p, error=e))
                 return None
         return refs
 
@@ -507,7 +508,7 @@ class ModelStore:
                         with contextlib.suppress(OSError):
                             d.rmdir()
         if removed:
-            log.info("pruned unused blobs count=%d", len(removed))
+            log.info("pruned unused blobs", extra=kv(count=len(removed)))
         return removed
 
 
@@ -554,7 +555,7 @@ def _dirs(d: Path) -> list[Path]:
         return sorted(x for x in d.iterdir() if x.is_dir() and not x.is_symlink())
     except OSError as e:
         if e.errno not in (errno.ENOENT, errno.ENOTDIR):
-            log.warning("cannot list path=%s error=%s", d, e)
+            log.warning("cannot list directory", extra=kv(path=d, error=e))
         return []
 
 

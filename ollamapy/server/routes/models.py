@@ -39,6 +39,7 @@ from ollamapy.errors import BadRequest, InsufficientStorage, InternalError, NotF
 from ollamapy.gguf import GGUFError, model_info
 from ollamapy.gofmt import format_time
 from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.logs import kv
 from ollamapy.modelfile import parameter_lines, render_model
 from ollamapy.server import keys
 from ollamapy.server.wire import dumps, ndjson
@@ -253,7 +254,7 @@ async def create(request: web.Request, ctx: ModelRoutes) -> web.StreamResponse:
         await asyncio.shield(task)  # the store write finishes even if the client left
     if error is not None:
         if not isinstance(error, OllamaError):  # details to the log, never to the client
-            log.error("create failed model=%s error=%r", target, error)
+            log.error("create failed", extra=kv(model=target, error=repr(error)))
             nospace = isinstance(error, OSError) and error.errno == errno.ENOSPC
             error = InsufficientStorage("no space left on device") if nospace \
                 else InternalError()
@@ -288,7 +289,7 @@ def _list(store: st.ModelStore) -> ListResponse:
                 details.embedding_length = details.embedding_length or _positive(
                     g.embedding_length)
         except (OSError, OllamaError, GGUFError) as err:
-            log.warning("tags: cannot inspect model=%s error=%s", short, err)
+            log.warning("tags: cannot inspect model", extra=kv(model=short, error=err))
             caps = None
         out.append(ListModel(name=short, model=short, modified_at=format_time(e.modified_at),
                              size=e.size, digest=e.digest,
@@ -330,7 +331,7 @@ def show_model(store: st.ModelStore, req: ShowRequest) -> JsonObject:
                    for t in g.tensors[:MAX_SHOW_TENSORS]] or None
         jinja = g.chat_template
     except (OSError, GGUFError) as e:
-        log.warning("show: cannot read GGUF path=%s error=%s", m.model_path, e)
+        log.warning("show: cannot read GGUF", extra=kv(path=m.model_path, error=e))
         info, tensors, jinja = {}, None, None
     projector_info = None
     if m.projector_paths:
@@ -469,7 +470,7 @@ async def prepare_store(store: st.ModelStore, *, noprune: bool) -> None:
     try:
         await in_thread(store.prune)
     except OSError as e:
-        log.warning("prune failed error=%s", e)
+        log.warning("prune failed", extra=kv(error=e))
 
 
 def setup(app: web.Application, store: st.ModelStore, *, noprune: bool) -> None:
