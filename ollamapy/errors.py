@@ -52,10 +52,6 @@ class NotFound(OllamaError):
     status = 404
 
 
-class MethodNotAllowed(OllamaError):
-    status = 405
-
-
 class PayloadTooLarge(OllamaError):
     status = 413
 

@@ -192,10 +192,6 @@ class GGUFFile:
         """pooling_type 4 (LLAMA_POOLING_TYPE_RANK): a cross-encoder that scores pairs."""
         return self.kv.get(f"{self.architecture}.pooling_type") == POOLING_RANK
 
-    @property
-    def has_vision(self) -> bool:
-        return f"{self.architecture}.vision.block_count" in self.kv
-
 
 def _int_or_none(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
@@ -256,12 +252,6 @@ class _Reader:
         raw = bytes(self.buf[self.pos:self.pos + n])
         self.pos += n
         return raw.decode("utf-8", errors="replace")
-
-    def skip_string(self, what: str) -> None:
-        n = self.length(what)
-        if n > self.size - self.pos:
-            raise GGUFError(f"{what} length {n} exceeds file size")
-        self.pos += n
 
     def value(self, vtype: int, what: str, max_array: int, depth: int = 0) -> Any:
         if vtype in _SCALAR:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,6 @@ from ollamapy.registry.transport import (
 from ollamapy.registry.upload import upload_blob
 from ollamapy.store.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from ollamapy.store.names import ModelName
-
-log = logging.getLogger("ollamapy.registry")
 
 Emit = Callable[[JsonObject], None]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import logging
 import platform
 import re
 import sys
@@ -27,8 +26,6 @@ from ollamapy import __version__
 from ollamapy.errors import OllamaError
 from ollamapy.registry import auth, netguard
 from ollamapy.registry.names import Target, origin, resolve
-
-log = logging.getLogger("ollamapy.registry")
 
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 10

@@ -7,11 +7,9 @@ status dicts. Used by the HTTP route and by `python -m ollamapy.default_model --
 from __future__ import annotations
 
 import json
-import os
 import platform
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 from ollamapy import options as opts
@@ -264,5 +262,3 @@ def _goarch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(m, m or "amd64")
 
 
-def file_key(path: str) -> str:
-    return PurePosixPath(os.path.basename(path)).name

@@ -574,12 +574,6 @@ def _json_or(text: str, default: Any) -> Any:
         return default
 
 
-def _max_layers() -> int:
-    from ollamapy.config import read_setting
-
-    return int(read_setting("OLLAMAPY_MAX_MANIFEST_LAYERS"))
-
-
 def _text_budget() -> int:
     from ollamapy.config import read_setting
 
