@@ -108,7 +108,7 @@ def validate(options: Mapping[str, Any] | None) -> JsonObject:
             if v is not None:
                 out[key] = v
         elif key in LEGACY:
-            log.debug("ignoring legacy option %s", key)
+            log.debug("ignoring legacy option", extra=kv(option=key))
         else:
             log.warning("invalid option provided", extra=kv(option=key))
     return out

@@ -283,9 +283,9 @@ class Downloader:
                 bd.parts = parts
                 bd.completed = sum(p.completed for p in parts)
                 if parts:
-                    log.info("downloading %s in %d %d-byte part(s)%s", bd.digest[7:19],
-                             len(parts), parts[0].size,
-                             f", resuming at {bd.completed}" if bd.completed else "")
+                    log.info("downloading", extra=kv(
+                        digest=bd.digest[7:19], parts=len(parts), part_size=parts[0].size,
+                        resume_at=bd.completed))
                 if os.fstat(fd).st_size != bd.total:
                     os.ftruncate(fd, bd.total)
                 todo = [p for p in parts if p.completed < p.size]
@@ -368,7 +368,7 @@ class Downloader:
                 if time.monotonic() + delay > deadline:
                     raise OllamaError(f"failed to get direct URL: {e or type(e).__name__}") \
                         from None
-                log.warning("failed to get direct URL; backing off and retrying: %s", e)
+                log.warning("failed to get direct URL; backing off and retrying", extra=kv(error=e))
                 await asyncio.sleep(delay)
 
     async def _part(self, bd: BlobDownload, session: RegistrySession, url: str, fd: int,
@@ -385,7 +385,7 @@ class Downloader:
             try:
                 await self._chunk(bd, session, url, fd, data_path, part)
             except Stalled:
-                log.info("%s part %d stalled; retrying", bd.digest[7:19], part.n)
+                log.info("part stalled; retrying", extra=kv(digest=bd.digest[7:19], part=part.n))
                 continue
             except Retryable as e:
                 if part.completed > before:
@@ -394,8 +394,9 @@ class Downloader:
                 if tries >= cfg.max_retries:
                     raise OllamaError(f"max retries exceeded: {e}") from None
                 sleep = cfg.backoff * 2 ** (tries - 1)
-                log.info("%s part %d attempt %d failed: %s, retrying in %.1fs",
-                         bd.digest[7:19], part.n, tries, e, sleep)
+                log.info("part failed, retrying", extra=kv(
+                    digest=bd.digest[7:19], part=part.n, attempt=tries, error=e,
+                    retry_in=f"{sleep:.1f}s"))
                 await asyncio.sleep(sleep)
             finally:
                 with contextlib.suppress(OSError):

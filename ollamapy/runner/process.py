@@ -25,6 +25,7 @@ import aiohttp
 
 from ollamapy.errors import RunnerError
 from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.logs import kv
 
 log = logging.getLogger("ollamapy.runner")
 
@@ -332,7 +333,7 @@ async def launch(binary: Path, args: Sequence[str], *, env: Mapping[str, str], n
         except RunnerError:
             await asyncio.shield(proc.stop(grace=1.0))  # reaped even if cancelled meanwhile
             if attempt < attempts and is_bind_failure(proc.stderr_tail(50)):
-                log.warning("runner port %d was taken, retrying on another", proc.port)
+                log.warning("runner port was taken, retrying on another", extra=kv(port=proc.port))
                 continue
             raise
         except BaseException:

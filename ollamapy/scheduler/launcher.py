@@ -17,6 +17,7 @@ import aiohttp
 
 from ollamapy.errors import OllamaError, RunnerError, RunnerNotFound
 from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.logs import kv
 from ollamapy.runner.client import RunnerClient
 from ollamapy.runner.flags import LaunchConfig, build_args
 from ollamapy.runner.locate import Runner
@@ -105,5 +106,5 @@ class ProcessLauncher:
         except (TimeoutError, OllamaError) as e:
             if proc.returncode is not None:
                 raise RunnerError(proc.exit_message()) from None
-            log.warning("could not read runner /props: %s", e)
+            log.warning("could not read runner /props", extra=kv(error=e))
         return {}

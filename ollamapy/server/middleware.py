@@ -117,7 +117,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException:
         raise
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error", extra=kv(method=request.method, path=request.path))
         return render_error(request, 500, "internal server error")
 
 

@@ -22,6 +22,7 @@ from ollamapy.api.decode import decode_request
 from ollamapy.api.registry import ProgressResponse, PullRequest, PushRequest
 from ollamapy.errors import BadRequest, InternalError, OllamaError
 from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.logs import kv
 from ollamapy.registry import auth
 from ollamapy.registry.service import Emit
 from ollamapy.server.middleware import error_response
@@ -149,7 +150,7 @@ async def _ensure_key(app: web.Application) -> None:
     try:
         pub = await asyncio.to_thread(auth.ensure_keypair, path)
     except OSError as e:
-        log.warning("could not create the registry key %s: %s", path, e)
+        log.warning("could not create the registry key", extra=kv(path=path, error=e))
         return
     if pub is not None:
         print(f"Couldn't find '{path}'. Generating new private key.", flush=True)
