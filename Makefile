@@ -47,6 +47,7 @@ serve: venv runner model
 
 lint: venv
 	$(BIN)/ruff check ollamapy tests runners bench
+	$(BIN)/mypy ollamapy
 
 unit: venv
 	$(BIN)/pytest -m "not e2e and not integration" $(PYTEST_ARGS)

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ollamapy.durations import parse_go_duration
 from ollamapy.errors import ConfigError
+from ollamapy.gofmt import parse_duration
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.placement.rpc import WorkerSpec, parse_workers
 
 DEFAULT_PORT = 11434
@@ -117,7 +118,7 @@ def parse_seconds(value: str) -> float:
     except ValueError:
         pass
     try:
-        return parse_go_duration(v)
+        return parse_duration(v)
     except ValueError as e:
         raise ValueError(f"{v!r} is not a duration (e.g. 5m, 1h, 300): {e}") from None
 
@@ -358,7 +359,7 @@ class Settings:
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
+    values: JsonObject = {}
     for s in SETTINGS:
         raw = env.get(s.env)
         text = s.default if raw is None or _clean(raw) == "" else raw

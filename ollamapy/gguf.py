@@ -12,9 +12,14 @@ import mmap
 import os
 import stat
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from ollamapy.inference.jsontypes import JsonObject
+
+_T = TypeVar("_T")
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -113,7 +118,7 @@ class GGUFFile:
     path: Path
     version: int
     byteorder: str
-    kv: dict[str, Any]
+    kv: JsonObject
     tensors: list[TensorInfo] = field(default_factory=list)
     alignment: int = DEFAULT_ALIGNMENT
     data_offset: int = 0
@@ -187,10 +192,6 @@ class GGUFFile:
         """pooling_type 4 (LLAMA_POOLING_TYPE_RANK): a cross-encoder that scores pairs."""
         return self.kv.get(f"{self.architecture}.pooling_type") == POOLING_RANK
 
-    @property
-    def has_vision(self) -> bool:
-        return f"{self.architecture}.vision.block_count" in self.kv
-
 
 def _int_or_none(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
@@ -228,14 +229,16 @@ class _Reader:
         return shortest_float32(v) if vtype == FLOAT32 else v
 
     def u32(self, what: str) -> int:
-        return self.scalar(UINT32, what)
+        v: int = self.scalar(UINT32, what)
+        return v
 
     def u64(self, what: str) -> int:
-        return self.scalar(UINT64, what)
+        v: int = self.scalar(UINT64, what)
+        return v
 
     def length(self, what: str) -> int:
         self.need(self.len_size, what)
-        (v,) = struct.unpack_from(self.len_fmt, self.buf, self.pos)
+        v: int = struct.unpack_from(self.len_fmt, self.buf, self.pos)[0]
         self.pos += self.len_size
         return v
 
@@ -249,12 +252,6 @@ class _Reader:
         raw = bytes(self.buf[self.pos:self.pos + n])
         self.pos += n
         return raw.decode("utf-8", errors="replace")
-
-    def skip_string(self, what: str) -> None:
-        n = self.length(what)
-        if n > self.size - self.pos:
-            raise GGUFError(f"{what} length {n} exceeds file size")
-        self.pos += n
 
     def value(self, vtype: int, what: str, max_array: int, depth: int = 0) -> Any:
         if vtype in _SCALAR:
@@ -344,7 +341,7 @@ def read_array(path: str | os.PathLike[str], arr: SkippedArray, version: int = 3
     return _with_map(Path(path), lambda buf, size: parse(_Reader(buf, size, byteorder, version)))
 
 
-def _with_map(path: Path, fn: Any) -> Any:
+def _with_map(path: Path, fn: Callable[[mmap.mmap, int], _T]) -> _T:
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -392,7 +389,7 @@ def parse_gguf(buf: Any, size: int, path: Path = Path("<memory>"), *,
         raise GGUFError(f"kv count {n_kv} too large")
     if n_tensors > MAX_TENSORS or n_tensors * (r.len_size + 4 + 4 + 8) > size:
         raise GGUFError(f"tensor count {n_tensors} too large")
-    kv: dict[str, Any] = {}
+    kv: JsonObject = {}
     for i in range(n_kv):
         key = r.string(f"kv key {i}")
         vtype = r.u32(f"type of {key!r}")
@@ -449,7 +446,7 @@ SHOW_ARRAYS_AT_FULL_LENGTH = 4  # the element budget of one verbose show, in max
 
 
 def model_info(g: GGUFFile, *, verbose: bool = False, max_array: int | None = None
-               ) -> dict[str, Any]:
+               ) -> JsonObject:
     """Ollama's show `model_info`: all KV except general.name/tokenizer.chat_template; arrays
     longer than 5 become [] unless verbose; general.parameter_count from the tensors.
     Verbose arrays are cut at `max_array` elements (OLLAMAPY_SHOW_MAX_ARRAY) and all of them
@@ -460,7 +457,7 @@ def model_info(g: GGUFFile, *, verbose: bool = False, max_array: int | None = No
 
         max_array = int(read_setting("OLLAMAPY_SHOW_MAX_ARRAY"))
     budget = max_array * SHOW_ARRAYS_AT_FULL_LENGTH
-    out: dict[str, Any] = {}
+    out: JsonObject = {}
     for k, v in g.kv.items():
         if k in ("general.name", "tokenizer.chat_template"):
             continue

@@ -11,8 +11,8 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
-from ollamapy.durations import format_go_duration, parse_go_duration
 from ollamapy.errors import BadRequest
+from ollamapy.gofmt import format_duration, parse_duration
 
 FOREVER = -1.0
 """Normalised "never expire" value (Ollama stores max int64 nanoseconds)."""
@@ -46,7 +46,7 @@ def parse_keep_alive(value: Any) -> float | None:
         return FOREVER if seconds < 0 else seconds
     if isinstance(value, str):
         try:
-            seconds = parse_go_duration(value)
+            seconds = parse_duration(value)
         except ValueError as e:
             raise BadRequest(str(e)) from None
         return FOREVER if seconds < 0 else seconds
@@ -89,4 +89,4 @@ def to_json(seconds: float) -> int | str:
     """Serialised back the way Ollama does: forever -> -1, else a Go duration string."""
     if is_forever(seconds):
         return -1
-    return format_go_duration(seconds)
+    return format_duration(seconds)

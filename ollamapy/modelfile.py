@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ollamapy import options as opts
+from ollamapy.gofmt import ParamValue, format_value, parse_param
+from ollamapy.inference.jsontypes import JsonObject
 
 COMMANDS = ("from", "license", "template", "system", "adapter", "draft", "renderer", "parser",
             "parameter", "message", "requires")
@@ -201,39 +203,12 @@ def parse(data: bytes | str) -> Modelfile:
 
 
 # ---------- parameters ----------
-def _go_list(vals: list[str]) -> str:
-    return "[" + " ".join(vals) + "]"
-
-
-def format_param(name: str, vals: list[str]) -> Any:
-    """api.FormatParams for one key: strings -> typed value (ModelfileError on bad input)."""
-    opt = opts.OPTIONS.get(name)
-    if opt is None:
-        raise ModelfileError(f"unknown parameter '{name}'")
-    if opt.type == "array":
-        return list(vals)
-    v = vals[0].strip()
-    if opt.type == "integer":
-        try:
-            return int(v)
-        except ValueError:
-            raise ModelfileError(f"invalid int value {_go_list(vals)}") from None
-    if opt.type == "float32":
-        try:
-            f = float(v)
-        except ValueError:
-            raise ModelfileError(f"invalid float value {_go_list(vals)}") from None
-        if f != f or f in (float("inf"), float("-inf")):
-            raise ModelfileError(f"invalid float value {_go_list(vals)}")
-        return f
-    if opt.type == "boolean":
-        low = v.lower() if v in ("true", "false", "TRUE", "FALSE", "True", "False") else v
-        if low in ("1", "t", "T", "true"):
-            return True
-        if low in ("0", "f", "F", "false"):
-            return False
-        raise ModelfileError(f"invalid bool value {_go_list(vals)}")
-    return v
+def format_param(name: str, vals: list[str]) -> ParamValue:
+    """api.FormatParams for one key (ModelfileError with Go's text on bad input)."""
+    try:
+        return parse_param(name, vals)
+    except ValueError as e:
+        raise ModelfileError(str(e)) from None
 
 
 @dataclass
@@ -245,7 +220,7 @@ class Parsed:
     template: str | None = None
     system: str | None = None
     license: list[str] = field(default_factory=list)
-    parameters: dict[str, Any] = field(default_factory=dict)
+    parameters: JsonObject = field(default_factory=dict)
     messages: list[dict[str, str]] = field(default_factory=list)
     requires: str | None = None
     renderer: str | None = None
@@ -301,53 +276,13 @@ def to_request(mf: Modelfile) -> Parsed:
 
 
 # ---------- rendering a stored model (show --modelfile) ----------
-def go_value(v: Any) -> str:
-    """Go's %v for a JSON-decoded value (numbers are float64 there: 4096 -> '4096')."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return go_float(float(v))
-    return str(v)
-
-
-def go_float(f: float) -> str:
-    """Go's %v of a float64: shortest digits, exponent form when exp < -4 or >= 6."""
-    if f != f:
-        return "NaN"
-    if f in (float("inf"), float("-inf")):
-        return "+Inf" if f > 0 else "-Inf"
-    if f == 0:
-        return "0"
-    r = repr(f)
-    mant, _, exp_s = r.partition("e")
-    neg = mant.startswith("-")
-    mant = mant.lstrip("-")
-    exp = int(exp_s) if exp_s else 0
-    int_part, _, frac = mant.partition(".")
-    digits = (int_part + frac).lstrip("0")
-    dp = len(int_part.lstrip("0")) + exp if int_part.strip("0") else \
-        exp - (len(frac) - len(frac.lstrip("0")))
-    digits = digits.rstrip("0") or "0"
-    x = dp - 1
-    if x < -4 or x >= 6:
-        m = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        s = f"{m}e{'-' if x < 0 else '+'}{abs(x):02d}"
-    elif dp <= 0:
-        s = "0." + "0" * (-dp) + digits
-    elif dp >= len(digits):
-        s = digits + "0" * (dp - len(digits))
-    else:
-        s = digits[:dp] + "." + digits[dp:]
-    return ("-" if neg else "") + s
-
-
 def go_sharp_value(v: Any) -> str:
     """Go's %#v (used by show's `parameters`): strings quoted, numbers as %v."""
     if isinstance(v, str):
         import json
 
         return json.dumps(v, ensure_ascii=False)
-    return go_value(v)
+    return format_value(v)
 
 
 def parameter_lines(params: Mapping[str, Any]) -> str:
@@ -378,7 +313,7 @@ def render_model(*, short_name: str, model_path: str, adapters: Iterable[str] = 
         cmds.append(Command("parser", parser))
     for k, v in (params or {}).items():
         for item in (v if isinstance(v, list) else [v]):
-            cmds.append(Command(k, go_value(item)))
+            cmds.append(Command(k, format_value(item)))
     cmds += [Command("license", t) for t in licenses]
     cmds += [Command("message", f"{m.get('role', '')}: {m.get('content', '')}")
              for m in messages]

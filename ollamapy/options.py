@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ollamapy.errors import BadRequest
+from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.logs import kv
 
 log = logging.getLogger("ollamapy.options")
 
@@ -101,51 +103,24 @@ def coerce(name: str, value: Any) -> Any:
     return value
 
 
-def validate(options: Mapping[str, Any] | None) -> dict[str, Any]:
+def validate(options: Mapping[str, Any] | None) -> JsonObject:
     """Request options -> checked dict of known options (legacy/unknown keys dropped, logged)."""
-    out: dict[str, Any] = {}
+    out: JsonObject = {}
     for key, value in (options or {}).items():
         if key in OPTIONS:
             v = coerce(key, value)
             if v is not None:
                 out[key] = v
         elif key in LEGACY:
-            log.debug("ignoring legacy option %s", key)
+            log.debug("ignoring legacy option", extra=kv(option=key))
         else:
-            log.warning("invalid option provided option=%s", key)
+            log.warning("invalid option provided", extra=kv(option=key))
     return out
 
 
-def merge(model_params: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str, Any]:
+def merge(model_params: Mapping[str, Any], request: Mapping[str, Any]) -> JsonObject:
     """Built-in defaults <- model params <- request options (all already validated)."""
     out = {n: o.default for n, o in OPTIONS.items() if o.default is not None}
     out.update(model_params)
     out.update(request)
     return out
-
-
-def parse_parameter(name: str, text: str) -> Any:
-    """A Modelfile `PARAMETER name value` string -> typed value (ValueError on bad input)."""
-    key = name.lower()
-    if key not in OPTIONS:
-        raise ValueError(f"unknown parameter '{name}'")
-    typ = OPTIONS[key].type
-    t = text.strip()
-    try:
-        if typ == "integer":
-            return int(float(t)) if "." in t or "e" in t.lower() else int(t)
-        if typ == "float32":
-            v = float(t)
-            if v != v or v in (float("inf"), float("-inf")):
-                raise ValueError
-            return v
-        if typ == "boolean":
-            low = t.lower()
-            if low in ("1", "t", "true"):
-                return True
-            if low in ("0", "f", "false"):
-                return False
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"invalid {typ} value for {key}: {t!r}") from None
-    return t

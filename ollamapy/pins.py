@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from ollamapy.inference.jsontypes import JsonObject
+
 PINS_FILE = Path(__file__).with_name("pins.toml")
 
 
@@ -57,7 +59,7 @@ class ChunkedModelPin:
 
 
 @cache
-def _raw() -> dict:
+def _raw() -> JsonObject:
     with PINS_FILE.open("rb") as f:
         return tomllib.load(f)
 

@@ -11,9 +11,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from ollamapy.default_model import sha256_file  # noqa: E402
 from ollamapy.paths import cache_dir  # noqa: E402
 from ollamapy.pins import PINS_FILE  # noqa: E402
+from ollamapy.store.digest import sha256_hex as sha256_file  # noqa: E402
 
 __all__ = ["REPO", "cache_dir", "pins", "sha256_file"]
 

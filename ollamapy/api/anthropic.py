@@ -7,9 +7,11 @@ are one permissive model (every block field optional) so a block type we do not 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ollamapy.inference.jsontypes import JsonObject
 
 
 class AWire(BaseModel):
@@ -31,9 +33,9 @@ class ContentBlock(AWire):
     source: ImageSource | None = None
     id: str | None = None
     name: str | None = None
-    input: dict[str, Any] | None = None
+    input: JsonObject | None = None
     tool_use_id: str | None = None
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[JsonObject] | None = None
     is_error: bool | None = None
     thinking: str | None = None
     signature: str | None = None
@@ -56,7 +58,7 @@ class Tool(AWire):
     type: str | None = None  # None / "custom": a client tool; anything else is a server tool
     name: str
     description: str | None = None
-    input_schema: dict[str, Any] = Field(default_factory=dict)
+    input_schema: JsonObject = Field(default_factory=dict)
 
 
 class ToolChoice(AWire):
@@ -112,7 +114,7 @@ def anthropic_status(status: int) -> int:
     return 529 if status == 503 else status
 
 
-def anthropic_error_body(status: int, message: str) -> dict[str, Any]:
+def anthropic_error_body(status: int, message: str) -> JsonObject:
     """`{"type": "error", "error": {"type": ..., "message": ...}}`, the envelope every
     `/v1/messages*` error uses (route errors, middleware errors and mid-stream `error` events)."""
     kind = ERROR_TYPES.get(status, "api_error")

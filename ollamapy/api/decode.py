@@ -19,12 +19,12 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from ollamapy.errors import BadRequest, LimitExceeded, PayloadTooLarge
+from ollamapy.inference.jsontypes import JsonObject
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -201,7 +201,7 @@ def _count_values(body: bytes) -> int:
     return body.count(b",") - inside + 1
 
 
-def check_counts(data: dict[str, Any], lim: Caps) -> None:
+def check_counts(data: JsonObject, lim: Caps) -> None:
     """Messages, images and embed inputs within their caps (clear 400s otherwise)."""
     msgs = data.get("messages")
     n_msgs = len(msgs) if isinstance(msgs, list) else 0
@@ -258,7 +258,7 @@ def _decode(cls: type[M], body: bytes, limits: Caps | None) -> M:
         raise LimitExceeded(f"request body has more than {lim.max_json_values} JSON values")
     objects = 0
 
-    def count_object(obj: dict[str, Any]) -> dict[str, Any]:
+    def count_object(obj: JsonObject) -> JsonObject:
         nonlocal objects
         objects += 1
         if objects & 0x7FF == 0:
@@ -287,13 +287,3 @@ def _decode(cls: type[M], body: bytes, limits: Caps | None) -> M:
         return cls.model_validate_json(body, strict=True)
     except ValidationError as e:
         raise BadRequest(_describe(cls, e)) from None
-
-
-def go_time(dt: datetime) -> str:
-    """RFC 3339 with the local offset and trimmed fraction, as Go marshals time.Time."""
-    s = dt.isoformat(timespec="microseconds")
-    base, rest = s[:19], s[19:]
-    if rest.startswith("."):
-        frac, tz = rest[1:7].rstrip("0"), rest[7:]
-        s = base + (f".{frac}" if frac else "") + tz
-    return s[:-6] + "Z" if s.endswith("+00:00") else s

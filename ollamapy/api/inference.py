@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ollamapy.errors import BadRequest
+from ollamapy.inference.jsontypes import JsonObject
 
 THINK_LEVELS = ("low", "medium", "high", "max")
 
@@ -21,7 +22,7 @@ class Wire(BaseModel):
 class ToolCallFunction(Wire):
     index: int | None = None
     name: str
-    arguments: dict[str, Any] = Field(default_factory=dict)
+    arguments: JsonObject = Field(default_factory=dict)
 
 
 class ToolCall(Wire):
@@ -32,7 +33,7 @@ class ToolCall(Wire):
 class ToolFunction(Wire):
     name: str
     description: str | None = None
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: JsonObject = Field(default_factory=dict)
 
 
 class Tool(Wire):
@@ -69,7 +70,7 @@ class InferenceBase(Wire):
     stream: bool | None = None
     format: Any = None
     keep_alive: Any = None
-    options: dict[str, Any] | None = None
+    options: JsonObject | None = None
     think: Think = None
     truncate: bool | None = None
     shift: bool | None = None
@@ -113,7 +114,7 @@ class EmbedRequest(Wire):
     truncate: bool | None = None
     dimensions: int | None = None
     keep_alive: Any = None
-    options: dict[str, Any] | None = None
+    options: JsonObject | None = None
 
     def inputs(self) -> list[str]:
         v = self.input
@@ -130,7 +131,7 @@ class EmbeddingsRequest(Wire):
     model: str = ""
     prompt: str = ""
     keep_alive: Any = None
-    options: dict[str, Any] | None = None
+    options: JsonObject | None = None
 
 
 DoneReason = Literal["stop", "length", "load", "unload", ""]

@@ -6,8 +6,6 @@ Go's decoder does.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -15,6 +13,8 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     model_serializer,
 )
+
+from ollamapy.inference.jsontypes import JsonObject
 
 
 class _Req(BaseModel):
@@ -34,7 +34,7 @@ class CreateRequest(_Req):
     adapters: dict[str, str] | None = None
     template: str | None = None
     system: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: JsonObject | None = None
     license: str | list[str] | None = None
     messages: list[Message] | None = None
     stream: bool | None = None
@@ -71,9 +71,9 @@ class ModelDetails(BaseModel):
     embedding_length: int | None = None
 
     @model_serializer(mode="wrap")
-    def _omit_lengths(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _omit_lengths(self, handler: SerializerFunctionWrapHandler) -> JsonObject:
         """Go's `omitempty` on the two lengths, whatever the caller's exclude_none."""
-        data: dict[str, Any] = handler(self)
+        data: JsonObject = handler(self)
         for key in ("context_length", "embedding_length"):
             if not data.get(key):
                 data.pop(key, None)
@@ -100,7 +100,7 @@ class ShowRequest(_Req):
     verbose: bool = False
     system: str | None = None
     template: str | None = None
-    options: dict[str, Any] | None = None
+    options: JsonObject | None = None
 
     def target(self) -> str:
         return self.model or self.name or ""
@@ -122,8 +122,8 @@ class ShowResponse(BaseModel):
     parser: str | None = None
     details: ModelDetails
     messages: list[Message] | None = None
-    model_info: dict[str, Any]
-    projector_info: dict[str, Any] | None = None
+    model_info: JsonObject
+    projector_info: JsonObject | None = None
     tensors: list[Tensor] | None = None
     capabilities: list[str]
     modified_at: str

@@ -20,9 +20,11 @@ from ollamapy.api.inference import (
     Wire,
 )
 from ollamapy.errors import BadRequest
+from ollamapy.inference.jsontypes import JsonObject
 
-EFFORT = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
-          "max": "max", "xhigh": "max", "ultra": "max"}
+EFFORT: dict[str, bool | str] = {
+    "none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
+    "max": "max", "xhigh": "max", "ultra": "max"}
 
 
 class StreamOptions(Wire):
@@ -42,7 +44,7 @@ class OAIToolCall(Wire):
 
 class OAIMessage(Wire):
     role: str
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[JsonObject] | None = None
     name: str | None = None
     tool_calls: list[OAIToolCall] | None = None
     tool_call_id: str | None = None
@@ -66,7 +68,7 @@ class ChatCompletionRequest(Wire):
     top_p: float | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: JsonObject | None = None
     tools: list[Tool] | None = None
     reasoning_effort: str | None = None
     reasoning: Reasoning | None = None
@@ -187,7 +189,7 @@ def _think(req: ChatCompletionRequest) -> bool | str | None:
     return EFFORT[effort]
 
 
-def _format(rf: dict[str, Any] | None) -> Any:
+def _format(rf: JsonObject | None) -> Any:
     if not rf:
         return None
     kind = rf.get("type")
@@ -206,7 +208,7 @@ def _format(rf: dict[str, Any] | None) -> Any:
 def to_chat(req: ChatCompletionRequest) -> ChatRequest:
     if not req.messages:
         raise BadRequest("[] is too short - 'messages'")
-    opts: dict[str, Any] = {
+    opts: JsonObject = {
         "temperature": 1.0 if req.temperature is None else req.temperature,
         "top_p": 1.0 if req.top_p is None else req.top_p,
     }
@@ -230,7 +232,7 @@ def to_chat(req: ChatCompletionRequest) -> ChatRequest:
 
 
 def to_generate(req: CompletionRequest) -> GenerateRequest:
-    opts: dict[str, Any] = {
+    opts: JsonObject = {
         "temperature": 1.0 if req.temperature is None else req.temperature,
         "top_p": 1.0 if not req.top_p else req.top_p,
         "frequency_penalty": req.frequency_penalty,

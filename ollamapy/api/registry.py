@@ -4,9 +4,9 @@ accepted and ignored (as in Ollama)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr
+
+from ollamapy.inference.jsontypes import JsonObject
 
 
 class PullRequest(BaseModel):
@@ -37,9 +37,9 @@ class ProgressResponse(BaseModel):
     total: int = 0
     completed: int = 0
 
-    def wire(self) -> dict[str, Any]:
+    def wire(self) -> JsonObject:
         """Go's `omitempty`: digest/total/completed are left out when empty or zero."""
-        out: dict[str, Any] = {"status": self.status}
+        out: JsonObject = {"status": self.status}
         if self.digest:
             out["digest"] = self.digest
         if self.total:

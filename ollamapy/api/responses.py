@@ -7,9 +7,9 @@ accepts); the translator checks what each type needs.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
+
+from ollamapy.inference.jsontypes import JsonObject
 
 
 class RWire(BaseModel):
@@ -39,7 +39,7 @@ class InputItem(RWire):
     name: str | None = None
     arguments: str | None = None
     output: str | list[InputContent] | None = None
-    summary: list[dict[str, Any]] | None = None
+    summary: list[JsonObject] | None = None
     encrypted_content: str | None = None
 
 
@@ -47,7 +47,7 @@ class FunctionTool(RWire):
     type: str  # "function", or "namespace" (Codex: a group of member functions in `tools`)
     name: str | None = None
     description: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: JsonObject | None = None
     strict: bool | None = None
     tools: list[FunctionTool] | None = None  # a namespace's members
 
@@ -61,7 +61,7 @@ class Reasoning(RWire):
 class TextFormat(RWire):
     type: str = "text"  # "text" | "json_object" | "json_schema"
     name: str | None = None
-    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    json_schema: JsonObject | None = Field(default=None, alias="schema")
     strict: bool | None = None
     description: str | None = None
 
@@ -76,7 +76,7 @@ class ResponsesRequest(RWire):
     input: str | list[InputItem] = ""
     instructions: str | None = None
     tools: list[FunctionTool] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: str | JsonObject | None = None
     parallel_tool_calls: bool | None = None
     max_output_tokens: int | None = None
     temperature: float | None = None
@@ -86,9 +86,9 @@ class ResponsesRequest(RWire):
     stream: bool = False
     store: bool | None = None
     previous_response_id: str | None = None
-    conversation: str | dict[str, Any] | None = None
+    conversation: str | JsonObject | None = None
     background: bool | None = None
     truncation: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
     user: str | None = None
     include: list[str] | None = None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ollamapy import __version__
 from ollamapy.config import client_host
+from ollamapy.inference.jsontypes import JsonObject
 
 if TYPE_CHECKING:
     import ssl
@@ -169,7 +170,7 @@ class Client:
         v = body.get("version") if isinstance(body, dict) else None
         return v if isinstance(v, str) else None
 
-    def stream(self, method: str, path: str, body: Any = None) -> Iterator[dict[str, Any]]:
+    def stream(self, method: str, path: str, body: Any = None) -> Iterator[JsonObject]:
         """NDJSON objects as they arrive; an `error` line raises ClientError. Closing the
         generator (or Ctrl+C while iterating) closes the connection, which cancels the work."""
         import httpx

@@ -102,12 +102,6 @@ def human_until(dt: datetime | None, zero: str = "Never", now: datetime | None =
     return _human(dt, zero, now)
 
 
-def human_time_lower(dt: datetime | None, zero: str = "Never",
-                     now: datetime | None = None) -> str:
-    """format.HumanTimeLower (used by `ps`'s UNTIL column)."""
-    return _human(dt, zero, now).lower()
-
-
 def parse_time(value: str | None) -> datetime | None:
     """An RFC 3339 timestamp from the API (Go writes up to 9 fraction digits) -> datetime."""
     if not value:

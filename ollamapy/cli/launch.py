@@ -31,6 +31,7 @@ import click
 
 from ollamapy.cli.common import fail
 from ollamapy.config import client_host
+from ollamapy.inference.jsontypes import JsonObject
 
 PROFILE = "ollamapy"
 
@@ -141,7 +142,7 @@ def context_window(show: Mapping[str, Any] | None, env_ctx: str | None) -> int:
     return CODEX_FALLBACK_WINDOW
 
 
-def codex_catalog(model: str, window: int, vision: bool) -> dict[str, Any]:
+def codex_catalog(model: str, window: int, vision: bool) -> JsonObject:
     """`~/.codex/model.json`: Codex's model catalogue with this one model (Ollama's launcher's
     entry), so Codex knows its context window instead of guessing fallback metadata."""
     return {"models": [{
@@ -221,7 +222,7 @@ def find_binary(agent: Agent, home: Path) -> str | None:
     return None
 
 
-def show_model(model: str) -> dict[str, Any] | None:
+def show_model(model: str) -> JsonObject | None:
     """`/api/show` for the model, or None when the server cannot say (not running, unknown)."""
     from ollamapy.cli.client import Client, ClientError
 

@@ -4,6 +4,7 @@ server stack (aiohttp, pydantic models of the server) and `--help` starts fast."
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 import click
@@ -43,7 +44,7 @@ class LazyGroup(click.Group):
         if target is None or not self._available(name):
             return None
         module, attr = target.split(":")
-        cmd = getattr(importlib.import_module(module), attr)
+        cmd: click.Command = getattr(importlib.import_module(module), attr)
         return cmd
 
 

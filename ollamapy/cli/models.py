@@ -7,9 +7,7 @@ it, then stream `/api/create` progress.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,41 +22,11 @@ from ollamapy.cli.format import (
     print_table,
     rows_lines,
 )
+from ollamapy.cli.progress import ProgressView
+from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.store.digest import sha256_file
 
 CHUNK = 1 << 20
-
-
-# ------------------------------------------------------------------ progress on stderr
-class Progress:
-    """Status lines like Ollama's spinners; `copying file` percentages redraw in place on a tty."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.open_line = False
-        self.last = ""
-
-    def status(self, text: str) -> None:
-        if text == self.last:
-            return
-        self.end_line()
-        self.last = text
-        click.echo(text, err=True)
-
-    def inline(self, text: str, final: bool = False) -> None:
-        if self.tty:
-            sys.stderr.write("\r\x1b[K" + text)
-            sys.stderr.flush()
-            self.open_line = True
-            if final:
-                self.end_line()
-        elif final:
-            click.echo(text, err=True)
-
-    def end_line(self) -> None:
-        if self.open_line:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-            self.open_line = False
 
 
 # ------------------------------------------------------------------ create
@@ -89,15 +57,7 @@ def model_files(path: Path) -> list[Path]:
     return out
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
-
-
-def upload_blob(client: Client, path: Path, digest: str, progress: Progress) -> None:
+def upload_blob(client: Client, path: Path, digest: str, progress: ProgressView) -> None:
     """HEAD the blob; POST the file with a percentage display unless the server has it."""
     try:
         client.request("HEAD", f"/api/blobs/{digest}")
@@ -117,7 +77,7 @@ def upload_blob(client: Client, path: Path, digest: str, progress: Progress) -> 
                 pct = int(100 * sent / size) if size else 100
                 if pct != last_pct:
                     last_pct = pct
-                    progress.inline(f"{label} {pct}%")
+                    progress.spin(label, f"{label} {pct}%")
                 yield chunk
 
     import httpx
@@ -129,11 +89,11 @@ def upload_blob(client: Client, path: Path, digest: str, progress: Progress) -> 
     except httpx.HTTPError as e:
         raise ClientError(str(e) or type(e).__name__) from None
     client._raise_for(r)
-    progress.inline(f"{label} 100%", final=True)
+    progress.spin(label, f"{label} 100%", done=True)
 
 
 def build_request(modelfile_text: str, relative_dir: Path, client: Client,
-                  progress: Progress) -> dict[str, Any]:
+                  progress: ProgressView) -> JsonObject:
     """Modelfile -> /api/create body, uploading local files as blobs on the way."""
     from ollamapy.modelfile import ModelfileError, parse, to_request
 
@@ -143,10 +103,10 @@ def build_request(modelfile_text: str, relative_dir: Path, client: Client,
         raise click.ClickException(str(e)) from None
     for w in parsed.warnings:
         click.echo(w)
-    req: dict[str, Any] = {}
+    req: JsonObject = {}
     files: dict[str, str] = {}
     adapters: dict[str, str] = {}
-    progress.status("gathering model components")
+    progress.update({"status": "gathering model components"})
     for src in parsed.from_:
         path = expand_path(src, relative_dir)
         if not path.exists():
@@ -201,20 +161,19 @@ def create(client: Client, model: str, file: str | None, quantize: str | None) -
         if not path.is_file():
             fail("specified Modelfile wasn't found")
         text = path.read_bytes().decode("utf-8", errors="replace")
-    progress = Progress()
-    req = build_request(text, Path(os.path.abspath(path)).parent, client, progress)
-    req["model"] = model
-    if quantize:
-        req["quantize"] = quantize
-    req["stream"] = True
-    for msg in client.stream("POST", "/api/create", req):
-        status = str(msg.get("status", ""))
-        if msg.get("digest") and msg.get("total"):
-            pct = int(100 * int(msg.get("completed") or 0) / int(msg["total"]))
-            progress.inline(f"{status} {pct}%", final=pct >= 100)
-        elif status:
-            progress.status(status)
-    progress.end_line()
+    progress = ProgressView("creating")
+    try:
+        req = build_request(text, Path(os.path.abspath(path)).parent, client, progress)
+        req["model"] = model
+        if quantize:
+            req["quantize"] = quantize
+        req["stream"] = True
+        for msg in client.stream("POST", "/api/create", req):
+            if msg.get("digest") and not msg.get("total"):
+                msg = {"status": msg.get("status", "")}  # no size to draw a bar of
+            progress.update(msg)
+    finally:
+        progress.close()
 
 
 # ------------------------------------------------------------------ show
@@ -249,9 +208,9 @@ def _meta_value(v: Any) -> str:
     if isinstance(v, str):
         return v
     if isinstance(v, int | float):
-        from ollamapy.modelfile import go_float
+        from ollamapy.gofmt import format_float
 
-        return go_float(float(v))
+        return format_float(float(v))
     if isinstance(v, list):
         items = [_meta_value(x) for x in v]
         shown, width = 0, 1
@@ -267,7 +226,7 @@ def _meta_value(v: Any) -> str:
     return type(v).__name__
 
 
-def show_info(resp: dict[str, Any], verbose: bool) -> str:
+def show_info(resp: JsonObject, verbose: bool) -> str:
     """Ollama's default `show` view: Model, Capabilities, Projector, Parameters, System, License."""
     out: list[str] = []
 
@@ -361,7 +320,7 @@ def show(client: Client, model: str, show_license: bool, modelfile: bool, parame
 
 
 # ------------------------------------------------------------------ list / cp / rm
-def list_rows(models: list[dict[str, Any]], prefix: str | None) -> list[list[str]]:
+def list_rows(models: list[JsonObject], prefix: str | None) -> list[list[str]]:
     rows = []
     for m in models:
         name = str(m.get("name") or m.get("model") or "")
@@ -408,4 +367,3 @@ def remove(client: Client, models: tuple[str, ...]) -> None:
                 click.echo(f"Warning: unable to stop model '{name}'", err=True)
         client.request("DELETE", "/api/delete", {"model": name})
         click.echo(f"deleted '{name}'")
-

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any
 
 import click
 
 from ollamapy.cli.client import Client, ClientError
 from ollamapy.cli.common import fail, with_client
 from ollamapy.cli.format import human_bytes, human_time, parse_time, print_table
+from ollamapy.inference.jsontypes import JsonObject
 
 HEADERS = ("NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL")
 
@@ -48,7 +48,7 @@ def until(expires_at: str | None, now: datetime | None = None) -> str:
     return human_time(expires, "Never", now)
 
 
-def rows(models: list[dict[str, Any]], prefix: str = "",
+def rows(models: list[JsonObject], prefix: str = "",
          now: datetime | None = None) -> list[list[str]]:
     out = []
     for m in models:

@@ -1,6 +1,7 @@
-"""Terminal output for `ollamapy run`: word wrap, thinking display, the --verbose stats block,
-a spinner and the pull progress view. The decisions are pure (text in, text out) so they can be
-tested without a terminal; only Spinner and the *_to helpers touch a stream.
+"""Terminal output for `ollamapy run`: word wrap, thinking display, the --verbose stats block and
+the waiting spinner (a missing model's pull is drawn by `cli/progress.py`). The decisions are
+pure (text in, text out) so they can be tested without a terminal; only Spinner and the *_to
+helpers touch a stream.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from ollamapy.gofmt import duration_string, format_float
+
 ESC = "\x1b"
 COLOR_GREY = ESC + "[38;5;245m"
 COLOR_BOLD = ESC + "[1m"
@@ -20,36 +23,7 @@ COLOR_DEFAULT = ESC + "[0m"
 SPINNER_FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
-# ------------------------------------------------------------------------------- durations
-
-def _frac(value: int, digits: int) -> str:
-    whole, rest = divmod(value, 10**digits)
-    tail = f"{rest:0{digits}d}".rstrip("0")
-    return f"{whole}.{tail}" if tail else str(whole)
-
-
-def go_duration(ns: int) -> str:
-    """Go's time.Duration.String(): `1.234567891s`, `2m3.004s`, `150.123ms`, `850µs`, `0s`."""
-    sign = "-" if ns < 0 else ""
-    u = abs(int(ns))
-    if u == 0:
-        return "0s"
-    if u < 1_000:
-        return f"{sign}{u}ns"
-    if u < 1_000_000:
-        return f"{sign}{_frac(u, 3)}µs"
-    if u < 1_000_000_000:
-        return f"{sign}{_frac(u, 6)}ms"
-    secs, nanos = divmod(u, 1_000_000_000)
-    h, rest = divmod(secs, 3600)
-    m, s = divmod(rest, 60)
-    out = sign
-    if h:
-        out += f"{h}h"
-    if h or m:
-        out += f"{m}m"
-    return out + _frac(s * 1_000_000_000 + nanos, 9) + "s"
-
+# ------------------------------------------------------------------------------- stats
 
 def stats_block(metrics: Mapping[str, Any]) -> str:
     """Ollama's Metrics.Summary (printed to stderr after --verbose answers); zero lines omitted."""
@@ -61,18 +35,18 @@ def stats_block(metrics: Mapping[str, Any]) -> str:
     ecount = int(metrics.get("eval_count") or 0)
     edur = int(metrics.get("eval_duration") or 0)
     if total > 0:
-        lines.append(f"total duration:       {go_duration(total)}")
+        lines.append(f"total duration:       {duration_string(total)}")
     if load > 0:
-        lines.append(f"load duration:        {go_duration(load)}")
+        lines.append(f"load duration:        {duration_string(load)}")
     if pcount > 0:
         lines.append(f"prompt eval count:    {pcount} token(s)")
     if pdur > 0:
-        lines.append(f"prompt eval duration: {go_duration(pdur)}")
+        lines.append(f"prompt eval duration: {duration_string(pdur)}")
         lines.append(f"prompt eval rate:     {pcount / (pdur / 1e9):.2f} tokens/s")
     if ecount > 0:
         lines.append(f"eval count:           {ecount} token(s)")
     if edur > 0:
-        lines.append(f"eval duration:        {go_duration(edur)}")
+        lines.append(f"eval duration:        {duration_string(edur)}")
         lines.append(f"eval rate:            {ecount / (edur / 1e9):.2f} tokens/s")
     return "".join(line + "\n" for line in lines)
 
@@ -224,8 +198,8 @@ def go_value(v: Any) -> str:
     """Go's %v for option values: lists as [a b], floats without a trailing .0, bools lower."""
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
+    if isinstance(v, float):
+        return format_float(v)
     if isinstance(v, list | tuple):
         return "[" + " ".join(go_value(x) for x in v) + "]"
     return str(v)
@@ -273,60 +247,3 @@ class Spinner:
                 self.stream.flush()
         if self._thread is not None:
             self._thread.join(timeout=1)
-
-
-def progress_bar(completed: int, total: int, cells: int = 25) -> str:
-    frac = 0.0 if total <= 0 else min(1.0, completed / total)
-    full = int(frac * cells)
-    return "▕" + "█" * full + " " * (cells - full) + "▏"
-
-
-@dataclass
-class PullView:
-    """Pull progress as Ollama draws it: one spinner line per status, one bar per digest.
-
-    On a terminal the block is redrawn in place; otherwise each finished line is printed once.
-    """
-
-    stream: TextIO
-    human_bytes: Any  # ollamapy.cli.format.human_bytes (passed in to keep this module light)
-    tty: bool = False
-    lines: dict[str, str] = field(default_factory=dict)
-    done: set[str] = field(default_factory=set)
-    _drawn: int = 0
-    _last_status: str = ""
-
-    def update(self, msg: Mapping[str, Any]) -> None:
-        status = str(msg.get("status", ""))
-        digest = msg.get("digest")
-        if digest:
-            total = int(msg.get("total") or 0)
-            completed = int(msg.get("completed") or 0)
-            key = str(digest)
-            short = key.removeprefix("sha256:").removeprefix("sha256-")[:12]
-            pct = 0 if total <= 0 else int(100 * completed / total)
-            size = (self.human_bytes(total) if completed >= total
-                    else f"{self.human_bytes(completed)}/{self.human_bytes(total)}")
-            line = f"pulling {short}: {pct:3d}% {progress_bar(completed, total)} {size}"
-            self.lines[key] = line
-            if completed >= total > 0 and key not in self.done:
-                self.done.add(key)
-                if not self.tty:
-                    self.stream.write(line + "\n")
-        elif status and status != self._last_status:
-            self._last_status = status
-            self.lines[status] = status
-            if not self.tty:
-                self.stream.write(status + "\n")
-        self._draw()
-
-    def _draw(self) -> None:
-        if not self.tty:
-            self.stream.flush()
-            return
-        out = f"\r{ESC}[{self._drawn}A" if self._drawn else ""
-        for line in self.lines.values():
-            out += f"\r{ESC}[K{line}\n"
-        self._drawn = len(self.lines)
-        self.stream.write(out)
-        self.stream.flush()

@@ -16,6 +16,8 @@ from typing import Any, Protocol, TextIO
 
 from ollamapy.cli.client import ClientError
 from ollamapy.cli.render import parameters_text
+from ollamapy.gofmt import parse_param
+from ollamapy.inference.jsontypes import JsonObject
 
 PROMPT = ">>> "
 ALT_PROMPT = "... "
@@ -99,46 +101,14 @@ class SessionApi(Protocol):
 
     client: Any
 
-    def chat(self, opts: Any) -> dict[str, Any] | None: ...
-    def show(self, opts: Any) -> dict[str, Any]: ...
+    def chat(self, opts: Any) -> JsonObject | None: ...
+    def show(self, opts: Any) -> JsonObject: ...
     def load(self, opts: Any) -> None: ...
     def create(self, name: str, opts: Any) -> None: ...
 
 
 class ExitRepl(Exception):
     pass
-
-
-def format_params(name: str, values: list[str]) -> Any:
-    """Ollama's api.FormatParams for one `/set parameter` (ValueError with its wording)."""
-    from ollamapy.options import OPTIONS
-
-    key = name
-    if key not in OPTIONS:
-        raise ValueError(f"unknown parameter '{name}'")
-    typ = OPTIONS[key].type
-    v = values[0]
-    if typ == "array":
-        return list(values)
-    if typ == "float32":
-        try:
-            f = float(v)
-        except ValueError:
-            raise ValueError(f"invalid float value [{' '.join(values)}]") from None
-        return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
-    if typ == "integer":
-        try:
-            return int(v, 10)
-        except ValueError:
-            raise ValueError(f"invalid int value [{' '.join(values)}]") from None
-    if typ == "boolean":
-        low = v.lower()
-        if low in ("1", "t", "true"):
-            return True
-        if low in ("0", "f", "false"):
-            return False
-        raise ValueError(f"invalid bool value [{' '.join(values)}]")
-    return v
 
 
 _IMAGE_RE = re.compile(r"(?:[a-zA-Z]:)?(?:\./|/|\\)[\S\\ ]+?\.(?i:jpg|jpeg|png|webp)\b")
@@ -323,7 +293,7 @@ class Repl:
                 return
             name, values = args[2], args[3:]
             try:
-                value = format_params(name, values)
+                value = parse_param(name, values)
             except ValueError as e:
                 self._print(f'Couldn\'t set parameter: "{e}"')
                 return
@@ -436,7 +406,7 @@ class Repl:
         print_table(["NAME", "ID", "SIZE", "MODIFIED"], rows)
 
     def _send(self, text: str) -> None:
-        msg: dict[str, Any] = {"role": "user", "content": text}
+        msg: JsonObject = {"role": "user", "content": text}
         if self.opts.multimodal:
             content, images = extract_images(text, self.err)
             msg["content"] = content
@@ -498,7 +468,7 @@ def _no_history() -> bool:
     return parse_bool(os.environ.get("OLLAMA_NOHISTORY", ""))
 
 
-def info_text(resp: dict[str, Any]) -> str:
+def info_text(resp: JsonObject) -> str:
     """`/show info`: the Model and Capabilities sections of `ollamapy show`."""
     details = resp.get("details") or {}
     mi = resp.get("model_info") or {}
@@ -551,6 +521,6 @@ class LineReader:
         if self.rl is None:
             return ""
         try:
-            return self.rl.get_line_buffer()
+            return str(self.rl.get_line_buffer())
         except Exception:
             return ""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ollamapy.cli.client import ClientError
+from ollamapy.inference.jsontypes import JsonObject
 
 if TYPE_CHECKING:
     from ollamapy.cli.client import Client
@@ -30,11 +31,11 @@ class RunOptions:
     model: str
     parent_model: str = ""
     prompt: str = ""
-    messages: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[JsonObject] = field(default_factory=list)
     word_wrap: bool = True
     format: str = ""
     system: str = ""
-    options: dict[str, Any] = field(default_factory=dict)
+    options: JsonObject = field(default_factory=dict)
     images: list[str] = field(default_factory=list)
     multimodal: bool = False
     keep_alive: str | None = None
@@ -68,10 +69,10 @@ def parse_keepalive(value: str | None) -> str | None:
     """--keepalive uses Go duration syntax (`5m`, `1h`, `-1s`); sent to the server as given."""
     if value is None or value == "":
         return None
-    from ollamapy.durations import parse_go_duration
+    from ollamapy.gofmt import parse_duration
 
     try:
-        parse_go_duration(value)
+        parse_duration(value)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     return value
@@ -103,8 +104,8 @@ def is_interactive(has_prompt: bool, stdin_tty: bool, stdout_tty: bool) -> bool:
     return not has_prompt and stdin_tty and stdout_tty
 
 
-def base_request(opts: RunOptions) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": opts.model}
+def base_request(opts: RunOptions) -> JsonObject:
+    body: JsonObject = {"model": opts.model}
     fmt = format_field(opts.format)
     if fmt is not None:
         body["format"] = fmt
@@ -117,7 +118,7 @@ def base_request(opts: RunOptions) -> dict[str, Any]:
     return body
 
 
-def generate_request(opts: RunOptions) -> dict[str, Any]:
+def generate_request(opts: RunOptions) -> JsonObject:
     body = base_request(opts)
     body["prompt"] = opts.prompt
     if opts.system:
@@ -127,7 +128,7 @@ def generate_request(opts: RunOptions) -> dict[str, Any]:
     return body
 
 
-def chat_request(opts: RunOptions) -> dict[str, Any]:
+def chat_request(opts: RunOptions) -> JsonObject:
     body = base_request(opts)
     body["messages"] = list(opts.messages)
     return body
@@ -141,15 +142,15 @@ class Session:
     def __init__(self, client: Client) -> None:
         self.client = client
 
-    def show(self, opts: RunOptions) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": opts.model}
+    def show(self, opts: RunOptions) -> JsonObject:
+        body: JsonObject = {"model": opts.model}
         if opts.system:
             body["system"] = opts.system
         if opts.options:
             body["options"] = opts.options
         return self.client.request("POST", "/api/show", body) or {}
 
-    def show_or_pull(self, name: str, insecure: bool = False) -> dict[str, Any]:
+    def show_or_pull(self, name: str, insecure: bool = False) -> JsonObject:
         try:
             return self.client.request("POST", "/api/show", {"model": name}) or {}
         except ClientError as e:
@@ -165,17 +166,13 @@ class Session:
         return self.client.request("POST", "/api/show", {"model": name}) or {}
 
     def pull(self, name: str, insecure: bool = False) -> None:
-        from ollamapy.cli.format import human_bytes
-        from ollamapy.cli.render import PullView
+        from ollamapy.cli.registry import pull_model
 
-        view = PullView(stream=sys.stderr, human_bytes=human_bytes, tty=sys.stderr.isatty())
-        for msg in self.client.stream("POST", "/api/pull",
-                                      {"model": name, "insecure": insecure, "stream": True}):
-            view.update(msg)
+        pull_model(self.client, name, insecure)
 
     def load(self, opts: RunOptions) -> None:
         """Preload (empty generate); passes think so an unsupported value fails before the REPL."""
-        body: dict[str, Any] = {"model": opts.model}
+        body: JsonObject = {"model": opts.model}
         if opts.keep_alive is not None:
             body["keep_alive"] = opts.keep_alive
         if opts.think is not None:
@@ -189,7 +186,7 @@ class Session:
         finally:
             spinner.stop()
 
-    def chat(self, opts: RunOptions) -> dict[str, Any] | None:
+    def chat(self, opts: RunOptions) -> JsonObject | None:
         """One streamed chat turn; None when cancelled with Ctrl+C."""
         from ollamapy.cli.render import AnswerView, WordWrap, stats_block, terminal_width
 
@@ -222,12 +219,12 @@ class Session:
             sys.stderr.write(stats_block(latest))
             sys.stderr.flush()
 
-    def _stream(self, opts: RunOptions, path: str, body: dict[str, Any], view: AnswerView,
-                *, chat: bool) -> tuple[dict[str, Any] | None, str]:
+    def _stream(self, opts: RunOptions, path: str, body: JsonObject, view: AnswerView,
+                *, chat: bool) -> tuple[JsonObject | None, str]:
         from ollamapy.cli.render import Spinner
 
         spinner = Spinner().start()
-        latest: dict[str, Any] = {}
+        latest: JsonObject = {}
         content: list[str] = []
         role = "assistant"
         try:
@@ -264,7 +261,7 @@ class Session:
         return latest, role
 
     def embed(self, opts: RunOptions) -> None:
-        body: dict[str, Any] = {"model": opts.model, "input": opts.prompt}
+        body: JsonObject = {"model": opts.model, "input": opts.prompt}
         if opts.keep_alive is not None:
             body["keep_alive"] = opts.keep_alive
         resp = self.client.request("POST", "/api/embed", body) or {}
@@ -275,7 +272,7 @@ class Session:
 
     def create(self, name: str, opts: RunOptions) -> None:
         """`/save`: a new model from the current one plus this session's system/options/history."""
-        body: dict[str, Any] = {"model": name, "from": opts.parent_model or opts.model,
+        body: JsonObject = {"model": name, "from": opts.parent_model or opts.model,
                                 "stream": False}
         if opts.system:
             body["system"] = opts.system

@@ -9,7 +9,9 @@ Slotted dataclasses: the relay handles >150k of these a second on one core.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
+
+from ollamapy.inference.jsontypes import JsonObject
 
 DoneReason = Literal["stop", "length", "load", "unload"]
 
@@ -41,7 +43,7 @@ class ToolCallEvent:
     """One complete tool call (parsed arguments); `index` counts calls within the turn."""
 
     name: str
-    arguments: dict[str, Any]
+    arguments: JsonObject
     id: str
     index: int = 0
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ollamapy.api.inference import Message, Think, Tool
+from ollamapy.inference.jsontypes import JsonObject
 
 
 @dataclass(slots=True)
@@ -33,7 +34,7 @@ class InferenceRequest:
     tools: list[Tool] | None = None
     format: Any = None
     think: Think = None
-    options: dict[str, Any] = field(default_factory=dict)
+    options: JsonObject = field(default_factory=dict)
     keep_alive: float | None = None
     truncate: bool = True
     shift: bool | None = None  # None: the model's default (off for deepseek2, as in Ollama)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ollamapy.logs import kv
+
 log = logging.getLogger("ollamapy.placement.gpu")
 
 GiB = 1024**3
@@ -138,7 +140,7 @@ def nvidia_devices(nvml: Any = None) -> list[GpuDevice]:
             import pynvml as nvml  # type: ignore[no-redef]  # nvidia-ml-py
         nvml.nvmlInit()
     except Exception as e:  # no library, no driver: a CPU/AMD/Apple host
-        log.debug("NVML unavailable: %s", e)
+        log.debug("NVML unavailable", extra=kv(error=e))
         return []
     out: list[GpuDevice] = []
     try:
@@ -163,7 +165,7 @@ def nvidia_devices(nvml: Any = None) -> list[GpuDevice]:
                                      name=_text(nvml.nvmlDeviceGetName(h)), total=int(mem.total),
                                      free=int(mem.free), compute=compute, driver=driver))
             except Exception as e:
-                log.warning("skipping NVIDIA GPU %d: %s", i, e)
+                log.warning("skipping NVIDIA GPU", extra=kv(index=i, error=e))
     finally:
         try:
             nvml.nvmlShutdown()

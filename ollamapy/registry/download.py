@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from typing import Any
 import aiohttp
 
 from ollamapy.errors import BadRequest, ClientClosed, OllamaError
+from ollamapy.logs import kv
 from ollamapy.registry.names import resolve
 from ollamapy.registry.transport import RegistryError, RegistrySession, error_text
 from ollamapy.store.digest import validate_digest
@@ -198,7 +200,7 @@ class Downloader:
             bd = BlobDownload(digest, size)
             self.active[digest] = bd
             bd.task = asyncio.get_running_loop().create_task(self._run(bd, session))
-            bd.task.add_done_callback(lambda t, d=digest, b=bd: self._finished(d, b, t))
+            bd.task.add_done_callback(functools.partial(self._finished, digest, bd))
         elif bd.total != size:
             raise OllamaError(f"blob {digest} is being downloaded with a different size "
                               f"({bd.total}, manifest says {size})")
@@ -281,9 +283,9 @@ class Downloader:
                 bd.parts = parts
                 bd.completed = sum(p.completed for p in parts)
                 if parts:
-                    log.info("downloading %s in %d %d-byte part(s)%s", bd.digest[7:19],
-                             len(parts), parts[0].size,
-                             f", resuming at {bd.completed}" if bd.completed else "")
+                    log.info("downloading", extra=kv(
+                        digest=bd.digest[7:19], parts=len(parts), part_size=parts[0].size,
+                        resume_at=bd.completed))
                 if os.fstat(fd).st_size != bd.total:
                     os.ftruncate(fd, bd.total)
                 todo = [p for p in parts if p.completed < p.size]
@@ -366,7 +368,7 @@ class Downloader:
                 if time.monotonic() + delay > deadline:
                     raise OllamaError(f"failed to get direct URL: {e or type(e).__name__}") \
                         from None
-                log.warning("failed to get direct URL; backing off and retrying: %s", e)
+                log.warning("failed to get direct URL; backing off and retrying", extra=kv(error=e))
                 await asyncio.sleep(delay)
 
     async def _part(self, bd: BlobDownload, session: RegistrySession, url: str, fd: int,
@@ -383,7 +385,7 @@ class Downloader:
             try:
                 await self._chunk(bd, session, url, fd, data_path, part)
             except Stalled:
-                log.info("%s part %d stalled; retrying", bd.digest[7:19], part.n)
+                log.info("part stalled; retrying", extra=kv(digest=bd.digest[7:19], part=part.n))
                 continue
             except Retryable as e:
                 if part.completed > before:
@@ -392,8 +394,9 @@ class Downloader:
                 if tries >= cfg.max_retries:
                     raise OllamaError(f"max retries exceeded: {e}") from None
                 sleep = cfg.backoff * 2 ** (tries - 1)
-                log.info("%s part %d attempt %d failed: %s, retrying in %.1fs",
-                         bd.digest[7:19], part.n, tries, e, sleep)
+                log.info("part failed, retrying", extra=kv(
+                    digest=bd.digest[7:19], part=part.n, attempt=tries, error=e,
+                    retry_in=f"{sleep:.1f}s"))
                 await asyncio.sleep(sleep)
             finally:
                 with contextlib.suppress(OSError):
@@ -471,7 +474,7 @@ def mismatch_message(store_message: str, want: str) -> str:
     oracle on internal content (issue 11), so it is logged, never returned."""
     got = re.search(r"got \"?(sha256:[0-9a-f]{64})", store_message)
     if got:
-        log.warning("digest mismatch want=%s got=%s", want, got.group(1))
+        log.warning("digest mismatch", extra=kv(want=want, got=got.group(1)))
     return f"digest mismatch, file must be downloaded again: want {want}, got a different digest"
 
 

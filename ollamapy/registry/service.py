@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,9 @@ from typing import Any
 import aiohttp
 
 from ollamapy.errors import BadRequest, NotFound, OllamaError
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.registry import auth, netguard
 from ollamapy.registry.download import DownloadConfig, Downloader
-from ollamapy.registry.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from ollamapy.registry.names import MANIFEST_MEDIA_TYPE, target
 from ollamapy.registry.transport import (
     RegistryError,
@@ -31,14 +30,13 @@ from ollamapy.registry.transport import (
     read_capped,
 )
 from ollamapy.registry.upload import upload_blob
+from ollamapy.store.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from ollamapy.store.names import ModelName
 
-log = logging.getLogger("ollamapy.registry")
-
-Emit = Callable[[dict[str, Any]], None]
+Emit = Callable[[JsonObject], None]
 
 
-def progress_message(verb: str, digest: str, total: int, completed: int) -> dict[str, Any]:
+def progress_message(verb: str, digest: str, total: int, completed: int) -> JsonObject:
     return {"status": f"{verb} {digest[7:19]}", "digest": digest, "total": total,
             "completed": completed}
 
@@ -119,7 +117,7 @@ class RegistryService:
         except (aiohttp.ClientError, TimeoutError) as e:
             raise OllamaError(f"pull model manifest: {_net_error(e)}") from None
         except OllamaError as e:
-            raise OllamaError(f"pull model manifest: {e.message}", status=e.status) from None
+            raise e.prefixed("pull model manifest: ") from None
 
         blobs = manifest.blobs()
         for layer in blobs:

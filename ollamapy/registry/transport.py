@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import logging
 import platform
 import re
 import sys
@@ -28,8 +27,6 @@ from ollamapy.errors import OllamaError
 from ollamapy.registry import auth, netguard
 from ollamapy.registry.names import Target, origin, resolve
 
-log = logging.getLogger("ollamapy.registry")
-
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 10
 MAX_ERROR_BODY = 64 * 1024
@@ -46,7 +43,8 @@ def proxy_for(url: str) -> str | None:
     if host in ("localhost", "") or _is_loopback(host):
         return None
     proxy = urllib.request.getproxies_environment().get(parts.scheme)
-    if not proxy or urllib.request.proxy_bypass_environment(host):
+    # proxy_bypass_environment is public in CPython but missing from typeshed's stubs
+    if not proxy or urllib.request.proxy_bypass_environment(host):  # type: ignore[attr-defined]
         return None
     return proxy if "://" in proxy else f"http://{proxy}"
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import aiohttp
 
 from ollamapy.errors import OllamaError
+from ollamapy.logs import kv
 from ollamapy.registry import auth
 from ollamapy.registry.download import DownloadConfig, plan_parts
-from ollamapy.registry.manifest import Layer
 from ollamapy.registry.names import resolve
 from ollamapy.registry.transport import (
     RegistryError,
@@ -30,6 +30,7 @@ from ollamapy.registry.transport import (
     RegistrySession,
     error_text,
 )
+from ollamapy.store.manifest import Layer
 from ollamapy.store.names import ModelName
 
 log = logging.getLogger("ollamapy.registry")
@@ -126,8 +127,9 @@ async def upload_blob(session: RegistrySession, path: Path, layer: Layer, progre
                 if tries >= cfg.max_retries:
                     raise OllamaError(f"max retries exceeded: {e}") from None
                 delay = cfg.backoff * 2 ** (tries - 1)
-                log.info("%s part %d attempt %d failed: %s, retrying in %.1fs",
-                         digest[7:19], part.n, tries, e, delay)
+                log.info("part failed, retrying", extra=kv(
+                    digest=digest[7:19], part=part.n, attempt=tries, error=e,
+                    retry_in=f"{delay:.1f}s"))
                 await asyncio.sleep(delay)
 
     etag = hashlib.md5(b"".join(sums), usedforsecurity=False).hexdigest()

@@ -7,11 +7,8 @@ a secret here: argv is world-readable; the runner's API key travels in its envir
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
-
-log = logging.getLogger("ollamapy.runner")
 
 QUANTIZED_KV = frozenset({"q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"})
 DEFAULT_CACHE_RAM_MIB = 8192

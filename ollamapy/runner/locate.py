@@ -10,9 +10,9 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ollamapy.errors import RunnerNotFound
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.logs import kv
 from ollamapy.paths import repo_root
 from ollamapy.runner import variants
@@ -26,7 +26,7 @@ class Runner:
     binary: Path
     commit: str
     source: str  # which search location found it
-    manifest: dict[str, Any]
+    manifest: JsonObject
 
 
 def search_dirs(environ: dict[str, str] | None = None) -> list[tuple[str, Path]]:
@@ -41,7 +41,7 @@ def search_dirs(environ: dict[str, str] | None = None) -> list[tuple[str, Path]]
     return dirs
 
 
-def _read_manifest(d: Path) -> dict[str, Any] | None:
+def _read_manifest(d: Path) -> JsonObject | None:
     try:
         data = json.loads((d / "manifest.json").read_text())
     except (OSError, ValueError):

@@ -20,11 +20,12 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
 from ollamapy.errors import RunnerError
+from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.logs import kv
 
 log = logging.getLogger("ollamapy.runner")
 
@@ -103,7 +104,8 @@ def new_api_key() -> str:
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def is_bind_failure(stderr_tail: str) -> bool:
@@ -165,7 +167,7 @@ class RunnerProcess:
         self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.lines_seen = 0
         self.buffers: dict[tuple[str, str], int] = {}
-        self.props: dict[str, Any] = {}  # its /props, read once it is healthy
+        self.props: JsonObject = {}  # its /props, read once it is healthy
         self._on_line = on_line
         self._reader = asyncio.create_task(self._pump(), name=f"runner-log-{name}")
 
@@ -331,7 +333,7 @@ async def launch(binary: Path, args: Sequence[str], *, env: Mapping[str, str], n
         except RunnerError:
             await asyncio.shield(proc.stop(grace=1.0))  # reaped even if cancelled meanwhile
             if attempt < attempts and is_bind_failure(proc.stderr_tail(50)):
-                log.warning("runner port %d was taken, retrying on another", proc.port)
+                log.warning("runner port was taken, retrying on another", extra=kv(port=proc.port))
                 continue
             raise
         except BaseException:

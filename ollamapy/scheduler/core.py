@@ -410,7 +410,7 @@ class Scheduler:
                 facts: ModelFacts | None = await asyncio.to_thread(
                     read_facts, path, model.projector_paths)
             except (OSError, ValueError) as e:  # corrupt: llama-server will say why
-                log.debug("cannot read model facts for %s: %s", path, e)
+                log.debug("cannot read model facts", extra=kv(path=path, error=e))
                 facts = None
             self._facts_cache[key] = facts
         return self._facts_cache[key]
@@ -429,7 +429,7 @@ class Scheduler:
                 self._handle(event)
                 self._schedule()
             except Exception:
-                log.exception("scheduler event %s failed", type(event).__name__)
+                log.exception("scheduler event failed", extra=kv(event=type(event).__name__))
                 # Never leave the request that triggered a bug waiting for ever.
                 if isinstance(event, RequestArrived) and not event.pending.future.done():
                     event.pending.future.set_exception(InternalError("internal scheduler error"))
@@ -532,7 +532,7 @@ class Scheduler:
     def _on_release(self, r: LoadedRunner, ok: bool) -> None:
         r.refcount = max(0, r.refcount - 1)
         if not ok:
-            log.debug("request on %s ended with a runner failure", r.model.short_name)
+            log.debug("request ended with a runner failure", extra=kv(model=r.model.short_name))
         if r.refcount == 0 and r.state in SERVING:
             self._on_idle(r)
 
@@ -658,7 +658,7 @@ class Scheduler:
     def _on_failed(self, r: LoadedRunner, exc: BaseException) -> None:
         if r.state not in SERVING or r.handle is None:
             return
-        log.warning("request failed on runner: %r", exc, extra=kv(model=r.model.short_name))
+        log.warning("request failed on runner", extra=kv(model=r.model.short_name, error=repr(exc)))
         if r.handle.returncode is not None:
             self._on_exited(r)
             return
@@ -849,7 +849,7 @@ class Scheduler:
             self._post(LoadFailed(r, e))
             return
         except Exception:  # never wedge the actor on an unexpected launcher bug
-            log.exception("unexpected error loading %s", r.model.short_name)
+            log.exception("unexpected error loading", extra=kv(model=r.model.short_name))
             self._post(LoadFailed(r, InternalError("unexpected error loading the model, "
                                                    "check the server log")))
             return

@@ -11,11 +11,13 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 
 from ollamapy.errors import OllamaError, RunnerError, RunnerNotFound
+from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.logs import kv
 from ollamapy.runner.client import RunnerClient
 from ollamapy.runner.flags import LaunchConfig, build_args
 from ollamapy.runner.locate import Runner
@@ -29,7 +31,7 @@ class RunnerHandle(Protocol):
 
     base_url: str
     api_key: str  # sent as `Authorization: Bearer`; only /health answers without it
-    props: dict[str, Any]
+    props: JsonObject
 
     @property
     def pid(self) -> int: ...
@@ -95,7 +97,7 @@ class ProcessLauncher:
                 raise
         return proc
 
-    async def _props(self, probe: aiohttp.ClientSession, proc: RunnerProcess) -> dict[str, Any]:
+    async def _props(self, probe: aiohttp.ClientSession, proc: RunnerProcess) -> JsonObject:
         """/props after /health: slots, effective per-slot context, template caps (with the
         runner's key, like every request but /health)."""
         try:
@@ -104,5 +106,5 @@ class ProcessLauncher:
         except (TimeoutError, OllamaError) as e:
             if proc.returncode is not None:
                 raise RunnerError(proc.exit_message()) from None
-            log.warning("could not read runner /props: %s", e)
+            log.warning("could not read runner /props", extra=kv(error=e))
         return {}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ollamapy.config import Settings
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.keepalive import sort_key
 from ollamapy.options import LOAD_OPTIONS
 from ollamapy.placement.gpu import GiB, GpuDevice, Inventory
@@ -117,7 +118,7 @@ def resolve_spec(model_path: Path, options: Mapping[str, Any], *, settings: Sett
                  params: Mapping[str, Any] | None = None, jinja: bool = True,
                  rerank: bool = False) -> RunnerSpec:
     """The runner a request needs: model params <- request options for the load options."""
-    merged: dict[str, Any] = {k: v for k, v in (params or {}).items() if k in LOAD_OPTIONS}
+    merged: JsonObject = {k: v for k, v in (params or {}).items() if k in LOAD_OPTIONS}
     merged.update({k: v for k, v in options.items() if k in LOAD_OPTIONS and v is not None})
     train = facts.context_length if facts else 0
     num_ctx = _opt_int(merged, "num_ctx") or default_num_ctx(settings, inventory)

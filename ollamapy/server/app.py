@@ -9,7 +9,6 @@ cleanup context stops the scheduler again (idempotent) for app runners that skip
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -29,8 +28,6 @@ from ollamapy.server.routes import (
     scheduler,
 )
 from ollamapy.server.services import Services, build_services
-
-log = logging.getLogger("ollamapy.server")
 
 
 def create_app(settings: Settings | None = None, *,

@@ -28,6 +28,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ollamapy.inference.events import Done, Event, TextDelta, ThinkingDelta, ToolCallEvent
+from ollamapy.logs import kv
 
 if TYPE_CHECKING:
     from ollamapy.runner.client import RunnerClient
@@ -317,7 +318,7 @@ def parse_runner_metrics(text: str) -> list[Metric]:
     try:
         return list(text_string_to_metric_families(text))
     except (ValueError, TypeError) as e:
-        log.debug("unparsable runner metrics: %s", e)
+        log.debug("unparsable runner metrics", extra=kv(error=e))
         return []
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import array
 import asyncio
-import json
 import logging
 import socket
 import struct
@@ -17,6 +16,7 @@ from aiohttp.typedefs import Middleware
 
 from ollamapy.api.anthropic import anthropic_error_body, anthropic_status
 from ollamapy.errors import OllamaError, PayloadTooLarge
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.logs import kv
 
 log = logging.getLogger("ollamapy.server")
@@ -26,16 +26,23 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STREAM_RESPONSE = web.RequestKey("stream_response", web.StreamResponse)
 
 
+def _json_body(obj: JsonObject) -> bytes:
+    # wire.py's one JSON encoder; imported here, not at the top: wire imports this module
+    from ollamapy.server.wire import dumps
+
+    return dumps(obj)
+
+
 def error_response(status: int, message: str) -> web.Response:
     return web.Response(
         status=status,
-        body=json.dumps({"error": message}).encode(),
+        body=_json_body({"error": message}),
         content_type="application/json",
         charset="utf-8",
     )
 
 
-def openai_error_body(status: int, message: str) -> dict[str, Any]:
+def openai_error_body(status: int, message: str) -> JsonObject:
     """The OpenAI error envelope; type by status as Ollama's openai.NewError picks it."""
     kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
@@ -43,13 +50,13 @@ def openai_error_body(status: int, message: str) -> dict[str, Any]:
 
 def openai_error_response(status: int, message: str) -> web.Response:
     body = openai_error_body(status, message)
-    return web.Response(status=status, body=json.dumps(body).encode(),
+    return web.Response(status=status, body=_json_body(body),
                         content_type="application/json", charset="utf-8")
 
 
 def anthropic_error_response(status: int, message: str) -> web.Response:
     body = anthropic_error_body(status, message)
-    return web.Response(status=anthropic_status(status), body=json.dumps(body).encode(),
+    return web.Response(status=anthropic_status(status), body=_json_body(body),
                         content_type="application/json", charset="utf-8")
 
 
@@ -110,7 +117,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException:
         raise
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error", extra=kv(method=request.method, path=request.path))
         return render_error(request, 500, "internal server error")
 
 
@@ -234,7 +241,7 @@ def deadlines(write_timeout: float, body_timeout: float
     return watch
 
 
-def server_settings(header_timeout: float) -> dict[str, Any]:
+def server_settings(header_timeout: float) -> JsonObject:
     """aiohttp server settings for `web.AppRunner(**...)` (serve.py): a connection that has not
     sent a complete request head `header_timeout` seconds after connecting or after its previous
     response is closed (aiohttp's keep-alive timer is also its header deadline)."""

@@ -14,6 +14,8 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 
+from ollamapy.logs import kv
+
 log = logging.getLogger("ollamapy.server")
 
 STATUS_INTERVAL_S = 5.0
@@ -71,7 +73,7 @@ class Notifier:
             self._sock.sendto("\n".join(fields).encode(), self.address)
             return True
         except OSError as e:  # systemd gone or socket full: never fatal for the server
-            log.debug("sd_notify failed: %s", e)
+            log.debug("sd_notify failed", extra=kv(error=e))
             return False
 
     def ready(self, models: list[str]) -> None:

@@ -9,14 +9,13 @@ satisfied by `services.store` and `services.scheduler`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from ollamapy.config import Settings
 from ollamapy.registry.service import Emit, RegistryService
 from ollamapy.runner.locate import RunnerLocator
-from ollamapy.scheduler import Lease, RunnerStatus, Scheduler
+from ollamapy.scheduler import RunnerStatus, Scheduler
 from ollamapy.server import metrics
 from ollamapy.store.model import Model
 from ollamapy.store.names import ModelName
@@ -29,25 +28,10 @@ class ModelResolver(Protocol):
     def resolve(self, name: ModelName | str) -> Model: ...
 
 
-class RunnerLeases(Protocol):
-    """What inference needs from the scheduler."""
-
-    def lease(self, model: Model, options: Mapping[str, Any] | None, keep_alive: float | None,
-              *, embedding: bool = False) -> AbstractAsyncContextManager[Lease]: ...
-
-    async def unload(self, model: Model) -> bool: ...
-
-
 class LoadedModels(Protocol):
     """What /api/ps needs from the scheduler."""
 
     def ps(self) -> list[RunnerStatus]: ...
-
-
-class Lifecycle(Protocol):
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 class PullPush(Protocol):

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from ollamapy.config import Settings
 from ollamapy.errors import ConfigError
+from ollamapy.logs import kv
 
 log = logging.getLogger("ollamapy.server")
 
@@ -63,9 +64,9 @@ def reload(ctx: ssl.SSLContext, cert: Path, key: Path) -> bool:
     try:
         load(ctx, cert, key)
     except ConfigError as e:
-        log.error("TLS reload failed, keeping the previous certificate: %s", e)
+        log.error("TLS reload failed, keeping the previous certificate", extra=kv(error=e))
         return False
-    log.info("TLS certificate reloaded", extra={"kv": {"cert": str(cert)}})
+    log.info("TLS certificate reloaded", extra=kv(cert=cert))
     return True
 
 
@@ -140,7 +141,7 @@ class SniffingTLSSite(web.BaseSite):
             try:
                 conn, _ = await loop.sock_accept(lsock)
             except OSError as e:  # EMFILE and the like: back off instead of spinning
-                log.warning("accept failed: %s", e)
+                log.warning("accept failed", extra=kv(error=e))
                 await asyncio.sleep(0.1)
                 continue
             conn.setblocking(False)
@@ -166,7 +167,7 @@ class SniffingTLSSite(web.BaseSite):
             await loop.connect_accepted_socket(server, conn, ssl=self._ssl_context,
                                                ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
         except (OSError, TimeoutError, ssl.SSLError) as e:
-            log.debug("TLS connection failed: %s", e)
+            log.debug("TLS connection failed", extra=kv(error=e))
         finally:
             if not handed_over:
                 conn.close()

@@ -7,21 +7,21 @@ status dicts. Used by the HTTP route and by `python -m ollamapy.default_model --
 from __future__ import annotations
 
 import json
-import os
 import platform
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 from ollamapy import options as opts
 from ollamapy.errors import BadRequest, NotFound, OllamaError, StoreError
 from ollamapy.gguf import GGUFError, human_number, read_gguf
+from ollamapy.gofmt import parse_param
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.store import store as st
 from ollamapy.store.digest import validate_digest
 from ollamapy.store.names import ModelName
 
-Progress = Callable[[dict[str, Any]], None]
+Progress = Callable[[JsonObject], None]
 
 
 @dataclass
@@ -33,9 +33,9 @@ class CreateSpec:
     adapters: dict[str, str] = field(default_factory=dict)
     template: str | None = None
     system: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: JsonObject | None = None
     license: list[str] | None = None
-    messages: list[dict[str, Any]] | None = None
+    messages: list[JsonObject] | None = None
     renderer: str | None = None  # Modelfile RENDERER / request `renderer`: kept in the config
     parser: str | None = None
     requires: str | None = None
@@ -74,9 +74,9 @@ def valid_rel_path(p: str) -> bool:
     return all(part not in ("", ".", "..") for part in p.split("/"))
 
 
-def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
+def check_params(params: Mapping[str, Any]) -> JsonObject:
     """Create `parameters`: known options only (Ollama rejects unknown ones here), typed."""
-    out: dict[str, Any] = {}
+    out: JsonObject = {}
     for k, v in params.items():
         if k not in opts.OPTIONS:
             if k in opts.LEGACY:
@@ -84,7 +84,7 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
             raise BadRequest(f"unknown parameter '{k}'")
         if isinstance(v, str) and opts.OPTIONS[k].type != "string" and k != "stop":
             try:
-                v = opts.parse_parameter(k, v)
+                v = parse_param(k, [v])
             except ValueError as e:
                 raise BadRequest(str(e)) from None
         c = opts.coerce(k, v)
@@ -94,7 +94,7 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _gguf_layer(store: st.ModelStore, digest: str,
-                want_adapter: bool) -> tuple[dict[str, Any], Any]:
+                want_adapter: bool) -> tuple[JsonObject, Any]:
     d = validate_digest(digest)
     path = store.blob_path(d)
     if not path.is_file():
@@ -115,7 +115,7 @@ def _gguf_layer(store: st.ModelStore, digest: str,
     return {"mediaType": mt, "digest": d, "size": path.stat().st_size}, g
 
 
-def _text_layer(store: st.ModelStore, media: str, text: str, new: set[str]) -> dict[str, Any]:
+def _text_layer(store: st.ModelStore, media: str, text: str, new: set[str]) -> JsonObject:
     data = text.encode()
     d, created = store.write_blob(data)
     if created:
@@ -123,7 +123,7 @@ def _text_layer(store: st.ModelStore, media: str, text: str, new: set[str]) -> d
     return {"mediaType": media, "digest": d, "size": len(data)}
 
 
-def _json_layer(store: st.ModelStore, media: str, obj: Any, new: set[str]) -> dict[str, Any]:
+def _json_layer(store: st.ModelStore, media: str, obj: Any, new: set[str]) -> JsonObject:
     data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
     return _text_layer(store, media, data.decode(), new)
 
@@ -138,10 +138,10 @@ def create_model(store: st.ModelStore, name: ModelName, spec: CreateSpec, progre
         raise BadRequest("only one adapter is currently supported")
     params_req = check_params(spec.parameters or {})
 
-    layers: list[dict[str, Any]] = []
+    layers: list[JsonObject] = []
     new: set[str] = set()
-    config: dict[str, Any] = {}
-    base_params: dict[str, Any] = {}
+    config: JsonObject = {}
+    base_params: JsonObject = {}
     with store.lock:
         if spec.files:
             model_g = None
@@ -188,7 +188,7 @@ def create_model(store: st.ModelStore, name: ModelName, spec: CreateSpec, progre
             # Reported after the checks so that bad input is a real 4xx, not a stream error.
             progress({"status": "parsing GGUF"})
 
-        def replace(media: tuple[str, ...], new: list[dict[str, Any]]) -> None:
+        def replace(media: tuple[str, ...], new: list[JsonObject]) -> None:
             nonlocal layers
             layers = [x for x in layers if x.get("mediaType") not in media] + new
 
@@ -262,5 +262,3 @@ def _goarch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(m, m or "amd64")
 
 
-def file_key(path: str) -> str:
-    return PurePosixPath(os.path.basename(path)).name

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+
+from ollamapy.inference.jsontypes import JsonObject
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,9 @@ class Model:
     template: str | None = None              # TEMPLATE layer (Go template); None -> GGUF Jinja
     system: str | None = None                # SYSTEM layer
     license: tuple[str, ...] = ()
-    params: dict[str, Any] = field(default_factory=dict)    # params layer (Modelfile PARAMETERs)
-    messages: tuple[dict[str, Any], ...] = ()               # MESSAGE layer
-    config: dict[str, Any] = field(default_factory=dict)    # config blob (model_family, ...)
+    params: JsonObject = field(default_factory=dict)    # params layer (Modelfile PARAMETERs)
+    messages: tuple[JsonObject, ...] = ()               # MESSAGE layer
+    config: JsonObject = field(default_factory=dict)    # config blob (model_family, ...)
     capabilities: tuple[str, ...] = ()       # completion, embedding, tools, insert, vision, ...
     # A TEMPLATE layer exists, but the GGUF's Jinja template renders the chat instead (Ollama's
     # shouldPreferChatTemplate: it can do more, e.g. a tool round trip the Go template lacks).

@@ -17,13 +17,14 @@ import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from ollamapy.errors import BadRequest, OllamaError
+from ollamapy.errors import BadRequest, QuantizeError
 from ollamapy.gguf import GGUFError, read_gguf
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.store import store as st
+from ollamapy.store.digest import sha256_file
 
-Progress = Callable[[dict[str, Any]], None]
+Progress = Callable[[JsonObject], None]
 
 # Ollama's ggml.ParseFileType: the names accepted, and the list its error gives
 TYPES = {"F32": "F32", "F16": "F16", "Q8_0": "Q8_0", "Q4_K_S": "Q4_K_S", "Q4_K_M": "Q4_K_M",
@@ -52,8 +53,8 @@ def find_quantizer(environ: dict[str, str] | None = None) -> Path:
         tool = r.binary.parent / "llama-quantize"
         if os.access(tool, os.X_OK):
             return tool
-    raise OllamaError("quantization needs llama-quantize, which no runner directory has "
-                      "(rebuild the runner: make runner)", status=500)
+    raise QuantizeError("quantization needs llama-quantize, which no runner directory has "
+                        "(rebuild the runner: make runner)")
 
 
 def progress_of(line: bytes) -> tuple[int, int] | None:
@@ -107,7 +108,7 @@ async def quantize_blob(store: st.ModelStore, digest: str, want: str, progress: 
         rc = await proc.wait()
         if rc != 0:
             detail = next((t for t in reversed(tail) if t.strip()), "")
-            raise OllamaError(f"llama-quantize failed ({rc}): {detail}", status=500)
+            raise QuantizeError(f"llama-quantize failed ({rc}): {detail}")
         progress({"status": "verifying conversion"})
         out = await asyncio.to_thread(_commit, store, tmp)
         return out
@@ -132,7 +133,7 @@ def _commit(store: st.ModelStore, tmp: Path) -> str:
     try:
         read_gguf(tmp)
     except (OSError, GGUFError) as e:
-        raise OllamaError(f"llama-quantize wrote an unreadable model: {e}", status=500) from None
-    digest = st.sha256_file(tmp)
+        raise QuantizeError(f"llama-quantize wrote an unreadable model: {e}") from None
+    digest = sha256_file(tmp)
     store.commit_blob(tmp, digest)
     return digest

@@ -10,12 +10,12 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 from ollamapy.errors import NotFound
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.store import store as st
 from ollamapy.store.create import CreateSpec, create_model
-from ollamapy.store.digest import validate_digest
+from ollamapy.store.digest import sha256_file, validate_digest
 from ollamapy.store.names import ModelName
 
 
@@ -24,7 +24,7 @@ def import_blob(store: st.ModelStore, src: Path, digest: str | None = None) -> s
     if digest is not None and store.has_blob(digest) and \
             store.blob_path(digest).stat().st_size == src.stat().st_size:
         return validate_digest(digest)
-    want = digest or st.sha256_file(src)
+    want = digest or sha256_file(src)
     fd, tmp = store.new_temp()
     os.close(fd)
     tmp.unlink()
@@ -51,7 +51,7 @@ def register_gguf(models_dir: Path, gguf: Path, name: str, *, digest: str | None
         if m.model_path == store.blob_path(d):
             return m.short_name
 
-    def progress(p: dict[str, Any]) -> None:
+    def progress(p: JsonObject) -> None:
         if not quiet:
             print(p["status"])
 

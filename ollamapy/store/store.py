@@ -31,7 +31,15 @@ from typing import Any
 from ollamapy.errors import BadRequest, NotFound, OllamaError, StoreError
 from ollamapy.gguf import GGUFError, GGUFFile, read_gguf
 from ollamapy.inference import capabilities as caps_mod
-from ollamapy.store.digest import blob_filename, is_valid_digest, validate_digest
+from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.logs import kv
+from ollamapy.store.digest import (
+    blob_filename,
+    is_valid_digest,
+    sha256_file,
+    validate_digest,
+)
+from ollamapy.store.manifest import MAX_MANIFEST_BYTES, manifest_object
 from ollamapy.store.model import Model
 from ollamapy.store.names import ModelName
 
@@ -51,7 +59,6 @@ MEDIA_LICENSE = MEDIA_PREFIX + "license"
 MEDIA_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MEDIA_CONFIG = "application/vnd.docker.container.image.v1+json"
 
-MAX_MANIFEST_BYTES = 4 << 20
 MAX_TEXT_LAYER_BYTES = 16 << 20
 PRUNE_GRACE_S = 3600.0
 # A resumable pull (`sha256-<hex>-partial` + its `-partial-<N>` progress records) survives
@@ -88,15 +95,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     _fsync_dir(path.parent)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
-
-
-def manifest_json(data: dict[str, Any]) -> bytes:
+def manifest_json(data: JsonObject) -> bytes:
     """Compact JSON like Go's json.Marshal (key order as given)."""
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -110,7 +109,7 @@ class ManifestEntry:
     digest: str          # sha256 hex of the manifest bytes
     size: int            # layers + config
     modified_at: datetime
-    manifest: dict[str, Any]
+    manifest: JsonObject
 
 
 @lru_cache(maxsize=32)
@@ -239,7 +238,7 @@ class ModelStore:
             raise StoreError(f"manifest of {n.display_shortest()} is too large")
         return data
 
-    def read_manifest(self, name: ModelName | str) -> dict[str, Any]:
+    def read_manifest(self, name: ModelName | str) -> JsonObject:
         return parse_manifest(self.manifest_bytes(name))
 
     def write_manifest(self, name: ModelName | str, data: bytes) -> Path:
@@ -294,14 +293,14 @@ class ModelStore:
         rel = p.relative_to(self.manifests_dir).parts
         name = ModelName(*rel)
         if not name.is_valid():
-            log.warning("skipping manifest with invalid name path=%s", p)
+            log.warning("skipping manifest with invalid name", extra=kv(path=p))
             return None
         try:
             data = p.read_bytes()[: MAX_MANIFEST_BYTES + 1]
             m = parse_manifest(data)
             st = p.stat()
         except (OSError, OllamaError) as e:
-            log.warning("skipping bad manifest path=%s error=%s", p, e)
+            log.warning("skipping bad manifest", extra=kv(path=p, error=e))
             return None
         size = sum(int(layer.get("size") or 0) for layer in m.get("layers", []))
         size += int((m.get("config") or {}).get("size") or 0)
@@ -359,8 +358,8 @@ class ModelStore:
         adapters: list[Path] = []
         template = system = None
         licenses: list[str] = []
-        params: dict[str, Any] = {}
-        messages: list[dict[str, Any]] = []
+        params: JsonObject = {}
+        messages: list[JsonObject] = []
         # one budget for all text layers: thousands of license layers naming one big blob
         # must not make every /api/tags read it thousands of times (issue 11)
         left = _text_budget()
@@ -397,7 +396,7 @@ class ModelStore:
             elif mt == MEDIA_MESSAGES:
                 v = _json_or(read_text(digest), [])
                 messages = [x for x in v if isinstance(x, dict)] if isinstance(v, list) else []
-        config: dict[str, Any] = {}
+        config: JsonObject = {}
         cfg = m.get("config") or {}
         if is_valid_digest(cfg.get("digest")) and self.has_blob(cfg["digest"]):
             v = _json_or(self.read_blob_text(cfg["digest"]), {})
@@ -408,7 +407,7 @@ class ModelStore:
         try:
             gguf = load_gguf(model_path)
         except (OSError, GGUFError) as err:
-            log.warning("cannot read model blob path=%s error=%s", model_path, err)
+            log.warning("cannot read model blob", extra=kv(path=model_path, error=err))
         facts = caps_mod.facts_from(gguf.kv if gguf is not None else None, template,
                                     caps_mod.projector_kvs(projectors), config)
         caps = caps_mod.capabilities(facts)
@@ -424,7 +423,7 @@ class ModelStore:
 
     # ---------- garbage ----------
     @staticmethod
-    def layer_digests(m: dict[str, Any]) -> set[str]:
+    def layer_digests(m: JsonObject) -> set[str]:
         out = set()
         for layer in [*(m.get("layers") or []), m.get("config") or {}]:
             d = layer.get("digest") if isinstance(layer, dict) else None
@@ -439,7 +438,7 @@ class ModelStore:
             try:
                 refs |= self.layer_digests(parse_manifest(p.read_bytes()))
             except (OSError, OllamaError) as e:
-                log.warning("not pruning: unreadable manifest path=%s error=%s", p, e)
+                log.warning("not pruning: unreadable manifest", extra=kv(path=p, error=e))
                 return None
         return refs
 
@@ -509,7 +508,7 @@ class ModelStore:
                         with contextlib.suppress(OSError):
                             d.rmdir()
         if removed:
-            log.info("pruned unused blobs count=%d", len(removed))
+            log.info("pruned unused blobs", extra=kv(count=len(removed)))
         return removed
 
 
@@ -556,7 +555,7 @@ def _dirs(d: Path) -> list[Path]:
         return sorted(x for x in d.iterdir() if x.is_dir() and not x.is_symlink())
     except OSError as e:
         if e.errno not in (errno.ENOENT, errno.ENOTDIR):
-            log.warning("cannot list path=%s error=%s", d, e)
+            log.warning("cannot list directory", extra=kv(path=d, error=e))
         return []
 
 
@@ -575,35 +574,16 @@ def _json_or(text: str, default: Any) -> Any:
         return default
 
 
-def _max_layers() -> int:
-    from ollamapy.config import read_setting
-
-    return int(read_setting("OLLAMAPY_MAX_MANIFEST_LAYERS"))
-
-
 def _text_budget() -> int:
     from ollamapy.config import read_setting
 
     return int(read_setting("OLLAMAPY_MAX_TEXT_LAYER_BYTES"))
 
 
-def parse_manifest(data: bytes) -> dict[str, Any]:
-    """Decode and sanity-check a manifest (layers must be objects with valid digests)."""
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise StoreError("manifest too large")
-    if data.count(b'"digest"') > _max_layers() + 1:  # refused before building the tree
-        raise StoreError(f"invalid manifest: more than {_max_layers()} layers")
+def parse_manifest(data: bytes) -> JsonObject:
+    """A stored manifest's JSON, checked by the one manifest parser (store/manifest.py); any
+    defect is the store's (StoreError), whatever the parser called it."""
     try:
-        m = json.loads(data)
-    except ValueError as e:
-        raise StoreError(f"invalid manifest: {e}") from None
-    if not isinstance(m, dict) or not isinstance(m.get("layers", []), list):
-        raise StoreError("invalid manifest")
-    if len(m.get("layers", [])) > _max_layers():
-        raise StoreError(f"invalid manifest: more than {_max_layers()} layers")
-    for layer in [*m.get("layers", []), m.get("config") or {}]:
-        if not isinstance(layer, dict):
-            raise StoreError("invalid manifest layer")
-        if layer and not is_valid_digest(layer.get("digest")):
-            raise StoreError("invalid digest in manifest")
-    return m
+        return manifest_object(data)
+    except OllamaError as e:
+        raise StoreError(str(e)) from None

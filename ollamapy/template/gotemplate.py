@@ -9,13 +9,14 @@ Semantics follow Go: `{{-`/`-}}` trimming, `missingkey=zero` (missing keys are n
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
+
+from ollamapy.gofmt import format_float
 
 
 class TemplateError(Exception):
@@ -65,12 +66,12 @@ def set_limits(value: Limits | None) -> None:
 # ---------------------------------------------------------------- values
 
 
-class JsonObj(dict):
+class JsonObj(dict[str, Any]):
     """A JSON object seen through Go struct field names; prints as compact JSON (like Ollama's
     api.Tool / ToolCallFunctionArguments String() methods)."""
 
 
-class JsonList(list):
+class JsonList(list[Any]):
     """A JSON array that prints as compact JSON (api.Tools)."""
 
 
@@ -106,46 +107,6 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"cannot marshal {type(o).__name__}")
 
 
-def go_float(f: float) -> str:
-    """strconv.FormatFloat(f, 'g', -1, 64) as fmt's %v prints it."""
-    if math.isnan(f):
-        return "NaN"
-    if math.isinf(f):
-        return "+Inf" if f > 0 else "-Inf"
-    if f == 0:
-        return "0"
-    r = repr(f)
-    mant, _, exp = r.partition("e")
-    e = int(exp) if exp else None
-    if e is None:
-        digits = mant.lstrip("-")
-        ip, _, fp = digits.partition(".")
-        if ip != "0":
-            e = len(ip) - 1
-        else:
-            e = -(len(fp) - len(fp.lstrip("0")) + 1)
-    if e < -4 or e >= 21:
-        m, _, x = f"{f:.17e}".partition("e")
-        # shortest mantissa that round-trips
-        for prec in range(0, 18):
-            cand = f"{f:.{prec}e}"
-            if float(cand) == f:
-                m, _, x = cand.partition("e")
-                break
-        xi = int(x)
-        return f"{m}e{'+' if xi >= 0 else '-'}{abs(xi):02d}"
-    if mant.endswith(".0"):
-        mant = mant[:-2]
-    if "e" in r:  # python used exponent where Go does not
-        s = f"{f:.20f}".rstrip("0").rstrip(".")
-        for prec in range(0, 25):
-            cand = f"{f:.{prec}f}"
-            if float(cand) == f:
-                return cand
-        return s
-    return mant
-
-
 def go_str(v: Any) -> str:
     """fmt.Sprint of one value as text/template prints it."""
     if v is None:
@@ -157,7 +118,7 @@ def go_str(v: Any) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
-        return go_float(v)
+        return format_float(v)
     if isinstance(v, JsonObj | JsonList):
         return go_json(v)
     return _go_inner(v)
@@ -256,10 +217,10 @@ def _action_end(src: str, k: int) -> tuple[str, int, bool]:
     while m0 < n and src[m0] in _SPACE:
         m0 += 1
     if src.startswith("/*", m0):
-        c = src.find("*/", k)
-        if c < 0:
+        close = src.find("*/", k)
+        if close < 0:
             raise TemplateError("unclosed comment")
-        rest = c + 2
+        rest = close + 2
         m = rest
         while m < n and src[m] in _SPACE:
             m += 1
@@ -603,7 +564,7 @@ class _Continue(Exception):
     pass
 
 
-def _sorted_keys(d: dict) -> list:
+def _sorted_keys(d: dict[Any, Any]) -> list[Any]:
     try:
         return sorted(d)
     except TypeError:
@@ -619,8 +580,9 @@ def _basic_eq(a: Any, b: Any) -> bool:
 
 
 def _cmp(a: Any, b: Any) -> int:
-    if (isinstance(a, str) and isinstance(b, str)) or (
-            isinstance(a, int | float) and isinstance(b, int | float)
+    if isinstance(a, str) and isinstance(b, str):
+        return (a > b) - (a < b)
+    if (isinstance(a, int | float) and isinstance(b, int | float)
             and not isinstance(a, bool) and not isinstance(b, bool)):
         return (a > b) - (a < b)
     raise TemplateError("incompatible types for comparison")
@@ -731,7 +693,7 @@ def _sprintf(fmt: str, *args: Any, max_width: int | None = None) -> str:
             text = str(a)
         elif verb in "feg" and isinstance(a, int | float) and not isinstance(a, bool):
             text = (f"{float(a):.{6 if prec is None else prec}{verb}}" if verb != "g"
-                    else go_float(float(a)))
+                    else format_float(float(a)))
         elif verb == "t" and isinstance(a, bool):
             text = go_str(a)
         elif verb == "x" and isinstance(a, int):

@@ -15,6 +15,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.template.gotemplate import Branch, Template, Text
 
 
@@ -103,7 +104,7 @@ def scan_json(s: str, start: int) -> int:
     return -1
 
 
-def _args(v: Any) -> dict[str, Any] | None:
+def _args(v: Any) -> JsonObject | None:
     if isinstance(v, dict):
         return v
     if isinstance(v, str):
@@ -115,10 +116,10 @@ def _args(v: Any) -> dict[str, Any] | None:
     return None
 
 
-def extract_calls(value: Any, names: list[str]) -> list[tuple[str, dict[str, Any]]]:
+def extract_calls(value: Any, names: list[str]) -> list[tuple[str, JsonObject]]:
     """Tool calls in one parsed JSON value: {"name", "arguments"|"parameters"}, {"<tool>": args},
     lists of those, or the same nested one level down (e.g. {"function": {...}})."""
-    found: list[tuple[str, dict[str, Any]]] = []
+    found: list[tuple[str, JsonObject]] = []
     if isinstance(value, list):
         for item in value:
             found.extend(extract_calls(item, names))
@@ -163,11 +164,11 @@ def _match_name(name: str, names: list[str]) -> str | None:
 @dataclass
 class ToolCall:
     name: str
-    arguments: dict[str, Any]
+    arguments: JsonObject
     index: int
     id: str = field(default_factory=call_id)
 
-    def ollama(self) -> dict[str, Any]:
+    def ollama(self) -> JsonObject:
         return {"id": self.id, "function": {"index": self.index, "name": self.name,
                                             "arguments": self.arguments}}
 

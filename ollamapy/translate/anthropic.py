@@ -23,12 +23,13 @@ from ollamapy.api.anthropic import (
 from ollamapy.api.inference import Message, Think, Tool, ToolCall, ToolCallFunction, ToolFunction
 from ollamapy.errors import BadRequest, OllamaError, PromptTooLong
 from ollamapy.inference.events import Done, Event, TextDelta, ThinkingDelta, ToolCallEvent
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.inference.request import InferenceRequest
 from ollamapy.translate.forced import call_schema
 from ollamapy.translate.turn import Turn
 
 THINK_EFFORTS = ("low", "medium", "high", "max")
-SSEEvent = tuple[str, dict[str, Any]]
+SSEEvent = tuple[str, JsonObject]
 
 
 def message_id() -> str:
@@ -38,7 +39,7 @@ def message_id() -> str:
 # ------------------------------------------------------------------ request
 
 
-def _image(block: ContentBlock | dict[str, Any]) -> str:
+def _image(block: ContentBlock | JsonObject) -> str:
     src: Any = block.get("source") if isinstance(block, dict) else (
         block.source.model_dump() if block.source is not None else None)
     if not isinstance(src, dict):
@@ -173,7 +174,7 @@ def to_inference(req: MessagesRequest) -> InferenceRequest:
         raise BadRequest("max_tokens is required and must be positive")
     if not req.messages:
         raise BadRequest("messages is required")
-    opts: dict[str, Any] = {"num_predict": req.max_tokens}
+    opts: JsonObject = {"num_predict": req.max_tokens}
     if req.temperature is not None:
         opts["temperature"] = req.temperature
     if req.top_p is not None:
@@ -237,15 +238,15 @@ def usage(done: Done | None, input_hint: int = 0) -> dict[str, int]:
             "output_tokens": done.eval_count if done else 0}
 
 
-def _tool_block(call: ToolCallEvent) -> dict[str, Any]:
+def _tool_block(call: ToolCallEvent) -> JsonObject:
     return {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
 
 
 def message_response(mid: str, model: str, turn: Turn,
-                     stop_sequences: list[str] | None) -> dict[str, Any]:
+                     stop_sequences: list[str] | None) -> JsonObject:
     """The non-streaming `message` object."""
     done = turn.done or Done()
-    content: list[dict[str, Any]] = []
+    content: list[JsonObject] = []
     for b in turn.blocks:
         if b.kind == "text":
             content.append({"type": "text", "text": b.text})
@@ -278,7 +279,7 @@ class MessageStream:
         if self.started:
             return []
         self.started = True
-        msg: dict[str, Any] = {
+        msg: JsonObject = {
             "id": self.mid, "type": "message", "role": "assistant", "model": self.model,
             "content": [], "stop_reason": None, "stop_sequence": None,
             "usage": usage(None, self.input_hint)}
@@ -290,7 +291,7 @@ class MessageStream:
         self.open = None
         return [("content_block_stop", {"type": "content_block_stop", "index": self.index})]
 
-    def _block(self, block: dict[str, Any]) -> list[SSEEvent]:
+    def _block(self, block: JsonObject) -> list[SSEEvent]:
         self.index += 1
         out: list[SSEEvent] = [("content_block_start", {
             "type": "content_block_start", "index": self.index, "content_block": block})]
@@ -299,7 +300,7 @@ class MessageStream:
             out.append(("ping", {"type": "ping"}))
         return out
 
-    def _delta(self, delta: dict[str, Any]) -> SSEEvent:
+    def _delta(self, delta: JsonObject) -> SSEEvent:
         return ("content_block_delta", {"type": "content_block_delta", "index": self.index,
                                         "delta": delta})
 

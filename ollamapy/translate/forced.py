@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 from ollamapy.api.inference import Tool
 from ollamapy.inference.events import Done, Event, TextDelta, ToolCallEvent
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.template.tools import call_id
 
 
-def call_schema(tools: Sequence[Tool]) -> dict[str, Any]:
+def call_schema(tools: Sequence[Tool]) -> JsonObject:
     """The JSON schema of one call to one of `tools` (the grammar the answer must follow)."""
-    options: list[dict[str, Any]] = []
+    options: list[JsonObject] = []
     for t in tools:
         args = {k: v for k, v in t.function.parameters.items() if k != "$schema"}
         args = args or {"type": "object"}

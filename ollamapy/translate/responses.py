@@ -17,6 +17,7 @@ from ollamapy.api.openai import EFFORT
 from ollamapy.api.responses import FunctionTool, InputContent, InputItem, ResponsesRequest
 from ollamapy.errors import BadRequest, OllamaError, PromptTooLong
 from ollamapy.inference.events import Done, Event, TextDelta, ThinkingDelta, ToolCallEvent
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.inference.request import InferenceRequest
 from ollamapy.translate.forced import call_schema
 from ollamapy.translate.turn import Turn
@@ -207,7 +208,7 @@ def to_inference(req: ResponsesRequest) -> InferenceRequest:
     msgs = messages(req)
     if not msgs:
         raise BadRequest("input is required")
-    opts: dict[str, Any] = {"temperature": 1.0 if req.temperature is None else req.temperature}
+    opts: JsonObject = {"temperature": 1.0 if req.temperature is None else req.temperature}
     if req.top_p is not None:
         opts["top_p"] = req.top_p
     if req.max_output_tokens is not None:
@@ -241,7 +242,7 @@ def too_long(e: PromptTooLong) -> BadRequest:
 # ------------------------------------------------------------------ answer
 
 
-def _usage(done: Done | None) -> dict[str, Any] | None:
+def _usage(done: Done | None) -> JsonObject | None:
     if done is None:
         return None
     return {"input_tokens": done.prompt_eval_count, "output_tokens": done.eval_count,
@@ -250,34 +251,34 @@ def _usage(done: Done | None) -> dict[str, Any] | None:
             "output_tokens_details": {"reasoning_tokens": 0}}
 
 
-def _text_part(text: str) -> dict[str, Any]:
+def _text_part(text: str) -> JsonObject:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
-def _message_item(iid: str, text: str, status: str) -> dict[str, Any]:
+def _message_item(iid: str, text: str, status: str) -> JsonObject:
     return {"id": iid, "type": "message", "status": status, "role": "assistant",
             "content": [_text_part(text)] if status == "completed" else []}
 
 
-def _reasoning_item(iid: str, text: str | None) -> dict[str, Any]:
+def _reasoning_item(iid: str, text: str | None) -> JsonObject:
     summary = [] if text is None else [{"type": "summary_text", "text": text}]
     return {"id": iid, "type": "reasoning", "summary": summary}
 
 
-def _call_item(iid: str, call: ToolCallEvent, status: str) -> dict[str, Any]:
+def _call_item(iid: str, call: ToolCallEvent, status: str) -> JsonObject:
     return {"id": iid, "type": "function_call", "status": status, "call_id": call.id,
             "name": call.name,
             "arguments": json.dumps(call.arguments) if status == "completed" else ""}
 
 
 def response_object(rid: str, req: ResponsesRequest, created_at: int, status: str,
-                    output: list[dict[str, Any]], done: Done | None,
-                    error: dict[str, Any] | None = None) -> dict[str, Any]:
+                    output: list[JsonObject], done: Done | None,
+                    error: JsonObject | None = None) -> JsonObject:
     """The `response` object (also the payload of created/in_progress/completed events)."""
     incomplete = None
     if status == "incomplete":
         incomplete = {"reason": "max_output_tokens"}
-    fmt: dict[str, Any] = {"type": "text"}
+    fmt: JsonObject = {"type": "text"}
     if req.text and req.text.format:
         fmt = req.text.format.model_dump(by_alias=True, exclude_none=True)
     reasoning = None
@@ -305,7 +306,7 @@ def final_status(done: Done) -> str:
     return "incomplete" if done.done_reason == "length" else "completed"
 
 
-def output_items(turn: Turn) -> list[dict[str, Any]]:
+def output_items(turn: Turn) -> list[JsonObject]:
     out = []
     for b in turn.blocks:
         if b.kind == "text":
@@ -318,7 +319,7 @@ def output_items(turn: Turn) -> list[dict[str, Any]]:
 
 
 def response_from_turn(rid: str, req: ResponsesRequest, created_at: int,
-                       turn: Turn) -> dict[str, Any]:
+                       turn: Turn) -> JsonObject:
     """The non-streaming answer."""
     done = turn.done or Done()
     return response_object(rid, req, created_at, final_status(done), output_items(turn), done)
@@ -333,29 +334,29 @@ class ResponseStream:
         self.seq = 0
         self.started = False
         self.finished = False
-        self.output: list[dict[str, Any]] = []  # completed items
+        self.output: list[JsonObject] = []  # completed items
         self.open: str | None = None  # "text" | "thinking"
         self.open_id = ""
         self.open_text = ""
 
-    def _ev(self, kind: str, **data: Any) -> dict[str, Any]:
+    def _ev(self, kind: str, **data: Any) -> JsonObject:
         ev = {"type": kind, "sequence_number": self.seq, **data}
         self.seq += 1
         return ev
 
     def _response(self, status: str, done: Done | None = None,
-                  error: dict[str, Any] | None = None) -> dict[str, Any]:
+                  error: JsonObject | None = None) -> JsonObject:
         return response_object(self.rid, self.req, self.created_at, status, list(self.output),
                                done, error)
 
-    def _start(self) -> list[dict[str, Any]]:
+    def _start(self) -> list[JsonObject]:
         if self.started:
             return []
         self.started = True
         return [self._ev("response.created", response=self._response("in_progress")),
                 self._ev("response.in_progress", response=self._response("in_progress"))]
 
-    def _close(self) -> list[dict[str, Any]]:
+    def _close(self) -> list[JsonObject]:
         if self.open is None:
             return []
         idx, iid, text = len(self.output), self.open_id, self.open_text
@@ -377,7 +378,7 @@ class ResponseStream:
         evs.append(self._ev("response.output_item.done", output_index=idx, item=item))
         return evs
 
-    def _open(self, kind: str) -> list[dict[str, Any]]:
+    def _open(self, kind: str) -> list[JsonObject]:
         idx = len(self.output)
         self.open, self.open_text = kind, ""
         if kind == "text":
@@ -393,7 +394,7 @@ class ResponseStream:
                          output_index=idx, summary_index=0,
                          part={"type": "summary_text", "text": ""})]
 
-    def feed(self, ev: Event) -> list[dict[str, Any]]:
+    def feed(self, ev: Event) -> list[JsonObject]:
         if self.finished:
             return []
         out = self._start()
@@ -437,7 +438,7 @@ class ResponseStream:
             self.finished = True
         return out
 
-    def error(self, e: OllamaError) -> list[dict[str, Any]]:
+    def error(self, e: OllamaError) -> list[JsonObject]:
         """A failure after the stream started: `response.failed` with the error inside."""
         self.finished = True
         code = "server_error" if e.status >= 500 else "invalid_request_error"
@@ -445,5 +446,5 @@ class ResponseStream:
             "failed", error={"code": code, "message": e.message}))]
 
 
-def sse_bytes(events: list[dict[str, Any]]) -> bytes:
+def sse_bytes(events: list[JsonObject]) -> bytes:
     return b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)

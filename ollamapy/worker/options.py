@@ -120,7 +120,7 @@ def backoff(failures: int, *, base: float = 1.0, cap: float = 30.0) -> float:
     """Seconds before restart N (1, 2, 4, ... capped): a crash loop must not spin."""
     if failures <= 0:
         return 0.0
-    return min(cap, base * 2 ** (failures - 1))
+    return min(cap, base * 2.0 ** (failures - 1))
 
 
 def default_cache_dir() -> Path:

@@ -31,7 +31,8 @@ async def _apply(runner: Path, model: Path, tmp: Path, bodies: list[dict[str, An
         port=free_port(), env=child_env(os.environ, tmp), name="families")
     out = []
     try:
-        async with aiohttp.ClientSession() as s:
+        auth = {"Authorization": f"Bearer {proc.api_key}"}  # the runner is private
+        async with aiohttp.ClientSession(headers=auth) as s:
             await proc.wait_ready(s, stall_timeout=120)
             for body in bodies:
                 async with s.post(f"{proc.base_url}/apply-template", json=body) as r:

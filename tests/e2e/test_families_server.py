@@ -148,7 +148,8 @@ async def test_jinja_prompt_is_llama_servers_own(fam_server: ServerProc, runner_
         port=free_port(), env=child_env(os.environ, tmp_path), name="families-ref")
     theirs = {}
     try:
-        async with aiohttp.ClientSession() as s:
+        auth = {"Authorization": f"Bearer {proc.api_key}"}  # the runner is private
+        async with aiohttp.ClientSession(headers=auth) as s:
             await proc.wait_ready(s, stall_timeout=120)
             for t in (True, False, "high"):
                 async with s.post(f"{proc.base_url}/apply-template", json={
@@ -190,7 +191,8 @@ async def test_runner_takes_the_parsers_preserved_tokens(runner_binary: Path, ge
                         "-t", "1", "--no-jinja", "--chat-template", "chatml"],
         port=free_port(), env=child_env(os.environ, tmp_path), name="families-pt")
     try:
-        async with aiohttp.ClientSession() as s:
+        auth = {"Authorization": f"Bearer {proc.api_key}"}  # the runner is private
+        async with aiohttp.ClientSession(headers=auth) as s:
             await proc.wait_ready(s, stall_timeout=120)
             async with s.post(f"{proc.base_url}/tokenize", json={
                     "content": "<start_of_turn>", "parse_special": True}) as r:

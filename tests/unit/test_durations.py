@@ -1,6 +1,7 @@
 import pytest
 
-from ollamapy.durations import format_go_duration, parse_go_duration
+from ollamapy.gofmt import format_duration as format_go_duration
+from ollamapy.gofmt import parse_duration as parse_go_duration
 
 
 @pytest.mark.parametrize(

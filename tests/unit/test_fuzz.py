@@ -22,8 +22,8 @@ from ollamapy.api.decode import Caps, decode
 from ollamapy.api.inference import ChatRequest, EmbedRequest, GenerateRequest
 from ollamapy.errors import OllamaError
 from ollamapy.gguf import GGUFError, model_info, parse_gguf
-from ollamapy.registry.manifest import parse_manifest as registry_manifest
 from ollamapy.store import store as st
+from ollamapy.store.manifest import parse_manifest as registry_manifest
 from ollamapy.template.gotemplate import Limits, TemplateError, parse
 from tests.fuzz_support import example, fuzz_settings, report, write_report
 

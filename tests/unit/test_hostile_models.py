@@ -13,8 +13,8 @@ import pytest
 
 from ollamapy.errors import OllamaError
 from ollamapy.gguf import SkippedArray, model_info, read_gguf
-from ollamapy.registry.manifest import parse_manifest as registry_parse
 from ollamapy.store import store as st
+from ollamapy.store.manifest import parse_manifest as registry_parse
 from tests.unit.test_gguf import write_fixture
 
 

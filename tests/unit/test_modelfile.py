@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as hs
 
+from ollamapy.gofmt import format_float as go_float
 from ollamapy.modelfile import (
     Command,
     Modelfile,
     ModelfileError,
     format_param,
-    go_float,
     parameter_lines,
     parse,
     quote,

@@ -25,8 +25,8 @@ from ollamapy.registry.download import (
     plan_parts,
     restore_parts,
 )
-from ollamapy.registry.manifest import parse_manifest
 from ollamapy.registry.names import origin, resolve, target
+from ollamapy.store.manifest import parse_manifest
 from ollamapy.store.names import ModelName
 
 HEX = "a" * 64

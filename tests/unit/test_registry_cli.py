@@ -6,7 +6,8 @@ import io
 
 import pytest
 
-from ollamapy.cli.registry import Bar, ProgressView, destination, format_duration, render_bar
+from ollamapy.cli.progress import Bar, ProgressView, format_duration, render_bar
+from ollamapy.cli.registry import destination
 
 D1 = "sha256:" + "2af3b81862c6" + "0" * 52
 D2 = "sha256:" + "34bb5ab01051" + "1" * 52
@@ -102,3 +103,23 @@ def test_terminal_view_redraws_in_place() -> None:
 ])
 def test_push_destination(model: str, where: str) -> None:
     assert destination(model) == where
+
+
+def test_create_view_copying_line_and_status_labelled_bars() -> None:
+    """create draws through the same display: `copying file` changes in place and is printed
+    once, at 100%, without a terminal; a digest bar is labelled with the message's status."""
+    out = io.StringIO()
+    view = ProgressView("creating", stream=out, tty=False, width=80)
+    view.update({"status": "gathering model components"})
+    for pct in (0, 40, 100):
+        view.spin(f"copying file {D1}", f"copying file {D1} {pct}%", done=pct == 100)
+    view.update({"status": "quantizing F16 model to Q4_K_M", "digest": D2, "total": 10,
+                 "completed": 4})
+    view.update({"status": "quantizing F16 model to Q4_K_M", "digest": D2, "total": 10,
+                 "completed": 10})
+    view.update({"status": "success"})
+    view.close()
+    lines = out.getvalue().splitlines()
+    assert lines[:2] == ["gathering model components", f"copying file {D1} 100%"]
+    assert lines[2].startswith("quantizing F16 model to Q4_K_M 100% ▕")
+    assert lines[3:] == ["success"]

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ollamapy.cli import render
-from ollamapy.cli.render import AnswerView, WordWrap, go_duration, stats_block
+from ollamapy.cli.render import AnswerView, WordWrap, stats_block
+from ollamapy.gofmt import duration_string as go_duration
 
 
 @pytest.mark.parametrize(("ns", "text"), [
@@ -166,16 +167,21 @@ def test_parameters_text() -> None:
 def test_pull_view_non_tty_prints_each_line_once() -> None:
     import io
 
+    from ollamapy.cli.progress import ProgressView
+
     buf = io.StringIO()
-    v = render.PullView(stream=buf, human_bytes=lambda n: f"{n} B", tty=False)
+    # run's pull is drawn by the one progress display (Ollama's bar layout, 80 columns here)
+    v = ProgressView("pulling", stream=buf, tty=False, width=80)
     d = "sha256:" + "ab" * 32
     for m in ({"status": "pulling manifest"}, {"status": "pulling abab", "digest": d,
               "total": 10, "completed": 0}, {"status": "pulling abab", "digest": d, "total": 10,
               "completed": 10}, {"status": "verifying sha256 digest"}, {"status": "success"}):
         v.update(m)
-    assert buf.getvalue().splitlines() == [
-        "pulling manifest", "pulling abababababab: 100% ▕█████████████████████████▏ 10 B",
-        "verifying sha256 digest", "success"]
+    v.close()
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "pulling manifest" and lines[2:] == ["verifying sha256 digest", "success"]
+    assert lines[1].startswith("pulling abababababab: 100% ▕█") and lines[1].endswith("▏   10 B")
+    assert len(lines) == 4
 
 
 def test_colour_reset_when_the_answer_ends_while_thinking() -> None:

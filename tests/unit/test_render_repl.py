@@ -11,7 +11,7 @@ import pytest
 
 from ollamapy.cli import repl as repl_mod
 from ollamapy.cli.client import ClientError
-from ollamapy.cli.repl import ExitRepl, Repl, format_params
+from ollamapy.cli.repl import ExitRepl, Repl
 from ollamapy.cli.run import (
     RunOptions,
     chat_request,
@@ -22,6 +22,7 @@ from ollamapy.cli.run import (
     parse_keepalive,
     parse_think,
 )
+from ollamapy.gofmt import parse_param as format_params
 
 
 class FakeSession:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ollamapy.template.gotemplate import JsonList, TemplateError, go_float, parse, wrap_json
+from ollamapy.gofmt import format_float as go_float
+from ollamapy.template.gotemplate import JsonList, TemplateError, parse, wrap_json
 
 HERE = Path(__file__).parent / "templates"
 

@@ -11,6 +11,7 @@ import re
 import tokenize
 from typing import Any
 
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.inference.parsers._tagged import BadCall, Call, Schemas, json_args
 from ollamapy.template.tools import scan_json
 
@@ -73,7 +74,7 @@ _PARAM = re.compile(r"<parameter=([^>]+)>(.*?)(?:</parameter>|(?=<parameter=)|(?
                     re.S)
 
 
-def _types(schema: dict[str, Any] | None, name: str) -> list[str]:
+def _types(schema: JsonObject | None, name: str) -> list[str]:
     props = (schema or {}).get("properties") or {}
     prop = props.get(name) if isinstance(props, dict) else None
     if not isinstance(prop, dict):
@@ -141,7 +142,7 @@ def qwen_xml_body(body: str, schemas: Schemas) -> list[Call]:
     if m is None or len(body) > MAX_BODY:
         raise BadCall("no <function=...>")
     name = m.group(1).strip()
-    args: dict[str, Any] = {}
+    args: JsonObject = {}
     for pm in _PARAM.finditer(body, m.end()):
         raw = pm.group(2)
         raw = raw[1:] if raw.startswith("\n") else raw
@@ -163,7 +164,7 @@ def glm_body(body: str, schemas: Schemas) -> list[Call]:
     name = (body if i < 0 else body[:i]).strip()
     if not name or len(body) > MAX_BODY:
         raise BadCall("no name")
-    args: dict[str, Any] = {}
+    args: JsonObject = {}
     for km in _KV.finditer(body):
         key, raw = km.group(1).strip(), km.group(2)
         types = _types(schemas.get(name), key)

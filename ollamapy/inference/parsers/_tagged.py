@@ -17,10 +17,11 @@ from typing import Any
 from ollamapy.api.inference import Message, Think, Tool
 from ollamapy.inference.events import TextDelta, ThinkingDelta, ToolCallEvent
 from ollamapy.inference.family import ParsedEvent
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.template.tools import call_id
 
-Call = tuple[str, dict[str, Any]]
-Schemas = dict[str, dict[str, Any]]
+Call = tuple[str, JsonObject]
+Schemas = dict[str, JsonObject]
 BodyParser = Callable[[str, Schemas], list[Call]]
 
 
@@ -104,7 +105,7 @@ def schemas(tools: Sequence[Tool] | None) -> Schemas:
     return {t.function.name: t.function.parameters for t in tools or ()}
 
 
-def json_args(v: Any) -> dict[str, Any]:
+def json_args(v: Any) -> JsonObject:
     if isinstance(v, str):
         try:
             v = json.loads(v)

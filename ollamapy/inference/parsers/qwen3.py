@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ollamapy.inference.parsers._bodies import hermes_body
 from ollamapy.inference.parsers._tagged import Spec, TaggedParser
 
-_TAGS = {"tool_open": "<tool_call>", "tool_close": "</tool_call>", "think_open": "<think>",
-         "think_close": "</think>"}
-
-HERMES = Spec(parse_body=hermes_body, **_TAGS)
-QWEN3_THINKING = Spec(parse_body=hermes_body, thinking=True, default_thinking=True, **_TAGS)
+HERMES = Spec(parse_body=hermes_body, tool_open="<tool_call>", tool_close="</tool_call>",
+              think_open="<think>", think_close="</think>")
+QWEN3_THINKING = replace(HERMES, thinking=True, default_thinking=True)
 
 
 def hermes() -> TaggedParser:

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from ollamapy.api.inference import Tool
+from ollamapy.inference.jsontypes import JsonObject
 
 _PROP_FIELDS = ("anyOf", "type", "items", "description", "enum", "properties", "required")
 _PARAM_FIELDS = ("type", "$defs", "items", "required", "properties")
@@ -52,7 +53,7 @@ def _ptype(t: Any) -> Any:
 def prop(p: Any) -> Any:
     if not isinstance(p, dict):
         return p
-    out: dict[str, Any] = {}
+    out: JsonObject = {}
     for k in _PROP_FIELDS:
         v = p.get(k)
         if v in (None, "", [], {}) and k != "properties":
@@ -69,8 +70,8 @@ def prop(p: Any) -> Any:
     return out
 
 
-def parameters(p: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def parameters(p: JsonObject) -> JsonObject:
+    out: JsonObject = {}
     for k in _PARAM_FIELDS:
         v = p.get(k)
         if k == "type":
@@ -82,12 +83,12 @@ def parameters(p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def tool(t: Tool) -> dict[str, Any]:
-    fn: dict[str, Any] = {"name": t.function.name}
+def tool(t: Tool) -> JsonObject:
+    fn: JsonObject = {"name": t.function.name}
     if t.function.description:
         fn["description"] = t.function.description
     fn["parameters"] = parameters(t.function.parameters)
-    out: dict[str, Any] = {"type": t.type}
+    out: JsonObject = {"type": t.type}
     if t.items not in (None, "", [], {}):
         out["items"] = t.items
     out["function"] = fn

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ollamapy.api.inference import Message, Think, Tool
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.inference.renderers.nemotron import image_tags
 from ollamapy.inference.renderers.qwen3vl import thinking
 
@@ -91,10 +92,10 @@ def _upstream_type(types: list[str]) -> str:
     return types[0] if len(types) == 1 else "[" + ", ".join(f"'{t.upper()}'" for t in types) + "]"
 
 
-def top_level(p: dict[str, Any]) -> dict[str, Any]:
+def top_level(p: JsonObject) -> JsonObject:
     """A request's tool property as the template sees it (a multi-type union becomes the
     template's stringified upper-case list, as upstream renders it)."""
-    out: dict[str, Any] = {}
+    out: JsonObject = {}
     t = p.get("type")
     types = [t] if isinstance(t, str) else _strings(t)
     if types:
@@ -112,7 +113,7 @@ def top_level(p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def items_spec(items: dict[str, Any]) -> str:
+def items_spec(items: JsonObject) -> str:
     parts = []
     for key in sorted(items):
         v = items[key]
@@ -131,7 +132,7 @@ def items_spec(items: dict[str, Any]) -> str:
     return ",".join(parts)
 
 
-def properties(props: dict[str, Any]) -> str:
+def properties(props: JsonObject) -> str:
     out = []
     for name in sorted(props):
         prop = props[name]

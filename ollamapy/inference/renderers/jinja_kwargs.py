@@ -9,9 +9,8 @@ sends nothing, so the template's own default applies.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ollamapy.api.inference import THINK_LEVELS, Think
+from ollamapy.inference.jsontypes import JsonObject
 
 
 def thinking_enabled(think: Think) -> bool:
@@ -21,10 +20,10 @@ def thinking_enabled(think: Think) -> bool:
     return think in THINK_LEVELS
 
 
-def chat_template_kwargs(think: Think) -> dict[str, Any] | None:
+def chat_template_kwargs(think: Think) -> JsonObject | None:
     if think is None:
         return None
-    kwargs: dict[str, Any] = {"enable_thinking": thinking_enabled(think)}
+    kwargs: JsonObject = {"enable_thinking": thinking_enabled(think)}
     if isinstance(think, str) and think:
         kwargs["reasoning_effort"] = think
     return kwargs

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ollamapy.api.inference import Message, Think, Tool
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.inference.renderers import _gojson
 from ollamapy.inference.renderers.qwen3vl import thinking
 
@@ -34,7 +35,7 @@ def _calls(m: Message) -> str:
     return TOOL_CALL[0] + "[" + ",".join(parts) + "]" + TOOL_CALL[1]
 
 
-def _schema(t: Tool) -> dict[str, Any]:
+def _schema(t: Tool) -> JsonObject:
     return _gojson.tool(t)["function"] if t.function.name else _gojson.tool(t)
 
 

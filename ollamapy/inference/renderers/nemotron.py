@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ollamapy.api.inference import Message, Think, Tool
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.inference.renderers import _gojson
 from ollamapy.inference.renderers.qwen3coder import TOOL_INSTRUCTIONS
 from ollamapy.inference.renderers.qwen3vl import thinking
@@ -36,7 +37,7 @@ def py_json(v: Any) -> str:
     return _q(str(v))
 
 
-def _py_props(props: dict[str, Any]) -> str:
+def _py_props(props: JsonObject) -> str:
     return "{" + ", ".join(f"{_q(k)}: {_py_prop(p)}" for k, p in props.items()) + "}"
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ollamapy.api.inference import Message, Think, Tool
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.inference.renderers._gojson import arg_text, dumps
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -41,7 +42,7 @@ knowledge and do not tell the user about function calls
 </IMPORTANT>"""
 
 
-def _extra(obj: dict[str, Any], handled: set[str]) -> str:
+def _extra(obj: JsonObject, handled: set[str]) -> str:
     out = []
     for k, v in obj.items():
         if k in handled or v is None:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-from ollamapy.api.decode import decode_request, go_time
+from ollamapy.api.decode import decode_request
 from ollamapy.api.models import (
     CopyRequest,
     CreateRequest,
@@ -37,8 +37,12 @@ from ollamapy.api.models import (
 )
 from ollamapy.errors import BadRequest, InsufficientStorage, InternalError, NotFound, OllamaError
 from ollamapy.gguf import GGUFError, model_info
+from ollamapy.gofmt import format_time
+from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.logs import kv
 from ollamapy.modelfile import parameter_lines, render_model
 from ollamapy.server import keys
+from ollamapy.server.wire import dumps, ndjson
 from ollamapy.store import quantize
 from ollamapy.store import store as st
 from ollamapy.store.create import CreateSpec, create_model, model_blob
@@ -50,6 +54,7 @@ MAX_SHOW_TENSORS = 1 << 16  # /api/show lists at most this many tensors
 log = logging.getLogger("ollamapy.server.models")
 
 T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
 CHUNK = 1 << 20
 
 
@@ -79,17 +84,17 @@ def bind(handler: Handler, ctx: ModelRoutes) -> Callable[[web.Request],
     return handle
 
 
-def json_ok(model: BaseModel | dict[str, Any], status: int = 200) -> web.Response:
+def json_ok(model: BaseModel | JsonObject, status: int = 200) -> web.Response:
     body = model if isinstance(model, dict) else model.model_dump(exclude_none=True)
-    return web.Response(status=status, body=json.dumps(body, ensure_ascii=False).encode(),
+    return web.Response(status=status, body=dumps(body),
                         content_type="application/json", charset="utf-8")
 
 
-async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+async def in_thread(fn: Callable[..., R], *args: Any) -> R:
     return await asyncio.to_thread(fn, *args)
 
 
-def details_of(config: dict[str, Any], parent_model: str = "") -> ModelDetails:
+def details_of(config: JsonObject, parent_model: str = "") -> ModelDetails:
     """api.ModelDetails from a model's config blob: what /api/tags, /api/ps and /api/show all
     report (only show names a parent model, as Ollama does)."""
     fams = config.get("model_families")
@@ -100,7 +105,7 @@ def details_of(config: dict[str, Any], parent_model: str = "") -> ModelDetails:
                         quantization_level=config.get("file_type") or "")
 
 
-def parent_of(manifest: dict[str, Any]) -> str:
+def parent_of(manifest: JsonObject) -> str:
     """The model a model was created FROM (its model layer's `from`), or ""."""
     for layer in manifest.get("layers", []):
         if layer.get("mediaType") == st.MEDIA_MODEL:
@@ -108,7 +113,7 @@ def parent_of(manifest: dict[str, Any]) -> str:
     return ""
 
 
-def _config_of(store: st.ModelStore, m: dict[str, Any]) -> dict[str, Any]:
+def _config_of(store: st.ModelStore, m: JsonObject) -> JsonObject:
     cfg = m.get("config") or {}
     d = cfg.get("digest")
     if not d or not store.has_blob(d):
@@ -188,13 +193,13 @@ async def create(request: web.Request, ctx: ModelRoutes) -> web.StreamResponse:
     services = request.app.get(keys.SERVICES_KEY)
     registry = services.registry if services is not None else None
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
+    queue: asyncio.Queue[JsonObject | BaseException | None] = asyncio.Queue()
     writing = False  # past this point a create completes even if the client leaves
 
-    def progress(p: dict[str, Any]) -> None:
+    def progress(p: JsonObject) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, p)
 
-    def pull_progress(p: dict[str, Any]) -> None:
+    def pull_progress(p: JsonObject) -> None:
         if p.get("status") != "success":  # the create's own success ends the stream
             progress(p)
 
@@ -225,7 +230,7 @@ async def create(request: web.Request, ctx: ModelRoutes) -> web.StreamResponse:
     task = asyncio.create_task(run_all())
     stream = req.stream is not False
     resp: web.StreamResponse | None = None
-    last: dict[str, Any] = {}
+    last: JsonObject = {}
     error: BaseException | None = None
     gone = False
     try:
@@ -240,7 +245,7 @@ async def create(request: web.Request, ctx: ModelRoutes) -> web.StreamResponse:
                         resp = web.StreamResponse(
                             headers={"Content-Type": "application/x-ndjson"})
                         await resp.prepare(request)
-                    await resp.write(json.dumps(item).encode() + b"\n")
+                    await resp.write(ndjson(item))
                 except (ConnectionError, RuntimeError):
                     gone = True  # client left; the create itself still completes once
                     if not writing:  # ... writing: a pull or quantization is cancelled
@@ -249,7 +254,7 @@ async def create(request: web.Request, ctx: ModelRoutes) -> web.StreamResponse:
         await asyncio.shield(task)  # the store write finishes even if the client left
     if error is not None:
         if not isinstance(error, OllamaError):  # details to the log, never to the client
-            log.error("create failed model=%s error=%r", target, error)
+            log.error("create failed", extra=kv(model=target, error=repr(error)))
             nospace = isinstance(error, OSError) and error.errno == errno.ENOSPC
             error = InsufficientStorage("no space left on device") if nospace \
                 else InternalError()
@@ -257,7 +262,7 @@ async def create(request: web.Request, ctx: ModelRoutes) -> web.StreamResponse:
             raise error
         if not gone:
             with contextlib.suppress(ConnectionError, RuntimeError):
-                await resp.write(json.dumps({"error": error.message}).encode() + b"\n")
+                await resp.write(ndjson({"error": error.message}))
     if resp is not None:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await resp.write_eof()
@@ -284,9 +289,9 @@ def _list(store: st.ModelStore) -> ListResponse:
                 details.embedding_length = details.embedding_length or _positive(
                     g.embedding_length)
         except (OSError, OllamaError, GGUFError) as err:
-            log.warning("tags: cannot inspect model=%s error=%s", short, err)
+            log.warning("tags: cannot inspect model", extra=kv(model=short, error=err))
             caps = None
-        out.append(ListModel(name=short, model=short, modified_at=go_time(e.modified_at),
+        out.append(ListModel(name=short, model=short, modified_at=format_time(e.modified_at),
                              size=e.size, digest=e.digest,
                              details=details, capabilities=caps))
     return ListResponse(models=out)
@@ -311,7 +316,7 @@ def _resolve(store: st.ModelStore, text: str) -> Model:
         raise NotFound(f"model '{text}' not found") from None
 
 
-def show_model(store: st.ModelStore, req: ShowRequest) -> dict[str, Any]:
+def show_model(store: st.ModelStore, req: ShowRequest) -> JsonObject:
     m = _resolve(store, req.target())
     manifest = store.read_manifest(ModelName.parse(m.name))
     params = dict(m.params)
@@ -326,7 +331,7 @@ def show_model(store: st.ModelStore, req: ShowRequest) -> dict[str, Any]:
                    for t in g.tensors[:MAX_SHOW_TENSORS]] or None
         jinja = g.chat_template
     except (OSError, GGUFError) as e:
-        log.warning("show: cannot read GGUF path=%s error=%s", m.model_path, e)
+        log.warning("show: cannot read GGUF", extra=kv(path=m.model_path, error=e))
         info, tensors, jinja = {}, None, None
     projector_info = None
     if m.projector_paths:
@@ -352,7 +357,7 @@ def show_model(store: st.ModelStore, req: ShowRequest) -> dict[str, Any]:
                   for x in m.messages] or None,
         model_info=_finite(info), projector_info=_finite(projector_info) if projector_info
         else None, tensors=tensors, capabilities=list(m.capabilities),
-        modified_at=go_time(m.modified_at), requires=_config_str(m.config, "requires") or None)
+        modified_at=format_time(m.modified_at), requires=_config_str(m.config, "requires") or None)
     body = resp.model_dump(exclude_none=True)
     body["model_info"] = body.get("model_info") or {}
     body["details"].setdefault("families", None)
@@ -363,7 +368,7 @@ def _positive(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
-def _config_str(config: dict[str, Any], key: str) -> str:
+def _config_str(config: JsonObject, key: str) -> str:
     v = config.get(key)
     return v if isinstance(v, str) else ""
 
@@ -465,7 +470,7 @@ async def prepare_store(store: st.ModelStore, *, noprune: bool) -> None:
     try:
         await in_thread(store.prune)
     except OSError as e:
-        log.warning("prune failed error=%s", e)
+        log.warning("prune failed", extra=kv(error=e))
 
 
 def setup(app: web.Application, store: st.ModelStore, *, noprune: bool) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -22,10 +21,13 @@ from aiohttp import web
 from ollamapy.api.decode import decode_request
 from ollamapy.api.registry import ProgressResponse, PullRequest, PushRequest
 from ollamapy.errors import BadRequest, InternalError, OllamaError
+from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.logs import kv
 from ollamapy.registry import auth
 from ollamapy.registry.service import Emit
 from ollamapy.server.middleware import error_response
 from ollamapy.server.services import PullPush
+from ollamapy.server.wire import dumps, ndjson
 from ollamapy.store.names import ModelName
 
 log = logging.getLogger("ollamapy.registry")
@@ -38,10 +40,10 @@ class Outbox:
     newest, so a slow client never makes the queue grow."""
 
     def __init__(self) -> None:
-        self.items: deque[dict[str, Any]] = deque()
+        self.items: deque[JsonObject] = deque()
         self.ready = asyncio.Event()
 
-    def put(self, msg: dict[str, Any]) -> None:
+    def put(self, msg: JsonObject) -> None:
         last = self.items[-1] if self.items else None
         if (last is not None and msg.get("digest") and last.get("digest") == msg["digest"]
                 and last.get("status") == msg.get("status")):
@@ -51,8 +53,8 @@ class Outbox:
         self.ready.set()
 
 
-def _line(msg: dict[str, Any]) -> bytes:
-    return json.dumps(ProgressResponse(**msg).wire()).encode() + b"\n"
+def _line(msg: JsonObject) -> bytes:
+    return ndjson(ProgressResponse(**msg).wire())
 
 
 def _name(req: PullRequest, required_message: str) -> ModelName:
@@ -79,7 +81,7 @@ async def _run(request: web.Request, stream: bool,
     outbox = Outbox()
     task = asyncio.create_task(op(outbox.put))
     resp: web.StreamResponse | None = None
-    last: dict[str, Any] | None = None
+    last: JsonObject | None = None
     try:
         while True:
             if not outbox.items and not task.done():
@@ -128,12 +130,12 @@ async def _run(request: web.Request, stream: bool,
         if resp is None:
             return error_response(500, message)
         with contextlib.suppress(ConnectionResetError):
-            await resp.write(json.dumps({"error": message}).encode() + b"\n")
+            await resp.write(ndjson({"error": message}))
             await resp.write_eof()
         return resp
     if message is not None:
         return error_response(500, message)
-    body = json.dumps(ProgressResponse(**(last or {"status": "success"})).wire()).encode()
+    body = dumps(ProgressResponse(**(last or {"status": "success"})).wire())
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
@@ -148,7 +150,7 @@ async def _ensure_key(app: web.Application) -> None:
     try:
         pub = await asyncio.to_thread(auth.ensure_keypair, path)
     except OSError as e:
-        log.warning("could not create the registry key %s: %s", path, e)
+        log.warning("could not create the registry key", extra=kv(path=path, error=e))
         return
     if pub is not None:
         print(f"Couldn't find '{path}'. Generating new private key.", flush=True)

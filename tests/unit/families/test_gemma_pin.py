@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ollamapy import gemma_model, pins
-from ollamapy.default_model import sha256_file
+from ollamapy.store.digest import sha256_hex as sha256_file
 
 
 def test_pin_shape() -> None:

@@ -1,18 +1,18 @@
-"""Registry manifests: parse, validate, list the blobs to fetch.
+"""The one manifest parser, for pulled and stored manifests alike: parse, validate, list blobs.
 
-A manifest comes from a server we do not trust: every digest passes `validate_digest` (the only
-way a digest may become a path) and every size must be a sane non-negative integer before
-anything else looks at it.
+A manifest comes from a server we do not trust (or a store someone else wrote): every digest
+passes `validate_digest` (the only way a digest may become a path) and every size must be a sane
+non-negative integer before anything else looks at it.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from ollamapy.errors import OllamaError
+from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.store.digest import validate_digest
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -51,6 +51,18 @@ def parse_manifest(data: bytes) -> Manifest:
     """Bytes from a registry (or the store) -> Manifest with canonical, validated digests.
     Raises OllamaError on anything malformed; BadRequest('invalid digest format') on a bad
     digest such as `sha256:../../etc/passwd`."""
+    return _validated(_decode(data))
+
+
+def manifest_object(data: bytes) -> JsonObject:
+    """The same checks, but the manifest's own JSON object back (what the store keeps and
+    serves: unknown fields and the stored digest spelling survive)."""
+    raw = _decode(data)
+    _validated(raw)
+    return raw
+
+
+def _decode(data: bytes) -> JsonObject:
     if len(data) > MAX_MANIFEST_BYTES:
         raise OllamaError("manifest too large")
     from ollamapy.config import read_setting
@@ -59,13 +71,17 @@ def parse_manifest(data: bytes) -> Manifest:
     if data.count(b'"digest"') > max_layers + 1:  # refused before building the tree
         raise OllamaError(f"invalid manifest: more than {max_layers} layers")
     try:
-        raw: Any = json.loads(data)
+        raw: object = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise OllamaError(f"invalid manifest: {e}") from None
     if not isinstance(raw, dict):
         raise OllamaError("invalid manifest: not a JSON object")
     if isinstance(raw.get("layers"), list) and len(raw["layers"]) > max_layers:
         raise OllamaError(f"invalid manifest: more than {max_layers} layers")
+    return raw
+
+
+def _validated(raw: JsonObject) -> Manifest:
     try:
         m = Manifest.model_validate(raw)
     except ValidationError as e:
