@@ -6,13 +6,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-<<<<<<< HEAD
-from ollamapy.api.decode import go_time
 from ollamapy.api.ps import ProcessDevice, ProcessModel, ProcessResponse
-=======
-from ollamapy.api.ps import ProcessModel, ProcessResponse
 from ollamapy.gofmt import format_time
->>>>>>> sweep
 from ollamapy.scheduler import RunnerStatus
 from ollamapy.server.routes.models import details_of
 from ollamapy.server.services import LoadedModels
@@ -22,28 +17,19 @@ from ollamapy.server.wire import dumps
 def process_model(s: RunnerStatus) -> ProcessModel:
     m = s.model
     return ProcessModel(name=m.short_name, model=m.short_name, size=s.size, digest=m.digest,
-<<<<<<< HEAD
-                        details=details_of(m.config), expires_at=go_time(s.expires_at),
+                        details=details_of(m.config), expires_at=format_time(s.expires_at),
                         size_vram=s.size_vram, context_length=s.context_length,
                         devices=[ProcessDevice(name=d.name, worker=d.endpoint, layers=d.layers,
                                                size=d.size) for d in s.devices] or None)
-=======
-                        details=details_of(m.config), expires_at=format_time(s.expires_at),
-                        size_vram=s.size_vram, context_length=s.context_length)
->>>>>>> sweep
 
 
 def ps_body(scheduler: LoadedModels) -> bytes:
     body = ProcessResponse(models=[process_model(s) for s in scheduler.ps()])
     data = body.model_dump()  # every field, `families` null when unknown, as Ollama writes
-<<<<<<< HEAD
     for m in data["models"]:
         if m["devices"] is None:  # Ollama's shape unless the model is split over workers
             del m["devices"]
-    return json.dumps(data).encode()
-=======
     return dumps(data)
->>>>>>> sweep
 
 
 def setup(app: web.Application, scheduler: LoadedModels) -> None:
