@@ -27,7 +27,7 @@ def processor(size: int, size_vram: int) -> str:
     return f"{cpu}%/{100 - cpu}% CPU/GPU"
 
 
-def split(devices: list[dict[str, Any]]) -> str:
+def split(devices: list[JsonObject]) -> str:
     """A model split over RPC workers: `45%/55% CPU/RPC(2)` by estimated size."""
     total = sum(int(d.get("size") or 0) for d in devices)
     remote = sum(int(d.get("size") or 0) for d in devices if d.get("worker"))
