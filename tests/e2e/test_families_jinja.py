@@ -4,6 +4,7 @@ template reads it (llama-server's own /apply-template renders it)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,9 @@ MSGS = [{"role": "user", "content": "Hi"}]
 
 async def test_enable_thinking_reaches_the_template(runner_binary: Path, gemma: Path,
                                                     tmp_path: Path) -> None:
-    model = copy_with_chat_template(gemma, tmp_path / "qwen3.gguf", QWEN3_JINJA)
+    # a 250 MB copy: off the test's loop (the loop watchdog times it)
+    model = await asyncio.to_thread(copy_with_chat_template, gemma, tmp_path / "qwen3.gguf",
+                                    QWEN3_JINJA)
     bodies = [{"messages": MSGS, **({"chat_template_kwargs": kw} if kw else {})}
               for kw in (chat_template_kwargs(False), chat_template_kwargs(True),
                          chat_template_kwargs(None))]
@@ -63,7 +66,8 @@ async def test_enable_thinking_reaches_the_template(runner_binary: Path, gemma: 
 
 async def test_reasoning_effort_reaches_the_template(runner_binary: Path, gemma: Path,
                                                      tmp_path: Path) -> None:
-    model = copy_with_chat_template(gemma, tmp_path / "effort.gguf", EFFORT_JINJA)
+    model = await asyncio.to_thread(copy_with_chat_template, gemma, tmp_path / "effort.gguf",
+                                    EFFORT_JINJA)
     high, low = await _apply(runner_binary, model, tmp_path, [
         {"messages": MSGS, "chat_template_kwargs": chat_template_kwargs("high")},
         {"messages": MSGS, "chat_template_kwargs": chat_template_kwargs("low")}])

@@ -11,6 +11,7 @@ Gemma 3 270M GGUF under each family's RENDERER/PARSER/TEMPLATE), a real llama-se
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 from collections.abc import Iterator
@@ -140,7 +141,8 @@ async def test_jinja_prompt_is_llama_servers_own(fam_server: ServerProc, runner_
                                                  jinja_gguf: Path, tmp_path: Path) -> None:
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
             {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Why?"}]
-    ours = {str(t): debug_render(fam_server, "fam/jinja:test", {"messages": msgs, "think": t})
+    ours = {str(t): await asyncio.to_thread(  # a blocking HTTP call: off the test's loop
+                debug_render, fam_server, "fam/jinja:test", {"messages": msgs, "think": t})
             for t in (True, False, "high")}
     proc = await RunnerProcess.start(
         runner_binary, ["--model", str(jinja_gguf), "-c", "512", "-np", "1", "--no-ui",
