@@ -2,52 +2,29 @@
 
 Routes are typed to the small Protocols below (what they actually call), so tests hand them
 fakes without monkeypatching and no route module creates or looks up a service itself.
-`Services` is the one bundle: the engine's own Protocols (store resolve, scheduler lease) are
-satisfied by `services.store` and `services.scheduler`.
+`Services` is the one bundle: the engine's own Protocols (`inference/services.py`: store resolve,
+scheduler lease) are satisfied by `services.store` and `services.scheduler`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from ollamapy.config import Settings
 from ollamapy.registry.service import Emit, RegistryService
 from ollamapy.runner.locate import RunnerLocator
-from ollamapy.scheduler import Lease, RunnerStatus, Scheduler
+from ollamapy.scheduler import RunnerStatus, Scheduler
 from ollamapy.server import metrics
-from ollamapy.store.model import Model
 from ollamapy.store.names import ModelName
 from ollamapy.store.store import ModelStore
-
-
-class ModelResolver(Protocol):
-    """Name -> Model; safe to call on the event loop (never waits for a create)."""
-
-    def resolve(self, name: ModelName | str) -> Model: ...
-
-
-class RunnerLeases(Protocol):
-    """What inference needs from the scheduler."""
-
-    def lease(self, model: Model, options: Mapping[str, Any] | None, keep_alive: float | None,
-              *, embedding: bool = False) -> AbstractAsyncContextManager[Lease]: ...
-
-    async def unload(self, model: Model) -> bool: ...
 
 
 class LoadedModels(Protocol):
     """What /api/ps needs from the scheduler."""
 
     def ps(self) -> list[RunnerStatus]: ...
-
-
-class Lifecycle(Protocol):
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 class PullPush(Protocol):
