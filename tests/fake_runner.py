@@ -26,6 +26,15 @@ from aiohttp import web
 from ollamapy.errors import NotFound, RunnerError
 from ollamapy.runner.client import RunnerClient
 from ollamapy.runner.process import free_port
+
+# The route modules (and the engine they import) load with this module, not inside
+# `inference_app`: their ~250 ms of imports would run on the test's watched event loop.
+from ollamapy.server import keys, middleware
+from ollamapy.server.routes import anthropic as anthropic_routes
+from ollamapy.server.routes import inference as inference_routes
+from ollamapy.server.routes import openai as openai_routes
+from ollamapy.server.routes import rerank as rerank_routes
+from ollamapy.server.routes import responses as responses_routes
 from ollamapy.store.model import Model
 
 FAST_EVENT = (b'data: {"index":0,"content":"tok","tokens":[1234],"stop":false,"id_slot":-1,'
@@ -307,17 +316,14 @@ def fake_model(name: str, template: str | None = None,
 async def inference_app(store: FakeStore, scheduler: FakeScheduler) -> AsyncIterator[str]:
     """The native, OpenAI, Anthropic and Responses inference routes (real middleware) over a
     fake store and scheduler, served on a loopback port -> its base URL."""
-    from ollamapy.server import keys, middleware
-    from ollamapy.server.routes import anthropic, inference, openai, rerank, responses
-
     app = web.Application(middlewares=[middleware.errors])
     app[keys.STORE_KEY] = store  # type: ignore[arg-type]
     app[keys.SCHEDULER_KEY] = scheduler  # type: ignore[arg-type]
-    inference.setup(app)
-    openai.setup(app)
-    anthropic.setup(app)
-    responses.setup(app)
-    rerank.setup(app)
+    inference_routes.setup(app)
+    openai_routes.setup(app)
+    anthropic_routes.setup(app)
+    responses_routes.setup(app)
+    rerank_routes.setup(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()

@@ -32,8 +32,11 @@ def _rebuild_models(prefixes: tuple[str, ...]) -> None:
 
 @functools.cache
 def warm() -> None:
+    import anthropic
+    import anthropic.lib.streaming
     import anthropic.types
     import anthropic.types.beta
+    import openai
     import openai.resources.responses
     import openai.types.responses
     from anthropic._models import construct_type as anthropic_construct
@@ -48,3 +51,10 @@ def warm() -> None:
     for u in (openai.types.responses.ResponseStreamEvent,
               openai.types.responses.ResponseOutputItem):
         openai_construct(type_=u, value={"type": "_"})
+    # An async client's first construction imports its HTTP transport, and its resources
+    # (`client.responses`, ...) are imported on first access: built once here, off the loop.
+    for client in (openai.AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key="k"),
+                   anthropic.AsyncAnthropic(base_url="http://127.0.0.1:9", api_key="k")):
+        for resource in ("responses", "chat", "completions", "embeddings", "models",
+                         "messages"):
+            getattr(client, resource, None)

@@ -97,10 +97,11 @@ def media_marker(lease: RunnerLease) -> str | None:
     return marker if isinstance(marker, str) and marker else None
 
 
-def model_template(plan: Plan) -> Template | None:
-    """The model's Go TEMPLATE when it renders the prompt (see chat_format)."""
+async def model_template(plan: Plan) -> Template | None:
+    """The model's Go TEMPLATE when it renders the prompt (see chat_format); parsed off the
+    loop the first time (the model's file decides its size)."""
     src = chat_format.go_template_source(plan.model)
-    return prompts.compile_template(src) if src is not None else None
+    return await prompts.compile_template_off_loop(src) if src is not None else None
 
 
 def _thinking_parser(plan: Plan, lease: RunnerLease, template: Template | None,
@@ -202,9 +203,10 @@ async def strip_leading_bos(lease: RunnerLease, digest: str, p: prompts.Prompt,
     return prompts.Prompt(p.text[len(lead):], p.images)
 
 
-def compile_request_template(source: str) -> Template:
+async def compile_request_template(source: str) -> Template:
+    """The request's own `template`, parsed off the loop (its size is the client's)."""
     try:
-        return prompts.compile_template(source)
+        return await prompts.compile_template_off_loop(source)
     except BadRequest as e:  # Ollama answers a bad request template with 500
         raise OllamaError(e.message, status=500) from None
 
@@ -362,12 +364,12 @@ async def _generate(plan: Plan, lease: RunnerLease, req: InferenceRequest,
     template = None
     family = None
     if req.template:
-        template = compile_request_template(req.template)
+        template = await compile_request_template(req.template)
     else:
-        template = model_template(plan)
+        template = await model_template(plan)
         family = chat_format.family_renderer(plan.model, media_marker(lease))
     if req.suffix and template is None and plan.model.template:
-        template = prompts.compile_template(plan.model.template)
+        template = await prompts.compile_template_off_loop(plan.model.template)
     r = renderer(plan, lease, template, family)
     client = lease.client
     fam_parser: FamilyParser | None = None
@@ -467,7 +469,7 @@ async def _chat_prompt(plan: Plan, lease: RunnerLease, req: InferenceRequest,
     to the context: what `_chat` sends and `count_tokens` counts."""
     if any(m.images for m in given) and not plan.model.projector_paths:
         raise BadRequest("this model does not support image input")
-    template = model_template(plan)
+    template = await model_template(plan)
     family = chat_format.family_renderer(plan.model, media_marker(lease))
     r = renderer(plan, lease, template, family)
     msgs = [Message.model_validate(m) for m in plan.model.messages] + list(given)

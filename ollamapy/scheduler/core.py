@@ -320,6 +320,8 @@ class Scheduler:
         ka = None if keep_alive is None else keepalive.normalize(keep_alive)
         fut: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         pending = PendingRequest(model, spec, ka, facts, fut, arrived)
+        if self._closed:  # stopped while the facts were read: no actor will answer
+            raise ServerShuttingDown()
         if not self._grant_now(pending):
             self._post(RequestArrived(pending))
         try:

@@ -2,8 +2,8 @@
 
 Routes are typed to the small Protocols below (what they actually call), so tests hand them
 fakes without monkeypatching and no route module creates or looks up a service itself.
-`Services` is the one bundle: the engine's own Protocols (store resolve, scheduler lease) are
-satisfied by `services.store` and `services.scheduler`.
+`Services` is the one bundle: the engine's own Protocols (`inference/services.py`: store resolve,
+scheduler lease) are satisfied by `services.store` and `services.scheduler`.
 """
 
 from __future__ import annotations
@@ -17,15 +17,8 @@ from ollamapy.registry.service import Emit, RegistryService
 from ollamapy.runner.locate import RunnerLocator
 from ollamapy.scheduler import RunnerStatus, Scheduler
 from ollamapy.server import metrics
-from ollamapy.store.model import Model
 from ollamapy.store.names import ModelName
 from ollamapy.store.store import ModelStore
-
-
-class ModelResolver(Protocol):
-    """Name -> Model; safe to call on the event loop (never waits for a create)."""
-
-    def resolve(self, name: ModelName | str) -> Model: ...
 
 
 class LoadedModels(Protocol):

@@ -72,6 +72,13 @@ def json_response(obj: Any, status: int = 200) -> web.Response:
     return web.Response(body=dumps(obj), status=status, content_type="application/json")
 
 
+async def json_response_built(build: Callable[[], Any]) -> web.Response:
+    """A JSON response built and encoded in a worker thread, for bodies the request sizes
+    (N embeddings: 2,000 x 576 floats take ~1 s to normalize and encode)."""
+    body = await asyncio.to_thread(lambda: dumps(build()))
+    return web.Response(body=body, content_type="application/json")
+
+
 def ndjson_error(e: OllamaError) -> bytes:
     """A mid-stream error as Ollama sends it: a final `{"error": ...}` line."""
     return ndjson({"error": e.message})

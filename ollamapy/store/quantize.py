@@ -21,6 +21,7 @@ from pathlib import Path
 from ollamapy.errors import BadRequest, QuantizeError
 from ollamapy.gguf import GGUFError, read_gguf
 from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.runner.process import die_with_parent
 from ollamapy.store import store as st
 from ollamapy.store.digest import sha256_file
 
@@ -92,7 +93,8 @@ async def quantize_blob(store: st.ModelStore, digest: str, want: str, progress: 
     argv = [str(tool), str(src), str(tmp), want, str(threads or max(1, os.cpu_count() or 1))]
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        stderr=asyncio.subprocess.STDOUT, preexec_fn=die_with_parent(os.getpid()),
+        start_new_session=True)  # its own group (killpg on cancel), and dies with the server
     tail: list[str] = []
     try:
         progress({"status": status, "digest": PROGRESS_DIGEST, "total": size, "completed": 0})

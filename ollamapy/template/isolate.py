@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ollamapy.errors import OllamaError
+from ollamapy.runner.process import die_with_parent
 from ollamapy.template.gotemplate import Template
 
 T = TypeVar("T")
@@ -29,7 +30,10 @@ _pool: concurrent.futures.ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
-def _nice() -> None:
+def _init(parent_pid: int) -> None:
+    """In the worker: die with the server (a SIGKILLed server must not leave it behind, blocked
+    on its task queue forever under pid 1), and yield the CPU to it."""
+    die_with_parent(parent_pid)()
     os.nice(10)
 
 
@@ -39,7 +43,7 @@ def pool() -> concurrent.futures.ProcessPoolExecutor:
         if _pool is None:
             _pool = concurrent.futures.ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_nice)
+                initializer=_init, initargs=(os.getpid(),))
         return _pool
 
 

@@ -374,7 +374,7 @@ def _no_runner_left(server_pid: int) -> None:
 
 def test_server_places_model_over_two_workers(tmp_path, runner_binary, model_path) -> None:
     if not (runner_binary.parent / "ggml-rpc-server").exists():
-        pytest.skip("the cpu runner has no ggml-rpc-server: rebuild with `make runner-test`")
+        need("the cpu runner's ggml-rpc-server", "make runner-test")
     from tests.conftest import running_server
 
     cap, budget = _server_budgets(model_path)

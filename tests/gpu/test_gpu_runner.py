@@ -19,6 +19,7 @@ from tests.conftest import (
     FAST_PARAMS,
     ServerProc,
     free_port,
+    need,
     register_default_model,
     start_server,
     stop_server,
@@ -42,7 +43,8 @@ def serve(tmp_path: Path, env: dict[str, str] | None = None, gemma: bool = False
     if gemma:
         g = gemma_path()
         if g is None:
-            pytest.skip("Gemma 3 270M GGUF not in the cache (the families helper fetches it)")
+            need("Gemma 3 270M", "make gemma-file")
+            raise AssertionError
         from ollamapy.store.register import register_gguf
         register_gguf(models, g, GEMMA)
     return start_server(tmp_path, {"OLLAMA_LLM_LIBRARY": "cuda", **(env or {})})

@@ -172,3 +172,28 @@ async def test_anthropic_thinking_relaxed_on_a_non_thinking_model(
                                     thinking={"type": "enabled", "budget_tokens": 1024},
                                     messages=[{"role": "user", "content": "hi"}])
     assert [b.type for b in m.content] == ["text"] and m.stop_reason == "end_turn"
+
+
+async def test_anthropic_stream_estimate_runs_off_the_loop(
+        rig: tuple[str, FakeRunner], monkeypatch: pytest.MonkeyPatch) -> None:
+    """message_start's token estimate serializes every tool input and schema (O(body) under a
+    1 GiB body cap): it must not run on the event loop."""
+    import threading
+
+    from ollamapy.translate import anthropic as tr
+
+    url, up = rig
+    up.pieces = ["Hi."]
+    real, threads = tr.estimate_tokens, []
+
+    def spy(req):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread())
+        return real(req)
+
+    monkeypatch.setattr(tr, "estimate_tokens", spy)
+    async with anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0) as c:
+        async with c.messages.stream(model="qwen", max_tokens=8,
+                                     messages=[{"role": "user", "content": "hi"}]) as s:
+            final = await s.get_final_message()
+    assert final.content[0].text == "Hi."  # type: ignore[union-attr]
+    assert threads and threading.main_thread() not in threads

@@ -73,3 +73,32 @@ async def test_embed_route_batches(rig: tuple[FakeRunner, FakeScheduler, FakeSto
         r = await h.post(url + "/v1/embeddings", json={"model": "e", "input": ["a", "b"]})
         assert r.status_code == 200 and len(r.json()["data"]) == 2
         assert r.json()["usage"]["prompt_tokens"] == 4
+
+
+async def test_embed_responses_are_built_off_the_loop(
+        rig: tuple[FakeRunner, FakeScheduler, FakeStore],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Normalizing and encoding N vectors is O(request) (2,000 x 576 floats: ~1 s), so both
+    embedding routes do it in a worker thread."""
+    import threading
+
+    from ollamapy.inference import embed as embed_mod
+    from ollamapy.server.routes import inference as native_routes
+    from ollamapy.server.routes import openai as openai_routes
+
+    threads: list[threading.Thread] = []
+
+    def spy(vecs, dimensions):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread())
+        return embed_mod.shape_vectors(vecs, dimensions)
+
+    monkeypatch.setattr(native_routes, "shape_vectors", spy)
+    monkeypatch.setattr(openai_routes, "shape_vectors", spy)
+    _up, sched, store = rig
+    async with inference_app(store, sched) as url, httpx.AsyncClient(timeout=60) as h:
+        r = await h.post(url + "/api/embed", json={"model": "e", "input": ["a b", "c"]})
+        assert r.status_code == 200 and len(r.json()["embeddings"]) == 2
+        assert r.json()["prompt_eval_count"] == 5
+        r = await h.post(url + "/v1/embeddings", json={"model": "e", "input": ["a", "b"]})
+        assert r.status_code == 200 and len(r.json()["data"]) == 2
+    assert len(threads) == 2 and threading.main_thread() not in threads

@@ -289,3 +289,28 @@ async def test_format_with_thinking_keeps_the_tool_format_parser() -> None:
     assert len(up.bodies) == 2
     assert not {"json_schema", "grammar"} & set(up.bodies[0])  # free thinking first
     assert {"json_schema", "grammar"} & set(up.bodies[1])  # then constrained
+
+
+async def test_family_renderer_runs_off_the_loop(rig: tuple[str, FakeRunner],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A family renderer is O(request) Python (a 12 MB chat: ~150 ms), so, like a Go template
+    render, it runs in a worker thread, never on the event loop."""
+    import threading
+
+    from ollamapy.inference.renderers.qwen3coder import Qwen3CoderRenderer
+
+    url, up = rig
+    up.pieces = ["Fine."]
+    real, threads = Qwen3CoderRenderer.render, []
+
+    def spy(self, *a):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread())
+        return real(self, *a)
+
+    monkeypatch.setattr(Qwen3CoderRenderer, "render", spy)
+    async with httpx.AsyncClient() as h:
+        r = (await h.post(url + "/api/chat", json={
+            "model": "coder", "stream": False,
+            "messages": [{"role": "user", "content": "Hello, how are you?"}]})).json()
+    assert r["message"]["content"] == "Fine."
+    assert threads and threading.main_thread() not in threads

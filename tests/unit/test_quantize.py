@@ -109,3 +109,57 @@ async def test_cancel_kills_and_reaps(store: st.ModelStore, tmp_path: Path) -> N
     with pytest.raises(ProcessLookupError):  # killed and reaped: no such process any more
         os.kill(pid, 0)
     assert leftovers(store) == []
+
+
+SERVER = """
+import asyncio, sys
+from pathlib import Path
+from ollamapy.store import quantize
+from ollamapy.store import store as st
+
+store, src, tool = st.ModelStore(Path(sys.argv[1])), sys.argv[2], Path(sys.argv[3])
+asyncio.run(quantize.quantize_blob(store, src, "Q8_0", print, tool=tool))
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"),
+                    reason="PR_SET_PDEATHSIG is Linux")
+def test_a_killed_server_takes_the_quantizer_with_it(store: st.ModelStore,
+                                                     tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pidfile = tmp_path / "pid"
+    tool = fake_tool(tmp_path, f'echo $$ > {pidfile}.new\nmv {pidfile}.new {pidfile}\n'
+                               'exec sleep 600\n')
+    src = f16_blob(store, tmp_path)
+    repo = Path(__file__).resolve().parents[2]
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(store.root), src, str(tool)],
+                              env={**os.environ, "PYTHONPATH": str(repo)})
+    try:
+        deadline = time.monotonic() + 60
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = int(pidfile.read_text())
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        alive = _alive(pid)
+        if alive:
+            os.kill(pid, signal.SIGKILL)
+        assert not alive, "llama-quantize outlived the server"
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

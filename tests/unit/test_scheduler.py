@@ -624,3 +624,27 @@ async def test_lease_carries_the_runner_key_and_slots_follow_debug(make):
     s2, launcher2 = await make(OLLAMA_DEBUG="1")
     async with s2.lease(model("a"), {}, None):
         assert launcher2.handles[0].cfg.slots is True
+
+
+async def test_a_lease_caught_by_shutdown_while_reading_facts_fails(make):
+    """`lease` awaits the model's facts (a thread on a cache miss) before it posts the request:
+    a stop in that window must fail it, not leave it waiting on an inbox nobody reads."""
+    s, _launcher = await make()
+    reading, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow_facts(_m):  # type: ignore[no-untyped-def]
+        reading.set()
+        await go_on.wait()
+        return None
+
+    s._facts = slow_facts  # type: ignore[method-assign]
+    waiting = asyncio.create_task(s.lease(model("a"), {}, None).__aenter__())
+    await reading.wait()
+    await s.stop()
+    go_on.set()
+    done, _ = await asyncio.wait({waiting}, timeout=10)
+    if not done:
+        waiting.cancel()
+    assert done, "the lease hung after shutdown"
+    with pytest.raises(OllamaError, match="server is shutting down"):
+        waiting.result()

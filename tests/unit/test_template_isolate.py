@@ -37,3 +37,51 @@ async def test_the_full_limits_still_apply_in_the_worker() -> None:
     t = parse("{{range 300}}{{range 100}}{{end}}{{end}}", Limits(max_steps=25_000))
     with pytest.raises(TemplateLimitError, match="25000 steps"):
         await isolate.render(where, t, {})
+
+
+CHILD = """
+import os, sys, time
+from ollamapy.template import isolate
+if __name__ == "__main__":
+    print(isolate.pool().submit(os.getpid).result(), flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"),
+                    reason="PR_SET_PDEATHSIG is Linux")
+def test_the_worker_process_dies_with_a_killed_server(tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = tmp_path / "server.py"
+    script.write_text(CHILD)
+    repo = Path(__file__).resolve().parents[2]
+    server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(repo)})
+    try:
+        assert server.stdout is not None
+        worker = int(server.stdout.readline())
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _alive(worker):
+            time.sleep(0.1)
+        alive = _alive(worker)
+        if alive:
+            os.kill(worker, signal.SIGKILL)
+        assert not alive, "the template worker outlived the server"
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

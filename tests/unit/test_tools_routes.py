@@ -229,3 +229,19 @@ async def test_client_headers_never_reach_llama_server(rig: tuple[str, FakeRunne
             assert r.status_code == 200, r.text
             got = up.headers[-1]
             assert not {"x-conversation-id", "authorization", "x-custom"} & set(got), got
+
+
+async def test_a_large_request_template_is_parsed_off_the_loop(
+        rig: tuple[str, FakeRunner]) -> None:
+    """A request's own `template` is the client's size: a 900 KB string literal takes the parser
+    about half a second, which must not be spent on the event loop (the watchdog fails it)."""
+    url, up = rig
+    up.pieces = ["ok"]
+    big = "y" * 900_000  # the test app's body cap is 1 MiB
+    async with httpx.AsyncClient(timeout=120) as h:
+        r = await h.post(url + "/api/generate", json={
+            "model": "thinker", "stream": False, "prompt": "hi",
+            "template": '{{ "' + big + '" }}{{ .Prompt }}'})
+    assert r.status_code == 200, r.text
+    assert r.json()["response"] == "ok"
+    assert up.bodies[-1]["prompt"] == big + "hi"

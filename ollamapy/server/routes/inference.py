@@ -137,13 +137,18 @@ async def embed(request: web.Request) -> web.StreamResponse:
         res = await metered.embed(request, req.model, inputs,
                                   options=req.options, keep_alive=keep_alive,
                                   truncate=req.truncate is not False)
-        body: JsonObject = {"model": req.model,
-                            "embeddings": shape_vectors(res.vectors, req.dimensions)}
-        if inputs:
-            body["total_duration"] = time.monotonic_ns() - start
-            body["load_duration"] = int(res.load_duration * 1e9)
-            body["prompt_eval_count"] = res.prompt_tokens
-        return wire.json_response(body)
+        total = time.monotonic_ns() - start
+
+        def build() -> JsonObject:
+            body: JsonObject = {"model": req.model,
+                                "embeddings": shape_vectors(res.vectors, req.dimensions)}
+            if inputs:
+                body["total_duration"] = total
+                body["load_duration"] = int(res.load_duration * 1e9)
+                body["prompt_eval_count"] = res.prompt_tokens
+            return body
+
+        return await wire.json_response_built(build)
 
     return await wire.until_disconnect(request, work())
 

@@ -106,14 +106,17 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     async def work() -> web.StreamResponse:
         res = await metered.embed(request, oreq.model, inputs,
                                   keep_alive=parse_keep_alive(None))
-        vecs = shape_vectors(res.vectors, oreq.dimensions)
-        data = [{"object": "embedding", "index": i,
-                 "embedding": b64_floats(v) if oreq.encoding_format == "base64" else v}
-                for i, v in enumerate(vecs)]
-        return wire.json_response({
-            "object": "list", "data": data, "model": oreq.model,
-            "usage": {"prompt_tokens": res.prompt_tokens,
-                      "total_tokens": res.prompt_tokens}})
+
+        def build() -> JsonObject:
+            vecs = shape_vectors(res.vectors, oreq.dimensions)
+            data = [{"object": "embedding", "index": i,
+                     "embedding": b64_floats(v) if oreq.encoding_format == "base64" else v}
+                    for i, v in enumerate(vecs)]
+            return {"object": "list", "data": data, "model": oreq.model,
+                    "usage": {"prompt_tokens": res.prompt_tokens,
+                              "total_tokens": res.prompt_tokens}}
+
+        return await wire.json_response_built(build)
 
     return await wire.until_disconnect(request, work())
 
