@@ -257,6 +257,9 @@ class FakeStore:
             raise NotFound(f"model '{name}' not found")
         return self.models[key]
 
+    def cached(self, name: str) -> Model | None:
+        return self.models.get(name if ":" in name else f"{name}:latest")
+
 
 class FakeScheduler:
     """Leases on fixed runner URLs ("gen", and "emb" for embedding leases when given); records

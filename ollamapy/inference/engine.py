@@ -32,7 +32,14 @@ from ollamapy.inference.family_output import FamilyOutput
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.inference.output import NO_LOGPROBS, OutputParser, logprobs, step_events
 from ollamapy.inference.parsers.harmony import HarmonyParser
-from ollamapy.inference.plan import Plan, merged_options, plan_chat, plan_generate, resolve_model
+from ollamapy.inference.plan import (
+    Plan,
+    merged_options,
+    plan_chat,
+    plan_generate,
+    prefetch,
+    resolve_model,
+)
 from ollamapy.inference.renderers.jinja_kwargs import chat_template_kwargs
 from ollamapy.inference.request import InferenceRequest
 from ollamapy.inference.services import RunnerLease, Services
@@ -320,6 +327,7 @@ async def run(services: Services, req: InferenceRequest) -> AsyncGenerator[Event
     done_reason "unload" / "load" and nothing else."""
     start_ns = req.start_ns or time.monotonic_ns()
     chat = req.messages is not None
+    await prefetch(services.store, req.model)
     plan = (plan_chat if chat else plan_generate)(services.store, req, start_ns)
     if plan is None:
         await services.scheduler.unload(resolve_model(services.store, req.model))
@@ -493,6 +501,7 @@ async def _chat_prompt(plan: Plan, lease: RunnerLease, req: InferenceRequest,
 async def count_tokens(services: Services, req: InferenceRequest) -> int:
     """Tokens of the chat prompt `run` would send, counted by the model's own tokenizer on its
     runner; nothing is generated (Anthropic's `/v1/messages/count_tokens`)."""
+    await prefetch(services.store, req.model)
     plan = plan_chat(services.store, req, time.monotonic_ns())
     if plan is None or not req.messages:
         raise BadRequest("messages is required")
@@ -538,6 +547,7 @@ async def embed(services: Services, model: str, inputs: Sequence[str], *,
     """Load `model` as an embedding runner, fit each input to its context, embed them (bounded
     batches, never one upstream request per input). Vectors come back as the runner made them
     (`normalize`: 2 = L2, -1 = raw); see embed.shape_vectors for the API's shaping."""
+    await prefetch(services.store, model)
     m = resolve_model(services.store, model, not_found=not_found)
     opts = merged_options(m, options)
     async with services.scheduler.lease(m, opts, keep_alive, embedding=True) as lease:
@@ -569,6 +579,7 @@ async def rerank(services: Services, model: str, query: str, documents: Sequence
                  top_n: int | None = None, keep_alive: float | None = None) -> RerankResult:
     """Score `documents` against `query` on a reranker model's runner (started with
     --rerank); the `top_n` best (all by default), best first."""
+    await prefetch(services.store, model)
     m = resolve_model(services.store, model)
     if not m.reranker:
         raise BadRequest(f'"{model}" does not support rerank')

@@ -3,11 +3,12 @@ merged options, format and think. Pure (the store lookup aside); errors in Ollam
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from ollamapy import options as ollama_options
 from ollamapy.api.inference import Think
-from ollamapy.errors import BadRequest, NotFound
+from ollamapy.errors import BadRequest, NotFound, OllamaError
 from ollamapy.inference import sampling
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.inference.request import InferenceRequest
@@ -23,6 +24,19 @@ def resolve_model(store: ModelResolver, name: str, *, not_found: str | None = No
         return store.resolve(name)
     except NotFound:
         raise NotFound(not_found or f"model '{name}' not found") from None
+
+
+async def prefetch(store: ModelResolver, name: str) -> None:
+    """Resolve `name` in a worker thread unless the store has it cached: a cache miss reads
+    the manifest's text layers (up to 16 MiB), the GGUF header and parses the template, which a
+    hostile model makes slow; the planning that follows then hits the cache on the loop.
+    Errors are left to `resolve_model`, which words them."""
+    try:
+        ModelName.parse(name)
+        if store.cached(name) is None:
+            await asyncio.to_thread(store.resolve, name)
+    except OllamaError:
+        pass
 
 
 def has_cap(model: Model, cap: str) -> bool:

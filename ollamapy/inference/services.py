@@ -21,6 +21,9 @@ class ModelResolver(Protocol):
 
     def resolve(self, name: str) -> Model: ...
 
+    def cached(self, name: str) -> Model | None:
+        """The resolved model if it is cached and current (cheap: safe on the event loop)."""
+
 
 class RunnerLease(Protocol):
     """One slot on a ready runner for the length of a request (`scheduler.core.Lease`)."""

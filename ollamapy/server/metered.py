@@ -37,6 +37,9 @@ class _LabellingStore:
         metrics.set_request_model(self._request, model)
         return model
 
+    def cached(self, name: str) -> Model | None:
+        return self._store.cached(name)
+
 
 def services(request: web.Request) -> Services:
     """The engine's services for this request (the app's store and scheduler)."""

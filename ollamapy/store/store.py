@@ -325,6 +325,16 @@ class ModelStore:
         return p, e
 
     # ---------- resolve ----------
+    def cached(self, name: ModelName | str) -> Model | None:
+        """The cached model for `name` while its manifest is unchanged (one stat), else None.
+        Safe on the event loop; a miss is resolved off it (`inference.plan.prefetch`)."""
+        key = str(name)
+        with self._cache_lock:
+            hit = self._resolved.get(key)
+        if hit is not None and _file_ident(hit[0]) == hit[1]:
+            return hit[2]
+        return None
+
     def resolve(self, name: ModelName | str) -> Model:
         """Name -> Model with every layer read (text layers) or located (GGUF layers).
 

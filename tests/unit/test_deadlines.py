@@ -154,6 +154,9 @@ async def test_client_that_reads_nothing_frees_the_runner_slot(caplog) -> None:
                 raise NotFound(f"model '{name}' not found")
             return m
 
+        def cached(self, name: str) -> Model | None:
+            return m if name in ("raw", "raw:latest") else None
+
     async with serve(up_app) as up_port, ClientSession() as session:
         class Scheduler:
             @asynccontextmanager

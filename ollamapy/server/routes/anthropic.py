@@ -15,6 +15,7 @@ from ollamapy.api.decode import decode_request
 from ollamapy.errors import OllamaError
 from ollamapy.inference import engine
 from ollamapy.inference.events import Event
+from ollamapy.inference.plan import prefetch
 from ollamapy.server import metered
 from ollamapy.server.routes.agent_shell import collect, reworded
 from ollamapy.server.wire import EVENT_STREAM, json_response, until_disconnect, write_stream
@@ -27,7 +28,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
     ireq = tr.to_inference(areq)
     if ireq.think:
         try:
-            model = metered.services(request).store.resolve(ireq.model)
+            store = metered.services(request).store
+            await prefetch(store, ireq.model)
+            model = store.resolve(ireq.model)
             ireq.think = tr.relax_think(ireq.think, model.capabilities)
         except OllamaError:
             pass  # an unknown or invalid model: the engine reports it in its own words
