@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -280,11 +281,35 @@ def test_think_tags_in_assistant_history(srv: ServerProc, http: httpx.Client) ->
 
 
 def test_embed_fan_out(srv: ServerProc, http: httpx.Client) -> None:
-    """16,000 inputs (under the cap): engine's lane batches them into a bounded number of
-    runner requests; until then each opens its own upstream connection."""
+    """16,000 inputs (under the cap) go to the runner in a bounded number of requests: the
+    server's open file descriptors stay flat while the flood is in flight (one upstream
+    connection per input opened 4,188 and ran out of descriptors before the fix). The 135M
+    model embeds a few inputs a second on this machine, so the client gives up after a few
+    seconds; that must cancel the upstream work (`under_attack`'s generate afterwards is
+    served), and over the cap is a 400."""
+    proc = psutil.Process(srv.proc.pid)
+    base_fds = proc.num_fds()
+    peak = [base_fds]
+
+    def flood(done: threading.Event) -> None:
+        try:
+            with httpx.Client(base_url=srv.url, timeout=8) as c:
+                r = c.post("/api/embed", json={"model": DEFAULT_MODEL,
+                                               "input": ["a b"] * 16_000})
+                assert r.status_code in (200, 400), r.text
+        except httpx.TimeoutException:
+            pass  # gave up: the server must drop the upstream batches
+        finally:
+            done.set()
+
     def attack() -> None:
-        r = http.post("/api/embed", json={"model": DEFAULT_MODEL, "input": ["a b"] * 16_000})
-        assert r.status_code in (200, 400), r.text
+        done = threading.Event()
+        t = threading.Thread(target=flood, args=(done,))
+        t.start()
+        while not done.wait(0.1):
+            peak[0] = max(peak[0], proc.num_fds())
+        t.join()
         r = http.post("/api/embed", json={"model": DEFAULT_MODEL, "input": ["a"] * 20_000})
         assert r.status_code == 400 and "too many inputs" in r.json()["error"]
     under_attack(srv, attack)
+    assert peak[0] - base_fds < 64, f"open fds went from {base_fds} to {peak[0]}"
