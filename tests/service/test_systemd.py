@@ -116,6 +116,12 @@ def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
             pytest.fail(f"{tool} missing: apt-get install debootstrap systemd-container")
     if os.geteuid() != 0:
         pytest.fail("test-service needs root (systemd-nspawn)")
+    if CHECKOUT.is_relative_to("/tmp"):
+        # the unit's PrivateTmp=yes gives the service its own empty /tmp: a checkout there is
+        # invisible to it and the unit cannot start (seen from a clone in /tmp)
+        pytest.fail(f"the checkout {CHECKOUT} is under /tmp, which the unit's PrivateTmp hides "
+                    "from the service: run make test-service from a checkout outside /tmp "
+                    "(the README installs from /opt/ollamapy)")
     runner = (CHECKOUT / "runners" / "cpu").resolve()
     if not (runner / "bin" / "llama-server").exists():
         pytest.fail("no runners/cpu: run `make runner-test` first")
