@@ -85,6 +85,15 @@ def child_runner(pid: int) -> tuple[str, list[str]]:
     raise SystemExit("bench: could not find the llama-server child")
 
 
+def child_api_key(pid: int) -> str:
+    """The per-runner key (LLAMA_API_KEY) of the llama-server child of `pid`, or ""."""
+    for child in psutil.Process(pid).children(recursive=True):
+        cmd = child.cmdline()
+        if cmd and "llama-server" in Path(cmd[0]).name:
+            return str(child.environ().get("LLAMA_API_KEY", ""))
+    return ""
+
+
 def cold_ttft(url: str, body: dict) -> float:
     """Request -> first streamed byte of a token event on a server with nothing loaded."""
     t0 = time.perf_counter()
@@ -318,7 +327,11 @@ async def measure(ol: Supervisor, rt: Supervisor, n: int) -> dict[str, Series]:
     # streamed response, so a pooled client would hand the direct path dead sockets while
     # the proxied path reused warm ones -- same client policy for all paths.
     conn = aiohttp.TCPConnector(limit=0, force_close=True)
-    async with aiohttp.ClientSession(connector=conn) as s:
+    # ollamapy's runners refuse requests without their per-runner key (read from the child's
+    # environment, as only its own user can); the router and its child ignore the header.
+    key = child_api_key(ol.pid)
+    auth = {"Authorization": f"Bearer {key}"} if key else {}
+    async with aiohttp.ClientSession(connector=conn, headers=auth) as s:
         async with s.post(ol.child + "/apply-template", json={
                 "messages": msgs, "add_generation_prompt": True}) as r:
             prompt = (await r.json())["prompt"]
