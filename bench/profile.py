@@ -27,6 +27,7 @@ import psutil
 
 from bench.__main__ import (
     MODEL,
+    child_api_key,
     PROMPT,
     ROUTER_MODEL,
     cpu_s,
@@ -67,7 +68,9 @@ def main(argv: list[str]) -> None:
         old = stack.enter_context(ollamapy_server(1, root=against)) if against else None
         c = stack.enter_context(httpx.Client(
             timeout=60, limits=httpx.Limits(max_keepalive_connections=0)))
-        with httpx.Client(base_url=ol.child) as cc:
+        key = child_api_key(ol.pid)  # ollamapy's runners are private: per-runner key
+        auth = {"Authorization": f"Bearer {key}"} if key else {}
+        with httpx.Client(base_url=ol.child, headers=auth) as cc:
             prompt = cc.post("/apply-template", json={
                 "messages": msgs, "add_generation_prompt": True}).json()["prompt"]
         direct = {"prompt": prompt, "stream": True, "n_predict": 3, "temperature": 0,

@@ -16,6 +16,7 @@ import re
 import secrets
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,7 @@ import aiohttp
 from ollamapy.errors import RunnerError
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.logs import kv
+from ollamapy.runner.logpipe import LogPipe
 
 log = logging.getLogger("ollamapy.runner")
 
@@ -125,6 +127,17 @@ def parse_buffer_line(line: str) -> tuple[str, str, int] | None:
     return m.group(1), m.group(2), int(float(m.group(3)) * _UNIT[m.group(4)])
 
 
+# Warnings llama-server prints in normal operation, e.g. for every request whose prompt is
+# wholly in the cache: kept out of the default log (they are in the debug log).
+ROUTINE_WARNINGS = ("need to evaluate at least 1 token", "n_past was set to")
+
+
+def _maybe_loud(line: str) -> bool:
+    """Cheap prefilter: can `runner_line_level` put this line above DEBUG?"""
+    return (" E " in line or " W " in line or line.endswith((" E", " W"))
+            or "GGML_ASSERT" in line or line[:1] in ("e", "E", "w", "W", "t", "T"))
+
+
 def runner_line_level(line: str) -> int:
     """Server-log level for one llama-server line (`0.00.123.456 E msg`: E/W level letters):
     errors and warnings reach the default log, the chatty rest only the debug log."""
@@ -134,7 +147,7 @@ def runner_line_level(line: str) -> int:
     if letter == "E" or low.startswith(("error", "terminate called")) or "GGML_ASSERT" in line:
         return logging.WARNING
     if letter == "W" or low.startswith("warning"):
-        return logging.INFO
+        return logging.DEBUG if any(w in line for w in ROUTINE_WARNINGS) else logging.INFO
     return logging.DEBUG
 
 
@@ -154,10 +167,11 @@ def buffer_sizes(buffers: Mapping[tuple[str, str], int]) -> tuple[int, int]:
 class RunnerProcess:
     """A started llama-server. Create with `await RunnerProcess.start(...)`."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, argv: Sequence[str], port: int,
-                 name: str, on_line: Callable[[str], None] | None = None, *,
-                 api_key: str = "") -> None:
-        self.proc = proc
+    def __init__(self, transport: asyncio.SubprocessTransport, pipe: LogPipe,
+                 argv: Sequence[str], port: int, name: str,
+                 on_line: Callable[[str], None] | None = None, *, api_key: str = "") -> None:
+        self._transport = transport
+        self._pipe = pipe
         # llama-server refuses every request but /health without it (Authorization: Bearer).
         self.api_key = api_key
         self.argv = list(argv)
@@ -169,15 +183,16 @@ class RunnerProcess:
         self.buffers: dict[tuple[str, str], int] = {}
         self.props: JsonObject = {}  # its /props, read once it is healthy
         self._on_line = on_line
-        self._reader = asyncio.create_task(self._pump(), name=f"runner-log-{name}")
+        self._prefix = f"runner[{name}:{transport.get_pid()}]"
+        pipe.attach(self._lines)
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self._transport.get_pid()
 
     @property
     def returncode(self) -> int | None:
-        return self.proc.returncode
+        return self._transport.get_returncode()
 
     @property
     def num_ctx(self) -> int:
@@ -193,7 +208,10 @@ class RunnerProcess:
         return buffer_sizes(self.buffers)
 
     async def wait(self) -> int:
-        return await self.proc.wait()
+        await self._pipe.exited
+        code = self.returncode
+        assert code is not None
+        return code
 
     @classmethod
     async def start(cls, binary: Path, args: Sequence[str], *, port: int, env: Mapping[str, str],
@@ -204,34 +222,34 @@ class RunnerProcess:
         argv = [str(binary), *args, "--host", "127.0.0.1", "--port", str(port)]
         api_key = new_api_key()
         log.info("starting llama-server", extra={"kv": {"cmd": " ".join(argv)}})
-        proc = await asyncio.create_subprocess_exec(
+        loop = asyncio.get_running_loop()
+        transport, pipe = await loop.subprocess_exec(
+            LogPipe,
             *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             env={**env, "LLAMA_API_KEY": api_key},
             preexec_fn=die_with_parent(os.getpid()),
             start_new_session=True,
         )
-        return cls(proc, argv, port, name, on_line, api_key=api_key)
+        return cls(transport, pipe, argv, port, name, on_line, api_key=api_key)
 
-    async def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        prefix = f"runner[{self.name}:{self.proc.pid}]"
-        while True:
-            try:
-                raw = await self.proc.stdout.readline()
-            except (ValueError, asyncio.LimitOverrunError):  # an over-long line: skip it
-                continue
-            if not raw:
-                break
-            line = raw.decode("utf-8", "replace").rstrip()
+    def _lines(self, raw: list[bytes]) -> None:
+        """A batch of whole log lines from the child (LogPipe), in order."""
+        debug = log.isEnabledFor(logging.DEBUG)
+        for b in raw:
+            line = b.decode("utf-8", "replace").rstrip()
             self.tail.append(line)
             self.lines_seen += 1
-            buf = parse_buffer_line(line)
-            if buf is not None and "memory breakdown" not in line:
-                self.buffers[(buf[0], buf[1])] = buf[2]  # the last report wins
-            log.log(runner_line_level(line), "%s %s", prefix, line)
+            if "buffer size" in line and "memory breakdown" not in line:
+                buf = parse_buffer_line(line)
+                if buf is not None:
+                    self.buffers[(buf[0], buf[1])] = buf[2]  # the last report wins
+            if debug or _maybe_loud(line):
+                level = runner_line_level(line)
+                if log.isEnabledFor(level):
+                    log.log(level, "%s %s", self._prefix, line)
             if self._on_line is not None:
                 self._on_line(line)
 
@@ -265,7 +283,7 @@ class RunnerProcess:
         last_progress = progress()
         url = f"{self.base_url}/health"
         while True:
-            if self.proc.returncode is not None:
+            if self.returncode is not None:
                 await self._drain()
                 raise RunnerError(self.exit_message())
             try:
@@ -287,7 +305,7 @@ class RunnerProcess:
             await asyncio.sleep(poll)
 
     def exit_message(self) -> str:
-        code = self.proc.returncode
+        code = self.returncode
         if code is not None and code >= 0:
             status = f"exit status {code}"
         else:
@@ -296,23 +314,23 @@ class RunnerProcess:
         return f"llama runner process has terminated: {status}" + (f": {detail}" if detail else "")
 
     async def _drain(self) -> None:
+        """The rest of the log of a child that has exited (its last lines say why)."""
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._reader), 1.0)
+            await asyncio.wait_for(asyncio.shield(self._pipe.closed), 1.0)
 
     async def stop(self, grace: float = STOP_GRACE_S) -> None:
         """SIGTERM, then SIGKILL after `grace` seconds; always reaps the child."""
-        if self.proc.returncode is None:
+        if self.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+                os.killpg(self.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(self.proc.wait(), grace)
+                await asyncio.wait_for(asyncio.shield(self._pipe.exited), grace)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                await self.proc.wait()
+                    os.killpg(self.pid, signal.SIGKILL)
+                await self.wait()
         await self._drain()
-        if not self._reader.done():
-            self._reader.cancel()
+        self._transport.close()  # the pipe too, if the child left it open to a grandchild
 
 
 BIND_ATTEMPTS = 4

@@ -37,6 +37,7 @@ from ollamapy.errors import (
 )
 from ollamapy.inference.chat_format import ollama_renders
 from ollamapy.logs import kv
+from ollamapy.options import LOAD_OPTIONS
 from ollamapy.placement.gpu import Inventory, discover
 from ollamapy.placement.memory import ModelFacts, Placement, decision_fields, place, read_facts
 from ollamapy.placement.rpc import SplitPlan, WorkerInfo, query_workers
@@ -64,6 +65,7 @@ from ollamapy.scheduler.launcher import Launcher, ProcessLauncher, RunnerHandle
 from ollamapy.scheduler.observer import NoObserver, SchedulerObserver
 from ollamapy.scheduler.policy import (
     DeviceShare,
+    RunnerSpec,
     RunnerView,
     account_for_loaded,
     crash_backoff,
@@ -96,6 +98,7 @@ RUNNER_STOPPED = ("model runner has unexpectedly stopped, this may be due to res
 UNLOAD_GRACE_S = 5.0  # idle runners exit on SIGTERM in ~0.1 s; a wedged one gets SIGKILL
 SHUTDOWN_GRACE_S = 3.0  # server shutdown: SIGTERM, SIGKILL after this, all runners at once
 CRASH_WINDOW_S = 60.0
+MAX_SPECS = 256  # remembered (model, load options) -> RunnerSpec answers
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,7 @@ class Scheduler:
         self._facts_fn = facts_fn
         self._environ = dict(os.environ if environ is None else environ)
         self._facts_cache: dict[tuple[str, int, int], ModelFacts | None] = {}
+        self._specs: dict[tuple[Any, ...], tuple[Model, ModelFacts | None, RunnerSpec]] = {}
         self._runners: dict[str, LoadedRunner] = {}
         self._stopping: set[LoadedRunner] = set()
         self._pending: list[PendingRequest] = []
@@ -311,12 +315,7 @@ class Scheduler:
             raise ServerShuttingDown()
         arrived = time.monotonic()
         facts = await self._facts(model)
-        assert self.inventory is not None
-        spec = resolve_spec(model.model_path, options or {}, settings=self.settings,
-                            inventory=self._runner_inventory(), facts=facts,
-                            embedding=embedding, projectors=model.projector_paths,
-                            adapters=model.adapter_paths, params=model.params,
-                            jinja=not ollama_renders(model), rerank=model.reranker)
+        spec = self._spec(model, options or {}, facts, embedding)
         ka = None if keep_alive is None else keepalive.normalize(keep_alive)
         fut: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         pending = PendingRequest(model, spec, ka, facts, fut, arrived)
@@ -416,6 +415,31 @@ class Scheduler:
                 facts = None
             self._facts_cache[key] = facts
         return self._facts_cache[key]
+
+    def _spec(self, model: Model, options: Mapping[str, Any], facts: ModelFacts | None,
+              embedding: bool) -> RunnerSpec:
+        """`resolve_spec` for a request, remembered per (model, load options): every request
+        asks, and the answer depends on nothing else (settings and inventory are fixed once
+        the scheduler runs; a changed model file is a new Model and new facts)."""
+        key: tuple[Any, ...] | None = (id(model), id(facts), embedding, tuple(sorted(
+            (k, v) for k, v in options.items() if k in LOAD_OPTIONS and v is not None)))
+        try:
+            hit = self._specs.get(key)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable option value: not remembered
+            hit, key = None, None
+        if hit is not None and hit[0] is model and hit[1] is facts:
+            return hit[2]
+        assert self.inventory is not None
+        spec = resolve_spec(model.model_path, options, settings=self.settings,
+                            inventory=self._runner_inventory(), facts=facts,
+                            embedding=embedding, projectors=model.projector_paths,
+                            adapters=model.adapter_paths, params=model.params,
+                            jinja=not ollama_renders(model), rerank=model.reranker)
+        if key is not None:
+            self._specs[key] = (model, facts, spec)
+            while len(self._specs) > MAX_SPECS:
+                del self._specs[next(iter(self._specs))]
+        return spec
 
     def _runner_inventory(self, inv: Inventory | None = None) -> Inventory:
         inv = inv or self.inventory

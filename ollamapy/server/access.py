@@ -6,13 +6,10 @@ MAX_PATH chars. The level is OLLAMAPY_ACCESS_LOG (`off` disables it), like Ollam
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from ollamapy.config import Settings
 from ollamapy.logs import TRACE, kv
@@ -22,7 +19,6 @@ log = logging.getLogger("ollamapy.access")
 MAX_PATH = 200
 LEVELS = {"trace": TRACE, "debug": logging.DEBUG, "info": logging.INFO,
           "warning": logging.WARNING, "error": logging.ERROR}
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Set by handlers (through metrics.record_usage) when a generation ends.
 TOKENS = web.RequestKey("access_tokens", tuple)
 
@@ -40,32 +36,21 @@ def fields(method: str, path: str, status: int, seconds: float, model: str | Non
     return out
 
 
-def middleware(settings: Settings) -> Middleware:
-    level_name = settings.access_log
-    level = LEVELS.get(level_name)
+Recorder = Callable[[web.Request, int, float], None]
 
-    @web.middleware
-    async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if level is None or not log.isEnabledFor(level):
-            return await handler(request)
-        from ollamapy.server.metrics import REQUEST_MODEL
 
-        start = time.monotonic()
-        status = 500
-        try:
-            resp = await handler(request)
-            status = resp.status
-            return resp
-        except web.HTTPException as e:
-            status = e.status
-            raise
-        except asyncio.CancelledError:
-            status = 499
-            raise
-        finally:
-            tokens = request.get(TOKENS)
+def recorder(settings: Settings) -> Recorder | None:
+    """The access log's line writer for a finished request (status, seconds), or None when
+    OLLAMAPY_ACCESS_LOG is off. metrics.tracker calls it: the request is timed once for both."""
+    level = LEVELS.get(settings.access_log)
+    if level is None:
+        return None
+    from ollamapy.server.metrics import REQUEST_MODEL
+
+    def record(request: web.Request, status: int, seconds: float) -> None:
+        if log.isEnabledFor(level):
             log.log(level, "request", extra=kv(**fields(
-                request.method, request.path, status, time.monotonic() - start,
-                request.get(REQUEST_MODEL), tokens)))
+                request.method, request.path, status, seconds,
+                request.get(REQUEST_MODEL), request.get(TOKENS))))
 
-    return access
+    return record

@@ -35,8 +35,8 @@ def create_app(settings: Settings | None = None, *,
     settings = settings or (services.settings if services is not None else load_settings())
     services = services or build_services(settings)
     deadlines = middleware.deadlines(settings.write_timeout, settings.body_timeout)
-    # metrics.track and the access log sit outside security: rejected requests count too.
-    app = web.Application(middlewares=[metrics.track, access.middleware(settings),
+    # Metrics and the access log sit outside security: rejected requests count too.
+    app = web.Application(middlewares=[metrics.tracker(access.recorder(settings)),
                                        *security.middlewares(settings), middleware.errors,
                                        deadlines],
                           client_max_size=settings.max_body_bytes)

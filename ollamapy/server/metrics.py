@@ -22,6 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from typing import TYPE_CHECKING, Protocol, cast
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
@@ -216,29 +217,40 @@ OBSERVER = SchedulerMetrics()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every request and time it to the end of its (possibly streamed) response."""
-    start = request[REQUEST_START] = time.monotonic()
-    status = 500
-    try:
-        resp = await handler(request)
-        status = resp.status
-        return resp
-    except web.HTTPException as e:
-        status = e.status
-        raise
-    except asyncio.CancelledError:
-        status = 499  # client went away (nginx's convention)
-        raise
-    finally:
-        fam = route_family(request.path)
-        route = route_label(request)
-        model = request.get(REQUEST_MODEL, OTHER)
-        REQUESTS.labels(fam, route, model, str(status)).inc()
-        REQUEST_SECONDS.labels(fam, route, model).observe(time.monotonic() - start)
-        if status == 503:
-            REJECTED.labels(fam).inc()
+def tracker(done: Callable[[web.Request, int, float], None] | None = None) -> Middleware:
+    """Middleware: count every request and time it to the end of its (possibly streamed)
+    response; `done` (the access log) gets the same status and duration."""
+
+    @web.middleware
+    async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = request[REQUEST_START] = time.monotonic()
+        status = 500
+        try:
+            resp = await handler(request)
+            status = resp.status
+            return resp
+        except web.HTTPException as e:
+            status = e.status
+            raise
+        except asyncio.CancelledError:
+            status = 499  # client went away (nginx's convention)
+            raise
+        finally:
+            seconds = time.monotonic() - start
+            fam = route_family(request.path)
+            route = route_label(request)
+            model = request.get(REQUEST_MODEL, OTHER)
+            REQUESTS.labels(fam, route, model, str(status)).inc()
+            REQUEST_SECONDS.labels(fam, route, model).observe(seconds)
+            if status == 503:
+                REJECTED.labels(fam).inc()
+            if done is not None:
+                done(request, status, seconds)
+
+    return track
+
+
+track = tracker()  # without an access log (tests, stand-in apps)
 
 
 # ---------------------------------------------------------------- scrape-time collectors

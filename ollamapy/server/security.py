@@ -308,14 +308,17 @@ def _add_vary(headers: CIMultiDict[str], *values: str) -> None:
             have.append(v)
 
 
-def cors_middleware(pol: Policy) -> Middleware:
+Check = Callable[[web.Request], web.StreamResponse | None]
+
+
+def cors_check(pol: Policy) -> Check:
+    """Cross-origin requests: refused, answered (preflight), or marked for the CORS headers."""
     every = allow_all(pol.origins)
 
-    @web.middleware
-    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def cors(request: web.Request) -> web.StreamResponse | None:
         origin = request.headers.get("Origin")
         if not origin or same_origin(origin, request.host):
-            return await handler(request)
+            return None
         if not every and not origin_allowed(origin, pol.origins):
             return _forbidden(request, "origin not allowed")
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
@@ -331,7 +334,7 @@ def cors_middleware(pol: Policy) -> Middleware:
         # Headers must be on the response before a streaming handler prepares it; the
         # on_response_prepare hook (see setup) reads this.
         request[CORS_ORIGIN_KEY] = "*" if every else origin
-        return await handler(request)
+        return None
 
     return cors
 
@@ -344,39 +347,41 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
             _add_vary(response.headers, "Origin")
 
 
-def host_middleware(pol: Policy) -> Middleware:
+def host_check(pol: Policy) -> Check | None:
+    """A loopback server answers only Host names that are its own (DNS rebinding)."""
+    if not pol.check_host:
+        return None
     hostname = socket.gethostname()
 
-    @web.middleware
-    async def host_check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not pol.check_host:
-            return await handler(request)
+    def host(request: web.Request) -> web.StreamResponse | None:
         raw = request.headers.get("Host", "")
-        if host_allowed(raw, hostname=hostname, local_ips=local_interface_ips):
+        if not host_allowed(raw, hostname=hostname, local_ips=local_interface_ips):
+            return _forbidden(request, "host not allowed")
+        if request.method == "OPTIONS":
             try:
                 ip_literal = ipaddress.ip_address(split_host(raw)) is not None
             except ValueError:
                 ip_literal = False
-            if request.method == "OPTIONS" and not ip_literal:
+            if not ip_literal:
                 return web.Response(status=204)  # Ollama answers OPTIONS to local names early
-            return await handler(request)
-        return _forbidden(request, "host not allowed")
+        return None
 
-    return host_check
+    return host
 
 
-def api_key_middleware(pol: Policy) -> Middleware:
-    @web.middleware
-    async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not pol.keys:
-            return await handler(request)
+def api_key_check(pol: Policy) -> Check | None:
+    """With keys configured, every non-public route needs a key whose scope allows it."""
+    if not pol.keys:
+        return None
+
+    def api_key(request: web.Request) -> web.StreamResponse | None:
         need = route_scope(request.method, request.path, pol.public)
         if need == "public":
-            return await handler(request)
+            return None
         have = key_scope(request_token(request.headers), pol.keys)
         if have is not None and scope_allows(have, need):
             request[SCOPE_KEY] = have
-            return await handler(request)
+            return None
         # The presented token is never logged; the peer and path are enough to diagnose.
         fields = kv(method=request.method, path=request.path, remote=request.remote)
         if have is None:
@@ -402,13 +407,30 @@ def require_scope(request: web.Request, need: Scope, action: str) -> None:
                         f"{need} key")
 
 
+def guard(pol: Policy) -> Middleware:
+    """One middleware for the checks, in order (CORS, Host, API key): the first that answers
+    (a refusal, a preflight) ends the request; checks the policy turns off are not run."""
+    checks = tuple(c for c in (cors_check(pol), host_check(pol), api_key_check(pol))
+                   if c is not None)
+
+    @web.middleware
+    async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+        for check in checks:
+            answer = check(request)
+            if answer is not None:
+                return answer
+        return await handler(request)
+
+    return guarded
+
+
 def middlewares(settings: Settings) -> list[Middleware]:
-    """The security middlewares for create_app, outermost first. Bad config -> SystemExit."""
+    """The security middleware for create_app. Bad config -> SystemExit."""
     try:
         pol = policy(settings)
     except ValueError as e:
         raise SystemExit(f"Error: {e}") from None
-    return [cors_middleware(pol), host_middleware(pol), api_key_middleware(pol)]
+    return [guard(pol)]
 
 
 def startup_warnings(settings: Settings) -> list[str]:

@@ -99,7 +99,7 @@ assert os.getpid() == 1, os.getpid()
 async def main():
     exe, home = Path(sys.argv[1]), Path(sys.argv[2])
     proc = await RunnerProcess.start(exe, [], port=1, env=child_env(os.environ, home), name="p")
-    rc = await proc.proc.wait()
+    rc = await proc.wait()
     await proc.stop()
     print("rc", rc, "tail", "|".join(proc.tail))
 asyncio.run(main())
