@@ -23,6 +23,7 @@ from ollamapy.errors import BadRequest, OllamaError, PromptTooLong, RunnerAuthEr
 from ollamapy.inference.events import FLUSH, Flush
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.runner import sse_stream
+from ollamapy.runner.spare import SpareConnection
 
 log = logging.getLogger("ollamapy.runner.client")
 
@@ -140,15 +141,29 @@ class RunnerClient:
     per-runner `--api-key` refuse anything else). Nothing a client sent as a header is passed on.
     """
 
-    __slots__ = ("_auth", "_headers", "_host", "_port", "_prefix",
+    __slots__ = ("_auth", "_headers", "_host", "_port", "_prefix", "_spare",
                  "base_url", "session")
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str,
-                 api_key: str | None = None) -> None:
+                 api_key: str | None = None, spare: SpareConnection | None = None) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
         self._auth: dict[str, str] = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._host, self._port, self._prefix, self._headers = _target(self.base_url, api_key)
+        self._spare = spare  # the runner's connection opened ahead (runner/spare.py)
+
+    async def _open_completion(self, request: bytes) -> sse_stream.SSEProtocol:
+        """Send a streamed /completion on the runner's spare connection, else a new one. A
+        spare the runner closed before reading anything (no response byte came back) cannot
+        have started the request: it is sent again, once, on a new connection."""
+        proto = self._spare.take() if self._spare is not None else None
+        if proto is not None:
+            try:
+                return await sse_stream.send(proto, request)
+            except sse_stream.StreamError:
+                if proto.received:
+                    raise
+        return await sse_stream.open_stream(self._host, self._port, request, CONNECT_TIMEOUT_S)
 
     def __repr__(self) -> str:
         return f"RunnerClient({self.base_url!r})"
@@ -205,8 +220,7 @@ class RunnerClient:
         data = _dumps(body).encode()
         request = self._request("/completion", data, "Accept: text/event-stream\r\n")
         try:
-            proto = await sse_stream.open_stream(self._host, self._port, request,
-                                                 CONNECT_TIMEOUT_S)
+            proto = await self._open_completion(request)
         except sse_stream.StreamError as e:
             raise RunnerConnectionError(f"llama runner connection error: {e}") from None
         try:

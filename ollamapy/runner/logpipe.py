@@ -66,8 +66,11 @@ class LogPipe(asyncio.SubprocessProtocol):
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd != STDOUT:
             return
-        lines = (self._partial + data if self._partial else data).split(b"\n")
+        buf = self._partial + data if self._partial else data
+        lines = buf.split(b"\n")
         self._partial = lines.pop()
+        if len(buf) > MAX_LINE:
+            lines = [line[:MAX_LINE] for line in lines]
         if self._skipping and lines:
             lines.pop(0)  # the end of the over-long line
             self._skipping = False

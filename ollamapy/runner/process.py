@@ -208,7 +208,7 @@ class RunnerProcess:
         return buffer_sizes(self.buffers)
 
     async def wait(self) -> int:
-        await self._pipe.exited
+        await asyncio.shield(self._pipe.exited)  # a cancelled waiter must not cancel the fact
         code = self.returncode
         assert code is not None
         return code

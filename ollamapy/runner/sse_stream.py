@@ -87,7 +87,8 @@ class SSEProtocol(asyncio.Protocol):
         self._chunk_left = 0  # body bytes left in the current chunk / Content-Length
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
-        self._connected: asyncio.Future[None] = loop.create_future()
+        self.received = False  # a byte came in
+        self.eof = False  # the peer closed (or the connection was lost)
 
     # -------------------------------------------------------------- transport side
 
@@ -95,6 +96,7 @@ class SSEProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
+        self.received = True
         try:
             self._feed(data)
         except StreamError as e:
@@ -107,10 +109,12 @@ class SSEProtocol(asyncio.Protocol):
         self._wake()
 
     def eof_received(self) -> bool:
+        self.eof = True
         self._end_of_stream()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
         if exc is not None and not self.done and self.error is None:
             self.error = StreamError(str(exc) or type(exc).__name__)
         self._end_of_stream()
@@ -276,10 +280,10 @@ class SSEProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-async def open_stream(host: str, port: int, request: bytes, connect_timeout: float, *,
-                      whole: bool = False) -> SSEProtocol:
-    """Connect, send `request` (a complete HTTP/1.1 request), and wait for the response head.
-    `whole`: the body is collected unsplit in `.body` (see `fetch`)."""
+async def connect(host: str, port: int, connect_timeout: float, *,
+                  whole: bool = False) -> SSEProtocol:
+    """A connection with nothing sent on it yet. `whole`: the body will be collected unsplit
+    in `.body` (see `fetch`)."""
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(connect_timeout):  # no extra task, unlike wait_for
@@ -287,6 +291,20 @@ async def open_stream(host: str, port: int, request: bytes, connect_timeout: flo
                                                     host, port)
     except (TimeoutError, OSError) as e:
         raise StreamError(f"cannot connect to {host}:{port}: {e or type(e).__name__}") from None
+    assert proto.transport is not None
+    return proto
+
+
+def unused(proto: SSEProtocol) -> bool:
+    """Connected, and nothing came back on it (not even the peer's close)."""
+    tr = proto.transport
+    return (tr is not None and not tr.is_closing() and not proto.received and not proto.eof
+            and proto.error is None and not proto.done)
+
+
+async def send(proto: SSEProtocol, request: bytes) -> SSEProtocol:
+    """Send `request` (a complete HTTP/1.1 request) on a fresh connection and wait for the
+    response head."""
     assert proto.transport is not None
     try:
         proto.transport.write(request)
@@ -302,6 +320,13 @@ async def open_stream(host: str, port: int, request: bytes, connect_timeout: flo
         proto.close()
         raise
     return proto
+
+
+async def open_stream(host: str, port: int, request: bytes, connect_timeout: float, *,
+                      whole: bool = False) -> SSEProtocol:
+    """Connect, send `request` (a complete HTTP/1.1 request), and wait for the response head.
+    `whole`: the body is collected unsplit in `.body` (see `fetch`)."""
+    return await send(await connect(host, port, connect_timeout, whole=whole), request)
 
 
 async def fetch(host: str, port: int, request: bytes, connect_timeout: float

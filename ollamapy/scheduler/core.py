@@ -41,7 +41,7 @@ from ollamapy.options import LOAD_OPTIONS
 from ollamapy.placement.gpu import Inventory, discover
 from ollamapy.placement.memory import ModelFacts, Placement, decision_fields, place, read_facts
 from ollamapy.placement.rpc import SplitPlan, WorkerInfo, query_workers
-from ollamapy.runner import variants
+from ollamapy.runner import spare, variants
 from ollamapy.runner.client import RunnerClient
 from ollamapy.runner.flags import LaunchConfig
 from ollamapy.runner.locate import Runner, RunnerLocator
@@ -132,7 +132,10 @@ class Lease:
         self.failed: BaseException | None = None
         # The runner refuses every request but /health without its own key.
         self.api_key: str = r.handle.api_key
-        self.client: RunnerClient = RunnerClient(self.session, self.base_url, self.api_key)
+        if r.spare is None:
+            r.spare = spare.for_url(self.base_url)
+        self.client: RunnerClient = RunnerClient(self.session, self.base_url, self.api_key,
+                                                 spare=r.spare)
 
     @property
     def pid(self) -> int | None:

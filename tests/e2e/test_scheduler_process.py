@@ -144,3 +144,35 @@ async def test_cancelled_load_kills_and_reaps_the_child(tmp_path: Path):
             await task
     assert time.monotonic() - t0 < 3
     assert not psutil.pid_exists(pid), "the runner outlived its cancelled load (or a zombie)"
+
+
+async def test_a_cancelled_waiter_does_not_stop_stop_from_killing(tmp_path: Path):
+    """The scheduler cancels the task watching a runner's exit before it stops the runner at
+    shutdown: that cancel must not make the runner look exited (it did once, and SIGTERM left
+    llama-server running while the server waited for its stream)."""
+    proc = await start(script(tmp_path, "echo up\nexec sleep 60\n"), tmp_path)
+    watcher = asyncio.ensure_future(proc.wait())
+    await asyncio.sleep(0.05)
+    watcher.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await watcher
+    assert proc.returncode is None
+    await proc.stop(grace=2)
+    assert proc.returncode is not None
+
+
+async def test_log_lines_arrive_whole_in_batches(tmp_path: Path):
+    """llama-server writes a line in pieces (timestamp, level, message); the log pipe hands
+    over whole lines, in order, cuts an over-long one and keeps going."""
+    long_line = "x" * (70 * 1024)
+    exe = script(tmp_path, "printf '0.00.001.000 '; printf 'W '; printf 'first warning\\n'\n"
+                           f"echo {long_line}\n"
+                           "printf 'last line without newline'\n")
+    proc = await start(exe, tmp_path)
+    assert await asyncio.wait_for(proc.wait(), 10) == 0
+    await proc.stop()
+    lines = list(proc.tail)
+    assert lines[0] == "0.00.001.000 W first warning"
+    assert lines[1] == "x" * (64 * 1024)
+    assert lines[2:] == ["last line without newline"]
+    assert proc.lines_seen == 3
