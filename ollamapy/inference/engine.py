@@ -15,7 +15,7 @@ import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -232,106 +232,118 @@ class Pass:
 
 
 async def relay(upstream: AsyncGenerator[JsonObject | Flush, None], parser: OutputParser,
-                top: int | None, st: Pass, stop_after_thinking: bool = False
+                top: int | None, st: Pass, stop_after_thinking: bool = False,
+                fail: Callable[[BaseException], OllamaError] | None = None
                 ) -> AsyncGenerator[Event, None]:
     """One upstream /completion's events -> engine events, each as soon as it arrives (only
     text that may start a thinking or tool-call tag is held back, as Ollama does); the final
     upstream event is left in `st.final`. `top` not None: per-token log probabilities are
     passed on. `stop_after_thinking`: return as soon as the thinking block has closed,
-    dropping the free-form content after it. Closing this closes the upstream."""
+    dropping the free-form content after it. `fail` (the lease's): what a lost runner
+    connection is reported as. Closing this closes the upstream."""
     plain = parser.plain and not stop_after_thinking
     collect = st.tokens
-    async with contextlib.aclosing(upstream) as events:
-        async for ev in events:
-            if isinstance(ev, Flush):
-                yield FLUSH
-                continue
-            toks: list[int] = ev.get("tokens") or []
-            st.used += len(toks)
-            if collect is not None:
-                collect.extend(toks)
-            if ev.get("stop"):
-                text = ev.get("content") or ""
-                th, content, calls = parser.feed(text) if text else ("", "", [])
-                th2, c2, calls2 = parser.finish()
-                for e in step_events(th + th2, content + c2, calls + calls2, toks,
-                                     NO_LOGPROBS):
-                    yield e
-                st.final = ev
-                return
-            probs = (logprobs(ev.get("completion_probabilities"), top) if top is not None
-                     else NO_LOGPROBS)
-            if plain:
-                text = ev.get("content", "")
-                if text or probs:
-                    yield TextDelta(text, toks, probs)
-                continue
-            th, content, calls = parser.feed(ev.get("content", ""))
-            if stop_after_thinking:
-                st.thought.append(th)
-                thinking = parser.thinking
-                if thinking is not None and thinking.state == "content":
-                    # thinking is over: drop free-form content, continue constrained
-                    for e in step_events(th, "", (), toks, probs):
+    try:
+        async with contextlib.aclosing(upstream) as events:
+            async for ev in events:
+                if isinstance(ev, Flush):
+                    yield FLUSH
+                    continue
+                toks: list[int] = ev.get("tokens") or []
+                st.used += len(toks)
+                if collect is not None:
+                    collect.extend(toks)
+                if ev.get("stop"):
+                    text = ev.get("content") or ""
+                    th, content, calls = parser.feed(text) if text else ("", "", [])
+                    th2, c2, calls2 = parser.finish()
+                    for e in step_events(th + th2, content + c2, calls + calls2, toks,
+                                         NO_LOGPROBS):
                         yield e
+                    st.final = ev
                     return
-            for e in step_events(th, content, calls, toks, probs):
-                yield e
+                probs = (logprobs(ev.get("completion_probabilities"), top) if top is not None
+                         else NO_LOGPROBS)
+                if plain:
+                    text = ev.get("content", "")
+                    if text or probs:
+                        yield TextDelta(text, toks, probs)
+                    continue
+                th, content, calls = parser.feed(ev.get("content", ""))
+                if stop_after_thinking:
+                    st.thought.append(th)
+                    thinking = parser.thinking
+                    if thinking is not None and thinking.state == "content":
+                        # thinking is over: drop free-form content, continue constrained
+                        for e in step_events(th, "", (), toks, probs):
+                            yield e
+                        return
+                for e in step_events(th, content, calls, toks, probs):
+                    yield e
+    except RunnerConnectionError as err:
+        if fail is None:
+            raise
+        raise fail(err) from None
 
 
-async def _completion(plan: Plan, lease: RunnerLease, body: JsonObject, parser: OutputParser,
-                      st: Pass) -> AsyncGenerator[Event, None]:
-    """Stream one completion. A thinking model asked for a `format` thinks freely first; once
-    its thinking closes, generation restarts constrained, continuing from the thinking (Ollama
+def _completion(plan: Plan, lease: RunnerLease, body: JsonObject, parser: OutputParser,
+                st: Pass) -> AsyncGenerator[Event, None]:
+    """Stream one completion (the relay itself when there is one pass: no layer of its own
+    per streamed token). A thinking model asked for a `format` thinks freely first; once its
+    thinking closes, generation restarts constrained, continuing from the thinking (Ollama
     does the same: a grammar would forbid the thinking block)."""
     top = plan.top_logprobs if plan.logprobs else None
+    if not (bool(plan.fmt) and parser.thinking is not None):
+        return relay(lease.client.completion(body), parser, top, st, fail=lease.fail)
+    return _two_phase(plan, lease, body, parser, st, top)
+
+
+async def _two_phase(plan: Plan, lease: RunnerLease, body: JsonObject, parser: OutputParser,
+                     st: Pass, top: int | None) -> AsyncGenerator[Event, None]:
     thinking = parser.thinking
-    two_phase = bool(plan.fmt) and thinking is not None
-    try:
-        if not two_phase:
-            async for e in relay(lease.client.completion(body), parser, top, st):
-                yield e
-            return
-        first = {k: v for k, v in body.items() if k not in plan.fmt}
-        async for e in relay(lease.client.completion(first), parser, top, st,
-                             stop_after_thinking=True):
-            yield e
-        if st.final is not None:
-            return
-        assert thinking is not None
-        opened = "" if thinking.started_inside else thinking.open_tag
-        cont = f"{opened}{''.join(st.thought)}{thinking.close_tag}\n\n"
-        p = body["prompt"]
-        if isinstance(p, dict):
-            p = {**p, "prompt_string": p["prompt_string"] + cont}
-        elif isinstance(p, list):
-            p = [*p, cont]
-        else:
-            p = p + cont
-        second = {**body, "prompt": p,
-                  "n_predict": max(int(body.get("n_predict", 0)) - st.used, 1)}
-        rest = (FamilyOutput(None, parser.tools, parser.family)
-                if isinstance(parser, FamilyOutput) else OutputParser(None, parser.tools))
-        async for e in relay(lease.client.completion(second), rest, top, st):
-            yield e
-    except RunnerConnectionError as e:
-        raise lease.fail(e) from None
+    assert thinking is not None
+    first = {k: v for k, v in body.items() if k not in plan.fmt}
+    async for e in relay(lease.client.completion(first), parser, top, st,
+                         stop_after_thinking=True, fail=lease.fail):
+        yield e
+    if st.final is not None:
+        return
+    opened = "" if thinking.started_inside else thinking.open_tag
+    cont = f"{opened}{''.join(st.thought)}{thinking.close_tag}\n\n"
+    p = body["prompt"]
+    if isinstance(p, dict):
+        p = {**p, "prompt_string": p["prompt_string"] + cont}
+    elif isinstance(p, list):
+        p = [*p, cont]
+    else:
+        p = p + cont
+    second = {**body, "prompt": p,
+              "n_predict": max(int(body.get("n_predict", 0)) - st.used, 1)}
+    rest = (FamilyOutput(None, parser.tools, parser.family)
+            if isinstance(parser, FamilyOutput) else OutputParser(None, parser.tools))
+    async for e in relay(lease.client.completion(second), rest, top, st, fail=lease.fail):
+        yield e
 
 
 # ------------------------------------------------------------------ run
 
 
-async def run(services: Services, req: InferenceRequest) -> AsyncGenerator[Event, None]:
+async def run(services: Services, req: InferenceRequest,
+              watch: Callable[[Event], None] | None = None) -> AsyncGenerator[Event, None]:
     """One generate (`req.prompt`) or chat (`req.messages`) request as events; the last event
     is a Done. Unload (empty request, keep_alive 0) and load-only requests end in a Done with
-    done_reason "unload" / "load" and nothing else."""
+    done_reason "unload" / "load" and nothing else. `watch` sees each event before it is
+    yielded (metrics)."""
     start_ns = req.start_ns or time.monotonic_ns()
     chat = req.messages is not None
     await prefetch(services.store, req.model)
     plan = (plan_chat if chat else plan_generate)(services.store, req, start_ns)
     if plan is None:
         await services.scheduler.unload(resolve_model(services.store, req.model))
-        yield Done(done_reason="unload")
+        done = Done(done_reason="unload")
+        if watch is not None:
+            watch(done)
+        yield done
         return
     vision = bool(plan.model.projector_paths)
     if chat:
@@ -347,8 +359,13 @@ async def run(services: Services, req: InferenceRequest) -> AsyncGenerator[Event
         else:
             events = _generate(plan, lease, req, images)
         async with contextlib.aclosing(events) as it:
-            async for e in it:
-                yield e
+            if watch is None:
+                async for e in it:
+                    yield e
+            else:
+                async for e in it:
+                    watch(e)
+                    yield e
 
 
 async def _prepared_messages(req: InferenceRequest, vision: bool) -> InferenceRequest:

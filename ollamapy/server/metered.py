@@ -3,7 +3,7 @@ log in this one place (native, OpenAI, Anthropic and Responses routes alike).
 
 - the request's model label is the model the store resolved for it (the engine's own resolve,
   seen through `_LabellingStore`): bounded, never a name a client made up;
-- `run` times the first generated token and counts the Done's tokens (metrics.observe_events);
+- `run` times the first generated token and counts the Done's tokens (metrics.event_watcher);
 - `embed` counts the prompt tokens of an embedding request.
 """
 
@@ -49,7 +49,7 @@ def services(request: web.Request) -> Services:
 
 def run(request: web.Request, req: InferenceRequest) -> AsyncGenerator[Event, None]:
     """`engine.run` for a generate or chat, its events observed on the way out."""
-    return metrics.observe_events(request, engine.run(services(request), req))
+    return engine.run(services(request), req, watch=metrics.event_watcher(request))
 
 
 async def embed(request: web.Request, model: str, inputs: Sequence[str], *,

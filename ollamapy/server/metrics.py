@@ -1,7 +1,7 @@
 """`GET /metrics`: Prometheus text exposition built with `prometheus_client`.
 
 Three sources, all bounded in cardinality:
-- counters and histograms fed as requests run (the middleware here; `observe_events` over the
+- counters and histograms fed as requests run (the middleware here; `event_watcher` on the
   engine's event stream, through server/metered.py, for every API family; `OBSERVER`, the
   scheduler's observer, for loads and crashes);
 - scheduler state read at scrape time by a Collector (queue depth, loaded models, memory);
@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol, cast
 
 from aiohttp import web
@@ -144,30 +144,27 @@ def _is_output(ev: Event) -> bool:
     return isinstance(ev, ToolCallEvent)
 
 
-async def observe_events(request: web.Request, events: AsyncIterator[Event]
-                         ) -> AsyncGenerator[Event, None]:
-    """Pass the engine's events through, timing the first generated token and counting the
-    Done's tokens: one wrapper for every API family (server/metered.py applies it). Closing
-    this generator closes `events` (cancels upstream)."""
+def event_watcher(request: web.Request) -> Callable[[Event], None]:
+    """A per-request hook for the engine's events (engine.run's `watch`): times the first
+    generated token and counts the Done's tokens, for every API family (server/metered.py).
+    A hook, not a wrapping generator: nothing more to resume per streamed token."""
     start = request.get(REQUEST_START, time.monotonic())
     first = True
-    try:
-        async for ev in events:
-            if first and _is_output(ev):
-                first = False
-                observe_first_token(route_family(request.path),
-                                    request.get(REQUEST_MODEL, OTHER), time.monotonic() - start)
-            elif isinstance(ev, Done):
-                record_usage(request, ev.prompt_eval_count, ev.eval_count)
-            yield ev
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+
+    def watch(ev: Event) -> None:
+        nonlocal first
+        if first and _is_output(ev):
+            first = False
+            observe_first_token(route_family(request.path),
+                                request.get(REQUEST_MODEL, OTHER), time.monotonic() - start)
+        elif isinstance(ev, Done):
+            record_usage(request, ev.prompt_eval_count, ev.eval_count)
+
+    return watch
 
 
 def observe_first_token(family: str, model: str, seconds: float) -> None:
-    """The first token of a response is out (`observe_events`)."""
+    """The first token of a response is out (`event_watcher`)."""
     fam = family if family in FAMILY else "other"
     TTFT_SECONDS.labels(fam, model_label(model)).observe(max(0.0, seconds))
 

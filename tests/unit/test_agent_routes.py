@@ -6,7 +6,7 @@ error classes from our envelopes and status codes."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anthropic
@@ -42,12 +42,15 @@ class Script:
         self.requests: list[InferenceRequest] = []
         self.closed = 0
 
-    async def run(self, _services: object, req: InferenceRequest) -> AsyncIterator[Event]:
+    async def run(self, _services: object, req: InferenceRequest,
+                  watch: Callable[[Event], None] | None = None) -> AsyncIterator[Event]:
         self.requests.append(req)
         try:
             for i, ev in enumerate(self.events):
                 if self.fail is not None and i == self.fail_after:
                     raise self.fail
+                if watch is not None:
+                    watch(ev)
                 yield ev
             if self.fail is not None and self.fail_after >= len(self.events):
                 raise self.fail

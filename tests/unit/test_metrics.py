@@ -198,7 +198,7 @@ def test_scheduler_state_and_runner_metrics_reexported() -> None:
     assert value(text, "ollamapy_runner_requests_processing", model="loaded:1") == 1
 
 
-async def test_observe_events_times_first_token_and_counts_done(make_client) -> None:
+async def test_event_watcher_times_first_token_and_counts_done(make_client) -> None:
     metrics.remember_model("chunky:1")
     seen: list[Any] = []
 
@@ -209,7 +209,9 @@ async def test_observe_events_times_first_token_and_counts_done(make_client) -> 
 
     async def handler(request: web.Request) -> web.Response:
         request[metrics.REQUEST_MODEL] = "chunky:1"
-        async for ev in metrics.observe_events(request, events()):
+        watch = metrics.event_watcher(request)
+        async for ev in events():
+            watch(ev)
             seen.append(ev)
         return web.json_response({})
 
