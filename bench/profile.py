@@ -27,9 +27,9 @@ import psutil
 
 from bench.__main__ import (
     MODEL,
-    child_api_key,
     PROMPT,
     ROUTER_MODEL,
+    child_api_key,
     cpu_s,
     load,
     machine,

@@ -31,10 +31,11 @@ async def prefetch(store: ModelResolver, name: str) -> None:
     the manifest's text layers (up to 16 MiB), the GGUF header and parses the template, which a
     hostile model makes slow; the planning that follows then hits the cache on the loop.
     Errors are left to `resolve_model`, which words them."""
+    if store.cached(name) is not None:  # the usual case: one stat, and a valid name
+        return
     try:
         ModelName.parse(name)
-        if store.cached(name) is None:
-            await asyncio.to_thread(store.resolve, name)
+        await asyncio.to_thread(store.resolve, name)
     except OllamaError:
         pass
 
