@@ -534,6 +534,11 @@ def main() -> None:
     if sys.argv[1:] == ["relay"]:
         relay_only()
         return
+    if sys.argv[1:2] == ["joints"]:
+        from bench.joints import main as joints_main
+
+        joints_main(sys.argv[2:])
+        return
     if sys.argv[1:2] == ["profile"]:
         from bench.profile import main as profile_main
 
