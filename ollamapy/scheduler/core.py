@@ -132,8 +132,6 @@ class Lease:
         self.failed: BaseException | None = None
         # The runner refuses every request but /health without its own key.
         self.api_key: str = r.handle.api_key
-        if r.spare is None:
-            r.spare = spare.for_url(self.base_url)
         self.client: RunnerClient = RunnerClient(self.session, self.base_url, self.api_key,
                                                  spare=r.spare)
 
@@ -615,6 +613,7 @@ class Scheduler:
             self._begin_unload(r)
             return
         r.state = RunnerState.READY
+        r.spare = spare.for_url(handle.base_url)  # opened by its first completion
         self.observer.load_finished(r.model.short_name, time.monotonic() - r.started, ok=True)
         log.info("llama runner started", extra=kv(
             model=r.model.short_name, pid=handle.pid, seconds=f"{time.monotonic() - r.started:.2f}",
