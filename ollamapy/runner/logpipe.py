@@ -1,11 +1,13 @@
 """The runner's merged stdout/stderr, read in batches.
 
 llama-server writes each log line in up to three pieces (timestamp, level letter, message), and
-a dozen lines at the start and end of every request: read as they come, that was ~30 event-loop
-wake-ups per request, landing exactly between the upstream POST and the first token. Here the
+~21 lines per request at the verbosity ollamapy runs it with: read as they came, that was most
+of ~68 event-loop wake-ups per request (strace), many of them between the upstream POST and the
+first token. Here the
 pipe is read once, then paused for BATCH_S while the kernel's pipe buffer collects the next
-pieces, so a burst of lines costs one wake-up. The child never waits on it: llama.cpp logs from
-its own thread into a growing queue, and a full pipe (64 KiB) would stall only that thread.
+pieces, so a burst of lines costs one wake-up. A large read (EAGER_BYTES) is not followed by a
+pause: llama.cpp logs through a bounded queue whose callers block when it is full, so the
+pipe must keep draining when the log is busy.
 
 Lines are handed over whole and synchronously (no task, no StreamReader); a line longer than
 MAX_LINE is cut there and the rest of it skipped.
@@ -18,6 +20,10 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 BATCH_S = 0.05
+# A read this large means the log is busy (a burst, a debug log under load): read on at once,
+# so the pause never holds the child's log thread (this llama.cpp's log queue blocks its
+# callers when full) for long.
+EAGER_BYTES = 16 * 1024
 MAX_LINE = 64 * 1024
 STDOUT = 1
 
@@ -81,7 +87,8 @@ class LogPipe(asyncio.SubprocessProtocol):
             self._partial = b""
         if lines:
             self._deliver(lines)
-        self._pause()
+        if len(data) < EAGER_BYTES:
+            self._pause()
 
     def _pause(self) -> None:
         pipe = self._pipe()
