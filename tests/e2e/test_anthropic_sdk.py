@@ -125,8 +125,10 @@ def test_tool_choice_any_forces_a_call(client: anthropic.Anthropic) -> None:
     call = m.content[-1]
     assert call.type == "tool_use" and call.name in ("get_weather", "get_time")
     assert set(call.input) == {"city" if call.name == "get_weather" else "zone"}
+    # greedy too: sampled, the constrained "zone" string may run past max_tokens (seen in CI)
     with client.messages.stream(model=TOOLS_M, max_tokens=48, tools=tools,  # type: ignore[arg-type]
                                 tool_choice={"type": "tool", "name": "get_time"},
+                                extra_body=GREEDY,
                                 messages=[{"role": "user", "content": "Hi"}]) as s:
         final = s.get_final_message()
     assert final.stop_reason == "tool_use"
