@@ -108,25 +108,24 @@ def status_text(status: int, body: bytes) -> str:
     return f"{status}: {reason}" + (f" ({', '.join(codes[:4])})" if codes else "")
 
 
-async def error_body_text(resp: aiohttp.ClientResponse) -> str:
-    """`<code>: <body>` (Ollama's wording) for an error from the registry the user named."""
+async def _error_body(resp: aiohttp.ClientResponse) -> bytes:
+    """At most MAX_ERROR_BODY bytes of an error response (nothing if reading it fails)."""
     try:
-        body = await resp.content.read(MAX_ERROR_BODY)
+        return await resp.content.read(MAX_ERROR_BODY)
     except (aiohttp.ClientError, TimeoutError):
-        body = b""
+        return b""
     finally:
         resp.release()
+
+
+async def error_body_text(resp: aiohttp.ClientResponse) -> str:
+    """`<code>: <body>` (Ollama's wording) for an error from the registry the user named."""
+    body = await _error_body(resp)
     return f"{resp.status}: {body.decode(errors='replace').strip()}"
 
 
 async def error_text(resp: aiohttp.ClientResponse) -> str:
-    try:
-        body = await resp.content.read(MAX_ERROR_BODY)
-    except (aiohttp.ClientError, TimeoutError):
-        body = b""
-    finally:
-        resp.release()
-    return status_text(resp.status, body)
+    return status_text(resp.status, await _error_body(resp))
 
 
 class RegistrySession:

@@ -18,23 +18,9 @@ from ollamapy.config import load_settings
 from ollamapy.errors import RunnerError, ServerBusy
 from ollamapy.scheduler import Lease, Scheduler
 from ollamapy.store.model import Model
+from tests.procs import alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-
-
-def alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie still answers kill(0); the scheduler always reaps, so check the state too
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 async def wait_gone(pid: int | None, within: float = 10) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from ollamapy.placement.rpc import WorkerSpec, query_worker
 from tests.conftest import free_port
+from tests.procs import alive
 
 pytestmark = pytest.mark.e2e
 FAKE = Path(__file__).resolve().parents[1] / "fake_rpc_server.py"
@@ -69,15 +70,6 @@ def child_of(pid: int) -> int | None:
     except OSError:
         return None
     return int(kids[0]) if kids else None
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat").read_text() if Path(f"/proc/{pid}/stat").exists() else ""
-    return " Z " not in stat
 
 
 def test_worker_serves_restarts_and_dies_with_parent(tmp_path: Path) -> None:

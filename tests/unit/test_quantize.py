@@ -19,6 +19,7 @@ from ollamapy.store import quantize
 from ollamapy.store import store as st
 from ollamapy.store.register import import_blob
 from tests.conftest import need
+from tests.procs import gone_within
 from tests.unit.test_gguf import write_fixture
 
 REAL = Path(__file__).resolve().parents[2] / "runners" / "cpu" / "bin" / "llama-quantize"
@@ -145,21 +146,10 @@ def test_a_killed_server_takes_the_quantizer_with_it(store: st.ModelStore,
         pid = int(pidfile.read_text())
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=10)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.1)
-        alive = _alive(pid)
-        if alive:
+        gone = gone_within(pid, 15)
+        if not gone:
             os.kill(pid, signal.SIGKILL)
-        assert not alive, "llama-quantize outlived the server"
+        assert gone, "llama-quantize outlived the server"
     finally:
         server.kill()
         server.wait()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False

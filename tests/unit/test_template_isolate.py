@@ -9,6 +9,7 @@ import pytest
 
 from ollamapy.template import isolate
 from ollamapy.template.gotemplate import Limits, Template, TemplateLimitError, parse
+from tests.procs import gone_within
 
 
 def where(tmpl: Template, data: dict[str, str]) -> tuple[int, str]:
@@ -54,7 +55,6 @@ def test_the_worker_process_dies_with_a_killed_server(tmp_path) -> None:
     import signal
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
     script = tmp_path / "server.py"
@@ -67,21 +67,10 @@ def test_the_worker_process_dies_with_a_killed_server(tmp_path) -> None:
         worker = int(server.stdout.readline())
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=10)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and _alive(worker):
-            time.sleep(0.1)
-        alive = _alive(worker)
-        if alive:
+        gone = gone_within(worker, 15)
+        if not gone:
             os.kill(worker, signal.SIGKILL)
-        assert not alive, "the template worker outlived the server"
+        assert gone, "the template worker outlived the server"
     finally:
         server.kill()
         server.wait()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
