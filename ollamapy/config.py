@@ -22,6 +22,16 @@ from ollamapy.placement.rpc import WorkerSpec, parse_workers
 DEFAULT_PORT = 11434
 
 
+def is_loopback_host(host: str) -> bool:
+    """`localhost` or a loopback IP literal (a name is never resolved here)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class HostPort:
     """Where the server listens, or where a client connects."""
@@ -40,12 +50,7 @@ class HostPort:
 
     @property
     def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback_host(self.host)
 
 
 def _clean(value: str) -> str:

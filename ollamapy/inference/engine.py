@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ollamapy.api.inference import Message, Tool
 from ollamapy.errors import BadRequest, OllamaError
@@ -122,12 +122,27 @@ def _thinking_parser(plan: Plan, lease: RunnerLease, template: Template | None,
     return ThinkingParser.for_prompt(tags, prompt_text) if tags is not None else None
 
 
-# What a template says about its thinking and tool-call tags, worked out once per template
-# (templates are parsed once per source, so the same Template comes back on every request;
-# a thinking_tags walk costs ~0.1 ms). Bounded like the template cache.
-_thinking_tags = functools.lru_cache(maxsize=64)(thinking_tags)
+T = TypeVar("T")
+
+
+def _per_template(fn: Callable[[Template | None], T]) -> Callable[[Template | None], T]:
+    """`fn` worked out once per template, held like the template cache holds templates: a
+    source too large for that cache (a client's own `template`) is not kept here either."""
+    cached = functools.lru_cache(maxsize=64)(fn)
+
+    def get(template: Template | None) -> T:
+        if template is not None and len(template.source) > prompts.MAX_CACHED_TEMPLATE:
+            return fn(template)
+        return cached(template)
+
+    return get
+
+
+# What a template says about its thinking and tool-call tags (templates are parsed once per
+# source, so the same Template comes back on every request; a thinking_tags walk costs ~0.1 ms).
+_thinking_tags = _per_template(thinking_tags)
 _jinja_thinking_tags = functools.lru_cache(maxsize=64)(tags_from_jinja)
-_tool_tag = functools.lru_cache(maxsize=64)(tool_tag)
+_tool_tag = _per_template(tool_tag)
 _jinja_tool_tag = functools.lru_cache(maxsize=64)(tag_from_jinja)
 
 
@@ -281,7 +296,7 @@ async def relay(upstream: AsyncGenerator[JsonObject | Flush, None], parser: Outp
                 for e in step_events(th, content, calls, toks, probs):
                     yield e
     except RunnerConnectionError as err:
-        if fail is None:
+        if fail is None:  # no lease to blame (the relay tests drive it bare)
             raise
         raise fail(err) from None
 

@@ -8,6 +8,7 @@ Slotted dataclasses: the relay handles >150k of these a second on one core.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -77,3 +78,11 @@ class Done:
 
 
 Event = TextDelta | ThinkingDelta | ToolCallEvent | Flush | Done
+
+
+async def close_stream(events: AsyncIterator[Event]) -> None:
+    """Close an event stream now (an async generator: its upstream request with it); anything
+    else is left alone. Every consumer that stops early calls this."""
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -36,17 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from ollamapy.errors import BadRequest, PlacementError
-from ollamapy.placement.gpu import GpuDevice
-
-log = logging.getLogger("ollamapy.placement")
-
-MiB = 1024 * 1024
+from ollamapy.placement.gpu import GpuDevice, MiB
 
 PROTO_MAJOR = 7  # RPC_PROTO_MAJOR_VERSION of the vendored ggml (ggml/include/ggml-rpc.h)
 PROTO_MINOR = 0
@@ -354,8 +349,6 @@ def plan_split(layer_sizes: Sequence[int], local_gpus: Sequence[GpuDevice],
                 raise PlacementError(_too_large(sizes, local, cpu_free, workers))
             return _plan(local, counts, cpu, total, ())
     wtargets, warnings = worker_targets(workers, reserve)
-    for w in warnings:
-        log.warning("%s", w)
     targets = wtargets + local
     counts, cpu = _pack_suffix(sizes, targets)
     if sum(sizes[:cpu]) > cpu_free:

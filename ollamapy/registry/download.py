@@ -31,7 +31,7 @@ from typing import Any
 
 import aiohttp
 
-from ollamapy.errors import BadRequest, ClientClosed, OllamaError
+from ollamapy.errors import BadRequest, ClientClosed, InsufficientStorage, OllamaError
 from ollamapy.logs import kv
 from ollamapy.registry.names import resolve
 from ollamapy.registry.transport import RegistryError, RegistrySession, error_text
@@ -448,10 +448,6 @@ class Downloader:
             resp.close()  # never read past the part: extra bytes are simply not accepted
 
 
-class InsufficientSpace(OllamaError):
-    status = 507
-
-
 def check_disk_space(tmp_dir: Path, data_path: Path, total: int) -> None:
     """Refuse a blob that cannot fit before writing anything: a manifest may declare 16 TiB, and
     an aborted pull of it must not leave a sparse file and part records behind."""
@@ -465,7 +461,7 @@ def check_disk_space(tmp_dir: Path, data_path: Path, total: int) -> None:
     except OSError:
         pass
     if total > have:
-        raise InsufficientSpace(f"not enough free disk space for a {total}-byte blob "
+        raise InsufficientStorage(f"not enough free disk space for a {total}-byte blob "
                                 f"({have} bytes available)")
 
 

@@ -8,7 +8,6 @@ requests that go to the registry's own origin, never to a CDN or any other host.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import platform
 import re
@@ -23,6 +22,7 @@ import aiohttp
 from yarl import URL
 
 from ollamapy import __version__
+from ollamapy.config import is_loopback_host
 from ollamapy.errors import OllamaError
 from ollamapy.registry import auth, netguard
 from ollamapy.registry.names import Target, origin, resolve
@@ -40,20 +40,13 @@ def proxy_for(url: str) -> str | None:
     ~/.netrc credentials to whatever host a model name points at."""
     parts = urllib.parse.urlsplit(url)
     host = (parts.hostname or "").lower()
-    if host in ("localhost", "") or _is_loopback(host):
+    if not host or is_loopback_host(host):
         return None
     proxy = urllib.request.getproxies_environment().get(parts.scheme)
     # proxy_bypass_environment is public in CPython but missing from typeshed's stubs
     if not proxy or urllib.request.proxy_bypass_environment(host):  # type: ignore[attr-defined]
         return None
     return proxy if "://" in proxy else f"http://{proxy}"
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class RegistryError(OllamaError):

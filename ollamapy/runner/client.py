@@ -9,7 +9,6 @@ is a 400 in Ollama's words, everything else keeps llama-server's message.
 
 from __future__ import annotations
 
-import functools
 import json
 import json.scanner
 import logging
@@ -106,7 +105,7 @@ def upstream_error(status: int, text: str) -> OllamaError:
 
 
 NOT_POOLED = "this model does not produce pooled embeddings"
-CONNECT_TIMEOUT_S = 10.0  # as the scheduler's session (sock_connect)
+CONNECT_TIMEOUT_S = sse_stream.CONNECT_TIMEOUT_S
 
 
 def _dumps(body: Mapping[str, Any]) -> str:
@@ -118,11 +117,10 @@ def _dumps(body: Mapping[str, Any]) -> str:
         raise BadRequest("invalid JSON: NaN and Infinity are not valid JSON numbers") from None
 
 
-@functools.lru_cache(maxsize=64)
 def _target(base_url: str, api_key: str | None) -> tuple[str, int, str, str]:
-    """(host, port, path prefix, header lines) of a runner's POSTs; per runner, so a lease
-    builds nothing per request. Explicit and minimal: no X-Conversation-Id (it disables
-    cancel-on-disconnect upstream), nothing a client sent."""
+    """(host, port, path prefix, header lines) of a runner's POSTs, built once per client (the
+    scheduler keeps one client per runner, so a request builds nothing). Explicit and minimal:
+    no X-Conversation-Id (it disables cancel-on-disconnect upstream), nothing a client sent."""
     u = urlsplit(base_url)
     if api_key is not None and not all(" " < c <= "~" for c in api_key):
         raise RunnerError("internal error: runner API key is not a header token")
@@ -145,12 +143,18 @@ class RunnerClient:
                  "base_url", "session")
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str,
-                 api_key: str | None = None, spare: SpareConnection | None = None) -> None:
+                 api_key: str | None = None, *, spare: bool = False) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
         self._auth: dict[str, str] = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._host, self._port, self._prefix, self._headers = _target(self.base_url, api_key)
-        self._spare = spare  # the runner's connection opened ahead (runner/spare.py)
+        # `spare`: completions use a connection opened ahead (runner/spare.py); close() ends it
+        self._spare = SpareConnection(self._host, self._port) if spare else None
+
+    def close(self) -> None:
+        """The runner is gone: drop the connection kept open to it."""
+        if self._spare is not None:
+            self._spare.close()
 
     async def _open_completion(self, request: bytes) -> sse_stream.SSEProtocol:
         """Send a streamed /completion on the runner's spare connection, else a new one. A

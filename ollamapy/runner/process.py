@@ -132,21 +132,17 @@ def parse_buffer_line(line: str) -> tuple[str, str, int] | None:
 ROUTINE_WARNINGS = ("need to evaluate at least 1 token", "n_past was set to")
 
 
-def _maybe_loud(line: str) -> bool:
-    """Cheap prefilter: can `runner_line_level` put this line above DEBUG?"""
-    return (" E " in line or " W " in line or line.endswith((" E", " W"))
-            or "GGML_ASSERT" in line or line[:1] in ("e", "E", "w", "W", "t", "T"))
-
-
 def runner_line_level(line: str) -> int:
     """Server-log level for one llama-server line (`0.00.123.456 E msg`: E/W level letters):
-    errors and warnings reach the default log, the chatty rest only the debug log."""
-    parts = line.split(" ", 2)
-    letter = parts[1] if len(parts) > 1 and parts[0][:1].isdigit() else ""
-    low = line.lower()
-    if letter == "E" or low.startswith(("error", "terminate called")) or "GGML_ASSERT" in line:
+    errors and warnings reach the default log, the chatty rest only the debug log. Runs on
+    every line the runner prints: slices, no split or lowercasing of the whole line."""
+    sp = line.find(" ")
+    letter = (line[sp + 1] if sp > 0 and line[0].isdigit() and len(line) > sp + 1
+              and line[sp + 2:sp + 3] in (" ", "") else "")
+    head = line[:16].lower()
+    if letter == "E" or head.startswith(("error", "terminate called")) or "GGML_ASSERT" in line:
         return logging.WARNING
-    if letter == "W" or low.startswith("warning"):
+    if letter == "W" or head.startswith("warning"):
         return logging.DEBUG if any(w in line for w in ROUTINE_WARNINGS) else logging.INFO
     return logging.DEBUG
 
@@ -237,7 +233,6 @@ class RunnerProcess:
 
     def _lines(self, raw: list[bytes]) -> None:
         """A batch of whole log lines from the child (LogPipe), in order."""
-        debug = log.isEnabledFor(logging.DEBUG)
         for b in raw:
             line = b.decode("utf-8", "replace").rstrip()
             self.tail.append(line)
@@ -246,10 +241,7 @@ class RunnerProcess:
                 buf = parse_buffer_line(line)
                 if buf is not None:
                     self.buffers[(buf[0], buf[1])] = buf[2]  # the last report wins
-            if debug or _maybe_loud(line):
-                level = runner_line_level(line)
-                if log.isEnabledFor(level):
-                    log.log(level, "%s %s", self._prefix, line)
+            log.log(runner_line_level(line), "%s %s", self._prefix, line)
             if self._on_line is not None:
                 self._on_line(line)
 

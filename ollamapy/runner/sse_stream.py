@@ -17,6 +17,7 @@ import asyncio
 from collections import deque
 from typing import cast
 
+CONNECT_TIMEOUT_S = 10.0  # as the scheduler's session (sock_connect)
 MAX_HEAD = 64 * 1024
 MAX_LINE = 64 * 1024 * 1024
 HIGH_WATER = 256 * 1024
@@ -102,7 +103,8 @@ class SSEProtocol(asyncio.Protocol):
         except StreamError as e:
             self._fail(e)
             return
-        self.lines.append(READ_END)
+        if self.body is None:  # splitting into lines (a whole body has no reads to mark)
+            self.lines.append(READ_END)
         if self.queued > HIGH_WATER and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
@@ -338,7 +340,6 @@ async def fetch(host: str, port: int, request: bytes, connect_timeout: float
         while not proto.done:
             if proto.error is not None:
                 raise proto.error
-            proto.lines.clear()  # only READ_END markers in this mode
             await proto.wait()
         return proto.head.status, b"".join(proto.body)
     finally:

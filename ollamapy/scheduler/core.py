@@ -41,7 +41,7 @@ from ollamapy.options import LOAD_OPTIONS
 from ollamapy.placement.gpu import Inventory, discover
 from ollamapy.placement.memory import ModelFacts, Placement, decision_fields, place, read_facts
 from ollamapy.placement.rpc import SplitPlan, WorkerInfo, query_workers
-from ollamapy.runner import spare, variants
+from ollamapy.runner import variants
 from ollamapy.runner.client import RunnerClient
 from ollamapy.runner.flags import LaunchConfig
 from ollamapy.runner.locate import Runner, RunnerLocator
@@ -132,8 +132,8 @@ class Lease:
         self.failed: BaseException | None = None
         # The runner refuses every request but /health without its own key.
         self.api_key: str = r.handle.api_key
-        self.client: RunnerClient = RunnerClient(self.session, self.base_url, self.api_key,
-                                                 spare=r.spare)
+        assert r.client is not None
+        self.client: RunnerClient = r.client
 
     @property
     def pid(self) -> int | None:
@@ -377,10 +377,8 @@ class Scheduler:
         is being checked (read by /metrics, which re-exports each runner's own metrics)."""
         if self.session is None:
             return []
-        return [(r.model.short_name, RunnerClient(self.session, r.handle.base_url,
-                                                  r.handle.api_key))
-                for r in list(self._runners.values())
-                if r.handle is not None and (r.state in SERVING
+        return [(r.model.short_name, r.client) for r in list(self._runners.values())
+                if r.client is not None and (r.state in SERVING
                                              or r.state == RunnerState.CHECKING)]
 
     def _sizes(self, r: LoadedRunner) -> tuple[int, int]:
@@ -613,7 +611,8 @@ class Scheduler:
             self._begin_unload(r)
             return
         r.state = RunnerState.READY
-        r.spare = spare.for_url(handle.base_url)  # opened by its first completion
+        assert self.session is not None
+        r.client = RunnerClient(self.session, handle.base_url, handle.api_key, spare=True)
         self.observer.load_finished(r.model.short_name, time.monotonic() - r.started, ok=True)
         log.info("llama runner started", extra=kv(
             model=r.model.short_name, pid=handle.pid, seconds=f"{time.monotonic() - r.started:.2f}",
@@ -896,9 +895,8 @@ class Scheduler:
         for w in infos:
             _log_worker(w)
         plan, shares = split_plan(facts, r.spec, inv, infos, self.settings)
-        for warning in plan.warnings:
-            if not warning.startswith("RPC worker"):  # plan_split logged those already
-                log.warning("%s", warning, extra=kv(model=r.model.short_name))
+        for warning in plan.warnings:  # plan_split decides, the scheduler says
+            log.warning("%s", warning, extra=kv(model=r.model.short_name))
         log.info("rpc placement", extra=kv(model=r.model.short_name, split=plan.describe(),
                                            workers=",".join(plan.workers) or "none"))
         if not plan.uses_workers:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ollamapy.placement.memory import ModelFacts, Placement
 from ollamapy.placement.rpc import SplitPlan
-from ollamapy.runner.spare import SpareConnection
+from ollamapy.runner.client import RunnerClient
 from ollamapy.scheduler.launcher import RunnerHandle
 from ollamapy.scheduler.policy import DeviceShare, RunnerSpec
 from ollamapy.store.model import Model
@@ -67,12 +67,12 @@ class LoadedRunner:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     unload_waiters: list[asyncio.Future[bool]] = field(default_factory=list)
     started: float = 0.0
-    spare: SpareConnection | None = None  # its next completion's connection, opened ahead
+    client: RunnerClient | None = None  # set when it is ready: every lease's client
 
     def unloaded(self) -> None:
         """Tell everyone waiting for this runner to go (`ollamapy stop`) that it is gone."""
-        if self.spare is not None:
-            self.spare.close()
+        if self.client is not None:
+            self.client.close()
         for f in self.unload_waiters:
             if not f.done():
                 f.set_result(True)

@@ -13,14 +13,13 @@ from aiohttp import web
 
 from ollamapy.config import Settings
 from ollamapy.logs import TRACE, kv
+from ollamapy.server.metrics import REQUEST_MODEL, TOKENS
 
 log = logging.getLogger("ollamapy.access")
 
 MAX_PATH = 200
 LEVELS = {"trace": TRACE, "debug": logging.DEBUG, "info": logging.INFO,
           "warning": logging.WARNING, "error": logging.ERROR}
-# Set by handlers (through metrics.record_usage) when a generation ends.
-TOKENS = web.RequestKey("access_tokens", tuple)
 
 
 def fields(method: str, path: str, status: int, seconds: float, model: str | None,
@@ -45,8 +44,6 @@ def recorder(settings: Settings) -> Recorder | None:
     level = LEVELS.get(settings.access_log)
     if level is None:
         return None
-    from ollamapy.server.metrics import REQUEST_MODEL
-
     def record(request: web.Request, status: int, seconds: float) -> None:
         if log.isEnabledFor(level):
             log.log(level, "request", extra=kv(**fields(

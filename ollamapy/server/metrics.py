@@ -81,6 +81,8 @@ RUNNER_RESTARTS = Counter("ollamapy_runner_restarts",
 _known_models: set[str] = set()
 _crashed: set[str] = set()
 REQUEST_MODEL = web.RequestKey("metrics_model", str)
+# (prompt, generated) tokens of the request's generation, for the access log (record_usage).
+TOKENS = web.RequestKey("access_tokens", tuple)
 REQUEST_START = web.RequestKey("metrics_start", float)
 FAMILY = ("ollama", "openai", "anthropic", "other")
 
@@ -132,8 +134,6 @@ def set_request_model(request: web.Request, model: Model) -> None:
 
 def record_usage(request: web.Request, prompt: int, generated: int) -> None:
     """A generation (or embedding) ended: token counters and the access log's counts."""
-    from ollamapy.server.access import TOKENS
-
     request[TOKENS] = (prompt, generated)
     count_tokens(request.get(REQUEST_MODEL, OTHER), prompt, generated)
 

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from ollamapy.errors import ClientClosed, OllamaError, RunnerError
-from ollamapy.inference.events import Event, Flush
+from ollamapy.inference.events import Event, Flush, close_stream
 from ollamapy.server.middleware import STREAM_RESPONSE, openai_error_body
 
 log = logging.getLogger("ollamapy.server.wire")
@@ -218,9 +218,3 @@ async def write_stream(request: web.Request, events: AsyncIterator[Event], *,
     with contextlib.suppress(ConnectionError):
         await resp.write_eof()
     return resp
-
-
-async def close_stream(events: AsyncIterator[Event]) -> None:
-    aclose = getattr(events, "aclose", None)
-    if aclose is not None:
-        await aclose()

@@ -328,12 +328,20 @@ class ModelStore:
     def cached(self, name: ModelName | str) -> Model | None:
         """The cached model for `name` while its manifest is unchanged (one stat), else None.
         Safe on the event loop; a miss is resolved off it (`inference.plan.prefetch`)."""
-        key = str(name)
+        return self._hit(str(name))
+
+    def _hit(self, key: str, *, touch: bool = False) -> Model | None:
+        """The cached model while its manifest is the same file (one stat), else None;
+        `touch`: it becomes the most recently used entry."""
         with self._cache_lock:
             hit = self._resolved.get(key)
-        if hit is not None and _file_ident(hit[0]) == hit[1]:
-            return hit[2]
-        return None
+        if hit is None or _file_ident(hit[0]) != hit[1]:
+            return None
+        if touch:
+            with self._cache_lock:
+                if key in self._resolved:
+                    self._resolved.move_to_end(key)
+        return hit[2]
 
     def resolve(self, name: ModelName | str) -> Model:
         """Name -> Model with every layer read (text layers) or located (GGUF layers).
@@ -342,13 +350,9 @@ class ModelStore:
         while its manifest is the same file: manifests are replaced atomically (a new inode)
         and blobs are immutable. A hit costs one stat (~5 us instead of ~200 us)."""
         key = str(name)
-        with self._cache_lock:
-            hit = self._resolved.get(key)
-        if hit is not None and _file_ident(hit[0]) == hit[1]:
-            with self._cache_lock:
-                if key in self._resolved:
-                    self._resolved.move_to_end(key)
-            return hit[2]
+        model = self._hit(key, touch=True)
+        if model is not None:
+            return model
         with self._cache_lock:
             self._resolved.pop(key, None)
         path, e = self._located_entry(name)

@@ -18,7 +18,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 
 from ollamapy.api.inference import Tool
-from ollamapy.inference.events import Done, Event, TextDelta, ToolCallEvent
+from ollamapy.inference.events import Done, Event, TextDelta, ToolCallEvent, close_stream
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.template.tools import call_id
 
@@ -71,6 +71,4 @@ async def forced_call(events: AsyncIterator[Event], names: Sequence[str]
                     yield TextDelta(text)
             yield ev
     finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await close_stream(events)

@@ -3,17 +3,17 @@ restart backoff. The supervisor (supervisor.py) is the thin async shell around t
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ollamapy.config import is_loopback_host
 from ollamapy.errors import BadRequest
 from ollamapy.paths import cache_dir
+from ollamapy.placement.gpu import MiB
+from ollamapy.placement.rpc import DEFAULT_PORT
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 50052  # rpc-server's own default
-MiB = 1024 * 1024
 # What the rpc-server process itself needs in private memory besides buffers (backends, thread
 # stacks, its per-client graph and the receive buffer of one tensor upload): added to --mem for
 # the RLIMIT_DATA cap. Measured (cpu runner, SmolLM2 on one worker): VmData 110 MiB for 105 MiB of
@@ -45,19 +45,10 @@ class WorkerOptions:
         return f"{self.host}:{self.port}"
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind(opts: WorkerOptions) -> str | None:
     """None for loopback; the warning to print for anything else. Without --allow-remote a
     non-loopback bind is refused: the protocol has no authentication at all."""
-    if is_loopback(opts.host):
+    if is_loopback_host(opts.host):
         return None
     if not opts.allow_remote:
         raise BadRequest(

@@ -38,15 +38,16 @@ async def _filled(sp: SpareConnection) -> None:
 async def test_completions_take_the_spare_and_open_the_next(
         fake: tuple[FakeRunner, ClientSession]) -> None:
     runner, s = fake
-    sp = spare_mod.for_url(runner.url)
-    client = RunnerClient(s, runner.url, spare=sp)
+    client = RunnerClient(s, runner.url, spare=True)
+    sp = client._spare
+    assert sp is not None
     assert await _texts(client) == ["a", "b", ""]  # none yet: a fresh connection, then a refill
     await _filled(sp)
     taken = sp._proto
     assert await _texts(client) == ["a", "b", ""]
     assert sp._proto is not taken  # that one was used (and closed by the stream's end)
     await _filled(sp)
-    sp.close()
+    client.close()
     assert sp._proto is None
 
 
@@ -66,7 +67,8 @@ async def test_a_spare_closed_unread_is_retried_on_a_new_connection(
     sp = SpareConnection("127.0.0.1", port)
     sp.refill()
     await _filled(sp)
-    client = RunnerClient(s, runner.url, spare=sp)
+    client = RunnerClient(s, runner.url, spare=True)
+    client._spare = sp
     assert await _texts(client) == ["a", "b", ""]
     assert got == [b"POST"]  # sent on the spare first
     assert runner.requests["/completion"] == 1
@@ -77,11 +79,23 @@ async def test_a_spare_closed_unread_is_retried_on_a_new_connection(
 async def test_a_stale_spare_is_not_used(fake: tuple[FakeRunner, ClientSession],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     runner, _ = fake
-    sp = spare_mod.for_url(runner.url)
+    sp = SpareConnection("127.0.0.1", runner.port)
     sp.refill()
     await _filled(sp)
     old = sp._proto
     monkeypatch.setattr(spare_mod, "MAX_AGE_S", 0.0)
     assert sp.take() is None
     assert old is not None and old.transport is not None and old.transport.is_closing()
+    sp.close()
+
+
+async def test_an_idle_runner_opens_no_spare(fake: tuple[FakeRunner, ClientSession]) -> None:
+    """Completions further apart than MAX_AGE_S would each pay for a spare nobody uses."""
+    runner, _ = fake
+    sp = SpareConnection("127.0.0.1", runner.port)
+    sp._last_take -= 2 * spare_mod.MAX_AGE_S  # the last completion was long ago
+    assert sp.take() is None
+    assert sp._task is None and sp._proto is None
+    assert sp.take() is None  # this one follows the last closely: the runner is busy
+    await _filled(sp)
     sp.close()

@@ -6,14 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 from ollamapy.errors import BadRequest, PromptTooLong, RunnerError
-from ollamapy.inference.events import Event
+from ollamapy.inference.events import Event, close_stream
 from ollamapy.translate.turn import Turn
-
-
-async def _aclose(events: AsyncIterator[Event]) -> None:
-    aclose = getattr(events, "aclose", None)  # an async generator: close upstream now
-    if aclose is not None:
-        await aclose()
 
 
 async def reworded(events: AsyncIterator[Event],
@@ -25,7 +19,7 @@ async def reworded(events: AsyncIterator[Event],
     except PromptTooLong as e:
         raise too_long(e) from None
     finally:
-        await _aclose(events)
+        await close_stream(events)
 
 
 async def collect(events: AsyncIterator[Event]) -> Turn:
@@ -35,7 +29,7 @@ async def collect(events: AsyncIterator[Event]) -> Turn:
         async for ev in events:
             turn.add(ev)
     finally:
-        await _aclose(events)
+        await close_stream(events)
     if turn.done is None:
         raise RunnerError("no response from llama runner")
     return turn

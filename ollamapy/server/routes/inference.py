@@ -24,7 +24,7 @@ from ollamapy.api.inference import (
 )
 from ollamapy.errors import BadRequest, RunnerError
 from ollamapy.inference.embed import shape_vectors
-from ollamapy.inference.events import Done, Event
+from ollamapy.inference.events import Done, Event, close_stream
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.inference.plan import is_unload
 from ollamapy.inference.request import InferenceRequest
@@ -70,7 +70,7 @@ async def aggregate(chunks: NativeChunks, events: AsyncIterator[Event]) -> JsonO
             if c is not None:
                 agg.add(c)
     finally:
-        await wire.close_stream(events)
+        await close_stream(events)
     if agg.last is None:
         raise RunnerError("no response from llama runner")
     return agg.result()

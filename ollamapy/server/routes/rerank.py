@@ -15,10 +15,8 @@ from ollamapy.api.rerank import (
     RerankUsage,
 )
 from ollamapy.errors import BadRequest
-from ollamapy.inference import engine
 from ollamapy.keepalive import parse_keep_alive
-from ollamapy.server import wire
-from ollamapy.server.metered import services
+from ollamapy.server import metered, wire
 
 
 def check(req: RerankRequest) -> None:
@@ -39,8 +37,8 @@ async def rerank(request: web.Request) -> web.StreamResponse:
     check(req)
 
     async def work() -> web.StreamResponse:
-        res = await engine.rerank(services(request), req.model, req.query, req.documents,
-                                  top_n=req.top_n, keep_alive=parse_keep_alive(req.keep_alive))
+        res = await metered.rerank(request, req.model, req.query, req.documents,
+                                   top_n=req.top_n, keep_alive=parse_keep_alive(req.keep_alive))
         results = [RerankResult(index=i, relevance_score=score,
                                 document=RerankDocument(text=req.documents[i])
                                 if req.return_documents else None)
