@@ -19,7 +19,8 @@ import httpx
 
 from bench.__main__ import MODEL, PROMPT, child_api_key, load, machine, ollamapy_server
 
-STEPS = [("in", "handler", "request bytes in -> handler (aiohttp, middlewares)"),
+STEPS = [("client_send", "in", "client send (connect, request) -> first bytes in"),
+         ("in", "handler", "request bytes in -> handler (aiohttp, middlewares)"),
          ("handler", "body_read", "body read"),
          ("body_read", "decoded", "decode + validate"),
          ("decoded", "engine", "to the engine (InferenceRequest, chunks, writer)"),
@@ -30,9 +31,14 @@ STEPS = [("in", "handler", "request bytes in -> handler (aiohttp, middlewares)")
          ("body_built", "sent", "to the upstream send"),
          ("in", "sent", "= request in -> upstream POST"),
          ("sent", "upstream_head", "upstream: POST -> response head (llama-server)"),
-         ("upstream_head", "prepare", "upstream: head -> first token relayed (llama-server)"),
-         ("prepare", "first_write", "prepare + first write"),
-         ("in", "first_write", "= request in -> first bytes out")]
+         ("upstream_head", "upstream_data", "upstream: head -> first token read (llama-server)"),
+         ("upstream_data", "upstream_event", "relay: read -> event parsed (wake, SSE lines)"),
+         ("upstream_event", "prepare", "relay: parsed -> response prepare (engine, chunk)"),
+         ("prepare", "first_write", "relay: prepare + first write"),
+         ("upstream_data", "first_write", "= relay of the first token"),
+         ("in", "first_write", "= request in -> first bytes out"),
+         ("first_write", "client_first", "first bytes out -> client has them"),
+         ("client_send", "client_first", "= client TTFT (to the first bytes)")]
 
 
 def main(argv: list[str]) -> None:
@@ -60,20 +66,26 @@ def main(argv: list[str]) -> None:
                 "cache_prompt": True}, auth),
         }
 
+        sent: list[tuple[int, int]] = []  # client (send, first byte), ns, proxied requests
+
         def ttft(url: str, body: dict, headers: dict) -> float:
-            t0 = time.perf_counter()
+            # perf_counter_ns is CLOCK_MONOTONIC: the same clock as the server's marks
+            t0 = time.perf_counter_ns()
             first = None
             with c.stream("POST", url, json=body, headers=headers) as r:
                 for _ in r.iter_raw():
                     if first is None:
-                        first = time.perf_counter()
+                        first = time.perf_counter_ns()
             assert first is not None
-            return (first - t0) * 1000
+            if url.startswith(ol.url):
+                sent.append((t0, first))
+            return (first - t0) / 1e6
 
         for p in paths.values():
             for _ in range(5):
                 ttft(*p)
         got: dict[str, list[float]] = {k: [] for k in paths}
+        del sent[:]
         for _ in range(n):
             for k in ("/api/generate", "child /completion", "/api/chat", "child /completion"):
                 got[k].append(ttft(*paths[k]))
@@ -83,6 +95,8 @@ def main(argv: list[str]) -> None:
             time.sleep(0.1)
         time.sleep(0.3)
     records = json.loads(out.read_text())[-2 * n:]
+    for r, (t0, first) in zip(records, sent[-len(records):], strict=False):
+        r["client_send"], r["client_first"] = t0, first
     print(f"\nclient TTFT medians (ms), {n} rounds: " + ", ".join(
         f"{k} {statistics.median(v):.2f}" for k, v in got.items()))
     print(f"\ninside ollamapy, medians over {len(records)} requests (ms):")

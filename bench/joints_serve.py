@@ -1,8 +1,9 @@
 """`ollamapy serve` with a wall-clock timestamp at each joint of a request (for
 `python -m bench joints`): the first bytes of a POST in, the handler, the body read, the
 decode, the engine's prefetch/plan/lease/render/body steps, the upstream send and response
-head, the response's prepare and its first write. SIGUSR2 writes the records to
-$BENCH_JOINTS_OUT (JSON). Sequential requests only: one request's marks at a time."""
+head, the first token's read and parse, the response's prepare and its first write. SIGUSR2
+writes the records to $BENCH_JOINTS_OUT (JSON). Sequential requests only: one request's marks
+at a time."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from aiohttp import web_protocol, web_response
 from ollamapy.api import decode as decode_mod
 from ollamapy.config import load_settings
 from ollamapy.inference import engine
+from ollamapy.runner import client as runner_client
 from ollamapy.runner import sse_stream
 from ollamapy.server.routes import inference
 from ollamapy.server.serve import run
@@ -92,6 +94,22 @@ def install() -> None:
         return r
 
     sse_stream.send = traced_send
+    up_received = sse_stream.SSEProtocol.data_received
+
+    def upstream_data(self: sse_stream.SSEProtocol, data: bytes) -> None:
+        if self.body is None and "upstream_head" in cur:
+            mark("upstream_data")  # the first read after the head: the first token
+        up_received(self, data)
+
+    sse_stream.SSEProtocol.data_received = upstream_data  # type: ignore[method-assign]
+    sse_event = runner_client.sse_event
+
+    def parsed(*a: Any, **k: Any) -> Any:
+        if "upstream_data" in cur:
+            mark("upstream_event")
+        return sse_event(*a, **k)
+
+    runner_client.sse_event = parsed
     around_async(web_response.StreamResponse, "prepare", before="prepare")
     write = web_response.StreamResponse.write
 

@@ -71,6 +71,7 @@ class FakeRunner:
     bodies: list[dict[str, Any]] = field(default_factory=list)  # /completion bodies
     headers: list[dict[str, str]] = field(default_factory=list)  # /completion headers
     requests: Counter[str] = field(default_factory=Counter)  # path -> count
+    arrivals: list[str] = field(default_factory=list)  # request paths, in arrival order
     tokenized: list[str] = field(default_factory=list)  # /tokenize contents
     applied: list[dict[str, Any]] = field(default_factory=list)  # /apply-template bodies
     rerank_bodies: list[dict[str, Any]] = field(default_factory=list)  # /v1/rerank bodies
@@ -88,6 +89,7 @@ class FakeRunner:
         @web.middleware
         async def count(request: web.Request, handler: Any) -> web.StreamResponse:
             self.requests[request.path] += 1
+            self.arrivals.append(request.path)
             self.active += 1
             self.max_active = max(self.max_active, self.active)
             try:

@@ -347,8 +347,8 @@ async def run(services: Services, req: InferenceRequest,
               watch: Callable[[Event], None] | None = None) -> AsyncGenerator[Event, None]:
     """One generate (`req.prompt`) or chat (`req.messages`) request as events; the last event
     is a Done. Unload (empty request, keep_alive 0) and load-only requests end in a Done with
-    done_reason "unload" / "load" and nothing else. `watch` sees each event before it is
-    yielded (metrics)."""
+    done_reason "unload" / "load" and nothing else. `watch` (metrics) sees each event once
+    its consumer has taken it (a Done, which may end the consumer, just before)."""
     start_ns = req.start_ns or time.monotonic_ns()
     chat = req.messages is not None
     await prefetch(services.store, req.model)
@@ -379,8 +379,12 @@ async def run(services: Services, req: InferenceRequest,
                     yield e
             else:
                 async for e in it:
-                    watch(e)
-                    yield e
+                    if isinstance(e, Done):
+                        watch(e)  # before: its consumer may stop at the Done
+                        yield e
+                    else:
+                        yield e  # the writer sends it before the watch times it
+                        watch(e)
 
 
 async def _prepared_messages(req: InferenceRequest, vision: bool) -> InferenceRequest:
@@ -463,25 +467,19 @@ async def _generate(plan: Plan, lease: RunnerLease, req: InferenceRequest,
             return fut
         return asyncio.ensure_future(client.tokenize(p.text, add_special=True))
 
-    sent = False
     try:
+        # The prompt's token ids for `context` are fetched while the runner evaluates the
+        # prompt: the task's first step runs once this one waits for the runner's answer, so
+        # the /completion goes out first, and the /tokenize round trip is over before the
+        # first token (after it, it would hold the CPU the client needs to take that token).
+        if want_context:
+            ctx_task = prompt_ids()
         async with contextlib.aclosing(_completion(plan, lease, body, parser, st)) as it:
             async for e in it:
-                if e is FLUSH:
-                    yield e
-                    # the prompt's token ids for `context` are fetched while the answer
-                    # streams, from the first resumption after the first event was flushed:
-                    # the extra upstream request never delays the first token
-                    if want_context and sent and ctx_task is None:
-                        ctx_task = prompt_ids()
-                    continue
-                sent = True
                 yield e
         assert st.final is not None
         done = finish(st.final, plan.start_ns, lease.load_duration)
-        if want_context:
-            if ctx_task is None:
-                ctx_task = prompt_ids()
+        if ctx_task is not None:
             done.context = list(await ctx_task) + (st.tokens or [])
         yield done
     finally:

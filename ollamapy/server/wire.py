@@ -160,10 +160,10 @@ async def write_stream(request: web.Request, events: AsyncIterator[Event], *,
                        sse_headers: bool = False,
                        whole: Callable[[Event], web.StreamResponse | None] | None = None
                        ) -> web.StreamResponse:
-    """Write each event's bytes as they come, one write per upstream read (Flush). Nothing is
-    sent before the first bytes exist, so earlier errors still get a real status; later ones
-    become a final error line. `whole`: given the first event, a complete non-streamed answer
-    to send instead (the unload reply), or None."""
+    """Write each event's bytes as they come: the first at once, then one write per upstream
+    read (Flush). Nothing is sent before the first bytes exist, so earlier errors still get a
+    real status; later ones become a final error line. `whole`: given the first event, a
+    complete non-streamed answer to send instead (the unload reply), or None."""
     resp: web.StreamResponse | None = None
     pending: list[bytes] = []
     try:
@@ -188,7 +188,9 @@ async def write_stream(request: web.Request, events: AsyncIterator[Event], *,
                     resp.headers["X-Accel-Buffering"] = "no"
                 request[STREAM_RESPONSE] = resp
                 await resp.prepare(request)
-                pending.append(data)
+                # the first bytes go out with the headers at once, not at the Flush after them:
+                # one resumption of the whole event chain less on the first token's path
+                await resp.write(data)
                 continue
             data = encode(ev)
             if data:

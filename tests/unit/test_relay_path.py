@@ -3,15 +3,17 @@ client (nothing that waits on extra upstream round trips), against the shared fa
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from aiohttp import ClientSession
 
+from ollamapy.errors import OllamaError
 from ollamapy.inference import engine
 from ollamapy.inference import prompt as prompts
-from ollamapy.inference.events import FLUSH, Done, TextDelta
+from ollamapy.inference.events import Done, TextDelta
 from ollamapy.inference.request import InferenceRequest
 from ollamapy.inference.services import Services
 from ollamapy.runner.client import RunnerClient
@@ -41,23 +43,40 @@ async def fake() -> AsyncIterator[tuple[FakeRunner, ClientSession]]:
         await up.close()
 
 
-async def test_context_tokenize_starts_only_after_first_chunk_is_flushed(
+async def test_context_tokenize_goes_up_after_the_completion_and_before_the_first_token(
         fake: tuple[FakeRunner, ClientSession]) -> None:
-    """`context` needs the prompt's token ids (an extra /tokenize request). It must not be
-    issued before the first chunk has gone out, or it competes with the first token."""
+    """`context` needs the prompt's token ids (an extra /tokenize request). It goes up once the
+    /completion is out, never ahead of it (it must not delay the prompt's evaluation), and is
+    answered while the runner evaluates the prompt: sent after the first token, its round trip
+    would hold the CPU that the client needs to read that token."""
     up, session = fake
     up.pieces = ["a", "b"]
-    up.delay = 0.05  # one event per upstream read
+    up.delay = 0.05  # the "prompt evaluation" before the first event
     svc = Services(FakeStore({"m:latest": _model()}), FakeScheduler(session, {"gen": up.url}))
     gen = engine.run(svc, InferenceRequest(model="m", prompt="hello", want_context=True))
     first = await gen.__anext__()
     assert isinstance(first, TextDelta) and first.text == "a"
-    assert await gen.__anext__() is FLUSH
-    assert up.tokenized == []  # the writer flushes the first chunk now; nothing else went up
-    rest = [e async for e in gen]
+    assert up.arrivals == ["/completion", "/tokenize"]
     assert up.tokenized == ["hello"]
+    rest = [e async for e in gen]
+    assert up.tokenized == ["hello"]  # asked once
     final = rest[-1]
     assert isinstance(final, Done) and final.context == [1, 10, 1, 1]  # prompt ids + answer
+
+
+async def test_a_failed_completion_cancels_the_context_tokenize(
+        fake: tuple[FakeRunner, ClientSession]) -> None:
+    """The /tokenize runs beside the /completion: when the completion fails, the task goes with
+    it (no stray request left running, no 'exception never retrieved')."""
+    up, session = fake
+    up.mode = "error_first"
+    svc = Services(FakeStore({"m:latest": _model()}), FakeScheduler(session, {"gen": up.url}))
+    before = {t for t in asyncio.all_tasks()}
+    with pytest.raises(OllamaError):
+        async for _ in engine.run(svc, InferenceRequest(model="m", prompt="hello",
+                                                         want_context=True)):
+            pass
+    assert {t for t in asyncio.all_tasks() if not t.done()} - before == set()
 
 
 async def test_non_finite_numbers_never_reach_llama_server() -> None:
