@@ -50,8 +50,8 @@ PROMPT = "Write a story about a robot who learns to paint."
 TOKENS = 24
 CTX_PER_SLOT = 512
 STREAMS = (1, 8, 16)
-TTFT_REPS = {1: 40, 8: 8, 16: 6}   # rounds of short requests (time to first token)
-REPS = {1: 5, 8: 3, 16: 2}         # rounds of long requests (decode rate)
+TTFT_REPS = {1: 60, 8: 16, 16: 12}  # rounds of short requests (time to first token)
+REPS = {1: 8, 8: 4, 16: 3}         # rounds of long requests (decode rate)
 RELAY_EVENTS = 80_000  # ~0.5 s of proxy CPU (psutil counts 10 ms ticks); the fake caps at 81,920
 RELAY_CPU: list[float] = []  # events per CPU-second of the proxy, per relay run
 # The runner flags that matter for speed, copied from ollamapy's child to the router's.

@@ -3,11 +3,16 @@
 llama-server writes each log line in up to three pieces (timestamp, level letter, message), and
 ~21 lines per request at the verbosity ollamapy runs it with: read as they came, that was most
 of ~68 event-loop wake-ups per request (strace), many of them between the upstream POST and the
-first token. Here the
-pipe is read once, then paused for BATCH_S while the kernel's pipe buffer collects the next
-pieces, so a burst of lines costs one wake-up. A large read (EAGER_BYTES) is not followed by a
-pause: llama.cpp logs through a bounded queue whose callers block when it is full, so the
-pipe must keep draining when the log is busy.
+first token. Here the pipe is read once, then paused for BATCH_S while the kernel's pipe buffer
+collects the next pieces, so a burst of lines costs one wake-up.
+
+The pause must never fill the pipe: this llama.cpp logs through a bounded queue whose callers
+(its compute and HTTP threads) block when it is full, and its log thread blocks on a full pipe.
+A 16-request burst logs ~60 KB at once, more than a default 64 KiB pipe holds for 50 ms:
+llama-server then answered such a burst 2.3x slower (bench/RESULTS.md, fourth round). So the
+runner writes into a pipe made here and grown to PIPE_BYTES; where it cannot grow (not Linux,
+the user's pipe quota spent) nothing pauses. A large read (EAGER_BYTES) is not followed by a
+pause either.
 
 Lines are handed over whole and synchronously (no task, no StreamReader); a line longer than
 MAX_LINE is cut there and the rest of it skipped.
@@ -16,16 +21,61 @@ MAX_LINE is cut there and the rest of it skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
 from collections.abc import Callable
 from typing import Protocol, cast
 
 BATCH_S = 0.05
-# A read this large means the log is busy (a burst, a debug log under load): read on at once,
-# so the pause never holds the child's log thread (this llama.cpp's log queue blocks its
-# callers when full) for long.
+# A read this large means the log is busy (a burst, a debug log under load): read on at once.
 EAGER_BYTES = 16 * 1024
 MAX_LINE = 64 * 1024
 STDOUT = 1
+# The pipe's buffer: ~10,000 lines, what llama-server logs in seconds of a busy burst.
+PIPE_BYTES = 1 << 20
+MIN_BATCH_PIPE = 256 * 1024  # a smaller pipe is read eagerly (no pause)
+_PIPE_MAX_SIZE = "/proc/sys/fs/pipe-max-size"
+
+
+def grow_pipe(fd: int, size: int = PIPE_BYTES) -> int:
+    """Grow the pipe behind `fd` towards `size` (at most fs.pipe-max-size); the bytes it holds
+    afterwards, 0 where that is unknown (no F_SETPIPE_SZ: not Linux)."""
+    setsz = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setsz is None:
+        return 0
+    with contextlib.suppress(OSError, ValueError), open(_PIPE_MAX_SIZE) as f:
+        size = min(size, int(f.read()))
+    try:
+        return int(fcntl.fcntl(fd, setsz, size))
+    except OSError:  # over the user's pipe quota (fs.pipe-user-pages-soft): left as it was
+        getsz = getattr(fcntl, "F_GETPIPE_SZ", None)
+        with contextlib.suppress(OSError):
+            return int(fcntl.fcntl(fd, getsz)) if getsz is not None else 0
+        return 0
+
+
+def log_pipe() -> tuple[int, int, bool]:
+    """(read fd, write fd, batch): a pipe for a child's log, grown; `batch` when it is big
+    enough for LogPipe to pause between reads. The caller owns both ends."""
+    r, w = os.pipe()
+    return r, w, grow_pipe(w) >= MIN_BATCH_PIPE
+
+
+class _Reader(asyncio.Protocol):
+    """The read end's protocol: hands everything to its LogPipe."""
+
+    def __init__(self, owner: LogPipe) -> None:
+        self._owner = owner
+
+    def data_received(self, data: bytes) -> None:
+        self._owner.pipe_data_received(STDOUT, data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner.pipe_connection_lost(STDOUT, exc)
 
 
 class _Pausable(Protocol):
@@ -39,19 +89,37 @@ class _Pausable(Protocol):
 
 
 class LogPipe(asyncio.SubprocessProtocol):
-    """The protocol of a child whose stdout (stderr merged in) is its log."""
+    """The protocol of a child whose stdout (stderr merged in) is its log: a pipe of
+    `log_pipe`'s, whose read end `read_from` takes over. `batch`: pause between reads."""
 
-    def __init__(self) -> None:
+    def __init__(self, batch: bool = True) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
+        self._batch = batch
         self._on_lines: Callable[[list[bytes]], None] | None = None
         self._early: list[bytes] = []  # lines read before `attach`
         self._transport: asyncio.SubprocessTransport | None = None
+        self._reader: asyncio.ReadTransport | None = None
         self._partial = b""
         self._skipping = False  # inside an over-long line, until its newline
         self._resume: asyncio.TimerHandle | None = None
         self.exited: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()  # the pipe's EOF
+
+    async def read_from(self, fd: int) -> None:
+        """Read the log from `fd`, the pipe's read end (owned from here on, closed with it)."""
+        f = os.fdopen(fd, "rb", buffering=0)
+        try:
+            transport, _ = await self._loop.connect_read_pipe(lambda: _Reader(self), f)
+        except BaseException:
+            f.close()
+            raise
+        self._reader = transport
+
+    def close(self) -> None:
+        """Stop reading (the child left the pipe open to a grandchild, or is gone)."""
+        if self._reader is not None:
+            self._reader.close()
 
     def attach(self, on_lines: Callable[[list[bytes]], None]) -> None:
         """Where lines go from now on (those read so far go there first)."""
@@ -87,7 +155,7 @@ class LogPipe(asyncio.SubprocessProtocol):
             self._partial = b""
         if lines:
             self._deliver(lines)
-        if len(data) < EAGER_BYTES:
+        if self._batch and len(data) < EAGER_BYTES:
             self._pause()
 
     def _pause(self) -> None:
@@ -104,9 +172,7 @@ class LogPipe(asyncio.SubprocessProtocol):
             pipe.resume_reading()
 
     def _pipe(self) -> _Pausable | None:
-        if self._transport is None:
-            return None
-        pipe = self._transport.get_pipe_transport(STDOUT)
+        pipe = self._reader
         return cast(_Pausable, pipe) if hasattr(pipe, "pause_reading") else None
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
@@ -133,7 +199,9 @@ class LogPipe(asyncio.SubprocessProtocol):
             self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        # every pipe is closed and the process is gone (some loops report only this)
-        for fut in (self.closed, self.exited):
+        # the process is gone (some loops report only this); the log pipe is not the
+        # transport's, so it ends on its own, unless it never was read
+        futs = (self.exited,) if self._reader is not None else (self.closed, self.exited)
+        for fut in futs:
             if not fut.done():
                 fut.set_result(None)

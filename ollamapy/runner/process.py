@@ -27,7 +27,7 @@ import aiohttp
 from ollamapy.errors import RunnerError
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.logs import kv
-from ollamapy.runner.logpipe import LogPipe
+from ollamapy.runner.logpipe import LogPipe, log_pipe
 
 log = logging.getLogger("ollamapy.runner")
 
@@ -219,16 +219,30 @@ class RunnerProcess:
         api_key = new_api_key()
         log.info("starting llama-server", extra={"kv": {"cmd": " ".join(argv)}})
         loop = asyncio.get_running_loop()
-        transport, pipe = await loop.subprocess_exec(
-            LogPipe,
-            *argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={**env, "LLAMA_API_KEY": api_key},
-            preexec_fn=die_with_parent(os.getpid()),
-            start_new_session=True,
-        )
+        r, w, batch = log_pipe()  # grown: a full pipe would stall llama-server (logpipe.py)
+        try:
+            transport, pipe = await loop.subprocess_exec(
+                lambda: LogPipe(batch),
+                *argv,
+                stdin=subprocess.DEVNULL,
+                stdout=w,
+                stderr=subprocess.STDOUT,
+                env={**env, "LLAMA_API_KEY": api_key},
+                preexec_fn=die_with_parent(os.getpid()),
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(r)
+            raise
+        finally:
+            os.close(w)
+        try:
+            await pipe.read_from(r)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(transport.get_pid(), signal.SIGKILL)
+            transport.close()
+            raise
         return cls(transport, pipe, argv, port, name, on_line, api_key=api_key)
 
     def _lines(self, raw: list[bytes]) -> None:
@@ -322,7 +336,8 @@ class RunnerProcess:
                     os.killpg(self.pid, signal.SIGKILL)
                 await self.wait()
         await self._drain()
-        self._transport.close()  # the pipe too, if the child left it open to a grandchild
+        self._pipe.close()  # if the child left the pipe open to a grandchild
+        self._transport.close()
 
 
 BIND_ATTEMPTS = 4
