@@ -109,6 +109,18 @@ def cold_ttft(url: str, body: dict) -> float:
     return dt
 
 
+def rendered_prompt(sup: Supervisor) -> str:
+    """PROMPT as one user message in the model's chat template, rendered by ollamapy's child:
+    what `/api/generate` sends it."""
+    key = child_api_key(sup.pid)
+    r = httpx.post(sup.child + "/apply-template", timeout=30,
+                   headers={"Authorization": f"Bearer {key}"} if key else {},
+                   json={"messages": [{"role": "user", "content": PROMPT}],
+                         "add_generation_prompt": True})
+    r.raise_for_status()
+    return str(r.json()["prompt"])
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
@@ -175,9 +187,11 @@ def ollamapy_server(parallel: int, module: str = "ollamapy.cli.main",
 
 
 @contextmanager
-def router_server(ollamapy_child: list[str]) -> Iterator[Supervisor]:
+def router_server(ollamapy_child: list[str], prompt: str) -> Iterator[Supervisor]:
     """`llama-server --models-dir DIR` (router mode), its child started with the speed flags of
-    ollamapy's child; its first request (timed: cold start) spawns the child."""
+    ollamapy's child; its first request (timed: cold start) spawns the child. `prompt`: what
+    ollamapy's cold request sent its child (the model's template around PROMPT), so both cold
+    starts evaluate the same tokens."""
     binary = ollamapy_child[0]
     flags: list[str] = []
     i = 1
@@ -201,7 +215,7 @@ def router_server(ollamapy_child: list[str]) -> Iterator[Supervisor]:
     try:
         wait_http(url + "/health")
         cold = cold_ttft(url + "/completion", {
-            "model": ROUTER_MODEL, "prompt": PROMPT, "stream": True, "n_predict": 1,
+            "model": ROUTER_MODEL, "prompt": prompt, "stream": True, "n_predict": 1,
             "temperature": 0})
         child, cmd = child_runner(proc.pid)
         yield Supervisor(url, child, cold, cmd, proc.pid)
@@ -331,10 +345,8 @@ async def measure(ol: Supervisor, rt: Supervisor, n: int) -> dict[str, Series]:
     # environment, as only its own user can); the router and its child ignore the header.
     key = child_api_key(ol.pid)
     auth = {"Authorization": f"Bearer {key}"} if key else {}
+    prompt = rendered_prompt(ol)
     async with aiohttp.ClientSession(connector=conn, headers=auth) as s:
-        async with s.post(ol.child + "/apply-template", json={
-                "messages": msgs, "add_generation_prompt": True}) as r:
-            prompt = (await r.json())["prompt"]
 
         def targets(tokens: int) -> dict[str, tuple[str, dict]]:
             fields = sampling.completion_fields(
@@ -555,7 +567,7 @@ def main() -> None:
     run = Run({}, {})
     for n in STREAMS:
         print(f"bench: {n} concurrent stream(s) ... (load {load()})", flush=True)
-        with ollamapy_server(n) as ol, router_server(ol.child_cmd) as rt:
+        with ollamapy_server(n) as ol, router_server(ol.child_cmd, rendered_prompt(ol)) as rt:
             run.cold[n] = (ol.cold_s, rt.cold_s)
             run.results[n] = asyncio.run(measure(ol, rt, n))
     text = (table(run, relay, relay_cpu, relay_ttft) + "\n\nTargets (issue 12):\n"

@@ -19,7 +19,9 @@ import httpx
 
 from bench.__main__ import MODEL, PROMPT, child_api_key, load, machine, ollamapy_server
 
-STEPS = [("client_send", "in", "client send (connect, request) -> first bytes in"),
+STEPS = [("client_send", "accepted", "client send -> connection accepted (aiohttp protocol)"),
+         ("accepted", "in", "accepted -> first request bytes in"),
+         ("client_send", "in", "= client send (connect, request) -> first bytes in"),
          ("in", "handler", "request bytes in -> handler (aiohttp, middlewares)"),
          ("handler", "body_read", "body read"),
          ("body_read", "decoded", "decode + validate"),

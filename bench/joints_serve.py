@@ -64,10 +64,17 @@ def around_sync(mod: ModuleType, attr: str, before: str = "", after: str = "") -
 
 def install() -> None:
     data_received = web_protocol.RequestHandler.data_received
+    connection_made = web_protocol.RequestHandler.connection_made
+
+    def accepted(self: web_protocol.RequestHandler, transport: Any) -> None:
+        cur.clear()
+        cur["accepted"] = now()
+        connection_made(self, transport)
+
+    web_protocol.RequestHandler.connection_made = accepted  # type: ignore[method-assign]
 
     def first_bytes(self: web_protocol.RequestHandler, data: bytes) -> None:
         if data[:4] == b"POST":
-            cur.clear()
             cur["in"] = now()
         data_received(self, data)
 

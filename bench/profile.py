@@ -34,6 +34,7 @@ from bench.__main__ import (
     load,
     machine,
     ollamapy_server,
+    rendered_prompt,
     router_server,
 )
 
@@ -64,7 +65,7 @@ def main(argv: list[str]) -> None:
     with contextlib.ExitStack() as stack:
         ol = stack.enter_context(ollamapy_server(
             1, module="bench.profiled_serve", extra_env={"BENCH_PROFILE_OUT": str(out)}))
-        rt = stack.enter_context(router_server(ol.child_cmd))
+        rt = stack.enter_context(router_server(ol.child_cmd, rendered_prompt(ol)))
         old = stack.enter_context(ollamapy_server(1, root=against)) if against else None
         c = stack.enter_context(httpx.Client(
             timeout=60, limits=httpx.Limits(max_keepalive_connections=0)))

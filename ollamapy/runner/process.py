@@ -238,10 +238,8 @@ class RunnerProcess:
             os.close(w)
         try:
             await pipe.read_from(r)
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(transport.get_pid(), signal.SIGKILL)
-            transport.close()
+        except BaseException:  # cancelled (shutdown, the waiter left) as it started
+            await asyncio.shield(_reap(transport, pipe))
             raise
         return cls(transport, pipe, argv, port, name, on_line, api_key=api_key)
 
@@ -338,6 +336,16 @@ class RunnerProcess:
         await self._drain()
         self._pipe.close()  # if the child left the pipe open to a grandchild
         self._transport.close()
+
+
+async def _reap(transport: asyncio.SubprocessTransport, pipe: LogPipe) -> None:
+    """Kill a child whose start failed half-way and wait until it is reaped (no zombie)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(transport.get_pid(), signal.SIGKILL)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(pipe.exited), STOP_GRACE_S)
+    pipe.close()
+    transport.close()
 
 
 BIND_ATTEMPTS = 4

@@ -146,6 +146,39 @@ async def test_cancelled_load_kills_and_reaps_the_child(tmp_path: Path):
     assert not psutil.pid_exists(pid), "the runner outlived its cancelled load (or a zombie)"
 
 
+async def test_a_start_cancelled_while_its_log_pipe_connects_reaps_the_child(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The child runs before its log pipe is read: a cancel in between (shutdown, the waiter
+    left) kills it and waits until it is reaped, not leaving it, or a zombie, behind."""
+    import psutil
+
+    from ollamapy.runner import logpipe
+
+    pid_file = tmp_path / "pid"
+    exe = script(tmp_path, f"echo $$ > {pid_file}\nexec sleep 60\n")
+    reading = asyncio.Event()
+
+    async def stuck(self: logpipe.LogPipe, fd: int) -> None:
+        os.close(fd)
+        reading.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(logpipe.LogPipe, "read_from", stuck)
+    task = asyncio.create_task(RunnerProcess.start(exe, [], port=free_port(),
+                                                   env=child_env(os.environ, tmp_path),
+                                                   name="fake"))
+    await asyncio.wait_for(reading.wait(), 10)
+    for _ in range(200):
+        if pid_file.exists() and pid_file.read_text().strip():
+            break
+        await asyncio.sleep(0.02)
+    pid = int(pid_file.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not psutil.pid_exists(pid), "the child outlived its cancelled start (or a zombie)"
+
+
 async def test_a_cancelled_waiter_does_not_stop_stop_from_killing(tmp_path: Path):
     """The scheduler cancels the task watching a runner's exit before it stops the runner at
     shutdown: that cancel must not make the runner look exited (it did once, and SIGTERM left
