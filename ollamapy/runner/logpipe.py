@@ -90,12 +90,15 @@ class _Pausable(Protocol):
 
 class LogPipe(asyncio.SubprocessProtocol):
     """The protocol of a child whose stdout (stderr merged in) is its log: a pipe of
-    `log_pipe`'s, whose read end `read_from` takes over. `batch`: pause between reads."""
+    `log_pipe`'s, whose read end `read_from` takes over. `can_batch`: the pipe is big enough
+    to pause between reads, which `batch` turns on (a loading runner's lines come at once: its
+    "listening" line is what tells the health poll to look now)."""
 
-    def __init__(self, batch: bool = True) -> None:
+    def __init__(self, can_batch: bool = True) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._batch = batch
+        self._can_batch = can_batch
+        self._batch = False
         self._on_lines: Callable[[list[bytes]], None] | None = None
         self._early: list[bytes] = []  # lines read before `attach`
         self._transport: asyncio.SubprocessTransport | None = None
@@ -105,6 +108,10 @@ class LogPipe(asyncio.SubprocessProtocol):
         self._resume: asyncio.TimerHandle | None = None
         self.exited: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()  # the pipe's EOF
+
+    def batch(self) -> None:
+        """From now on, pause after each small read (when the pipe allows it)."""
+        self._batch = self._can_batch
 
     async def read_from(self, fd: int) -> None:
         """Read the log from `fd`, the pipe's read end (owned from here on, closed with it)."""

@@ -179,6 +179,7 @@ class RunnerProcess:
         self.buffers: dict[tuple[str, str], int] = {}
         self.props: JsonObject = {}  # its /props, read once it is healthy
         self._on_line = on_line
+        self._listening = asyncio.Event()  # its log said it listens: poll /health now
         self._prefix = f"runner[{name}:{transport.get_pid()}]"
         pipe.attach(self._lines)
 
@@ -254,6 +255,8 @@ class RunnerProcess:
                 if buf is not None:
                     self.buffers[(buf[0], buf[1])] = buf[2]  # the last report wins
             log.log(runner_line_level(line), "%s %s", self._prefix, line)
+            if "listening on" in line:
+                self._listening.set()
             if self._on_line is not None:
                 self._on_line(line)
 
@@ -279,8 +282,9 @@ class RunnerProcess:
 
     async def wait_ready(self, session: aiohttp.ClientSession, *, stall_timeout: float,
                          progress: Callable[[], float] | None = None, poll: float = 0.02) -> None:
-        """Poll /health until 200. 503 (loading) is normal; fail when the process exits, or when
-        nothing has progressed for `stall_timeout` seconds (Ollama's stall rule)."""
+        """Poll /health until 200 (every `poll` seconds, and at once when its log says it
+        listens). 503 (loading) is normal; fail when the process exits, or when nothing has
+        progressed for `stall_timeout` seconds (Ollama's stall rule)."""
         last_progress_at = time.monotonic()
         # Without a progress callback, each new log line counts as load progress.
         progress = progress or (lambda: float(self.lines_seen))
@@ -293,6 +297,7 @@ class RunnerProcess:
             try:
                 async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
                     if r.status == 200:
+                        self._pipe.batch()  # loaded: its log is a trickle from now on
                         return
             except (TimeoutError, aiohttp.ClientError):
                 pass
@@ -306,7 +311,9 @@ class RunnerProcess:
                 detail = self.last_error() or "no output"
                 raise RunnerError(f"timed out waiting for llama runner to start after "
                                   f"{stall_timeout:g}s without progress - {detail}")
-            await asyncio.sleep(poll)
+            with contextlib.suppress(TimeoutError):  # `poll`, or less once it says it listens
+                await asyncio.wait_for(self._listening.wait(), poll)
+            self._listening.clear()
 
     def exit_message(self) -> str:
         code = self.returncode

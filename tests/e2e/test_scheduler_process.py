@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +28,42 @@ def script(tmp_path: Path, body: str) -> Path:
 async def start(binary: Path, tmp_path: Path) -> RunnerProcess:
     return await RunnerProcess.start(binary, [], port=free_port(), env=child_env(
         os.environ, tmp_path), name="fake")
+
+
+LISTENS_LATE = """
+import http.server, sys, time
+port = int(sys.argv[sys.argv.index("--port") + 1])
+time.sleep(0.5)  # loading: the health poll's first look finds nothing
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *a):
+        pass
+
+srv = http.server.HTTPServer(("127.0.0.1", port), H)
+print("0.00.500.000 I srv  llama_server: listening on http://127.0.0.1:%d" % port, flush=True)
+srv.serve_forever()
+"""
+
+
+async def test_the_listening_line_ends_the_health_polls_wait(tmp_path: Path):
+    """The poll looks again as soon as the runner's log says it listens, not a poll interval
+    later (the interval here is 10 s: waiting it out would fail the test)."""
+    exe = tmp_path / "fake-llama-server"
+    exe.write_text(f"#!{sys.executable}\n{LISTENS_LATE}")
+    exe.chmod(0o755)
+    proc = await start(exe, tmp_path)
+    try:
+        t0 = time.monotonic()
+        async with aiohttp.ClientSession() as s:
+            await asyncio.wait_for(proc.wait_ready(s, stall_timeout=30, poll=10.0), 8)
+        assert time.monotonic() - t0 < 8
+    finally:
+        await proc.stop()
 
 
 async def test_exit_during_load_reports_status_and_last_error(tmp_path: Path):

@@ -62,10 +62,11 @@ async def test_a_burst_of_lines_never_finds_the_pipe_full_and_every_line_arrives
         pytest.skip("fs.pipe-max-size or the pipe quota keeps pipes small here: no batching")
     try:
         transport, pipe = await loop.subprocess_exec(
-            lambda: LogPipe(batch=True), sys.executable, "-c", BURST,
+            lambda: LogPipe(can_batch=True), sys.executable, "-c", BURST,
             stdin=subprocess.DEVNULL, stdout=w, stderr=subprocess.STDOUT)
     finally:
         os.close(w)
+    pipe.batch()
     await pipe.read_from(r)
     got: list[bytes] = []
     pipe.attach(got.extend)
@@ -91,16 +92,22 @@ class _FakeReader:
         return False
 
 
-@pytest.mark.parametrize("batch", [True, False])
-async def test_it_pauses_between_small_reads_only_when_batching(batch: bool) -> None:
-    pipe = LogPipe(batch)
+@pytest.mark.parametrize("can_batch", [True, False])
+async def test_it_pauses_between_small_reads_only_once_batching_and_when_it_can(
+        can_batch: bool) -> None:
+    """A loading runner's log is read at once (its "listening" line ends the health poll's
+    wait); from `batch()` on, small reads are followed by a pause, if the pipe is big."""
+    pipe = LogPipe(can_batch)
     reader = _FakeReader()
     pipe._reader = reader  # type: ignore[assignment]
     got: list[bytes] = []
     pipe.attach(got.extend)
+    pipe.pipe_data_received(1, b"0.00.000.900 I loading\n")
+    assert reader.paused == 0  # not batching yet: a load
+    pipe.batch()
     pipe.pipe_data_received(1, b"0.00.001.000 I a\n0.00.001.001 I b")
     pipe.pipe_data_received(1, b"\n")
-    assert got == [b"0.00.001.000 I a", b"0.00.001.001 I b"]
-    assert reader.paused == (1 if batch else 0)  # one pause per batch window
+    assert got == [b"0.00.000.900 I loading", b"0.00.001.000 I a", b"0.00.001.001 I b"]
+    assert reader.paused == (1 if can_batch else 0)  # one pause per batch window
     pipe.pipe_connection_lost(1, None)
     assert pipe.closed.done()
