@@ -343,9 +343,9 @@ def plan_split(layer_sizes: Sequence[int], local_gpus: Sequence[GpuDevice],
     local = local_targets(local_gpus, reserve, gpu_overhead)
     if mode != "workers":
         counts, cpu = _pack_suffix(sizes, local)
-        fits_locally = sum(sizes[:cpu]) <= cpu_free
-        if mode == "local" or not workers or fits_locally:
-            if not fits_locally:
+        local_ok = sum(sizes[:cpu]) <= cpu_free
+        if mode == "local" or not workers or local_ok:
+            if not local_ok:
                 raise PlacementError(_too_large(sizes, local, cpu_free, workers))
             return _plan(local, counts, cpu, total, ())
     wtargets, warnings = worker_targets(workers, reserve)
@@ -361,6 +361,15 @@ def plan_split(layer_sizes: Sequence[int], local_gpus: Sequence[GpuDevice],
                              + ("; left out: " + ", ".join(f"RPC worker {w.endpoint} ({w.error})"
                                                            for w in down) if down else ""))
     return _plan(targets, counts, cpu, total, warnings)
+
+
+def fits_locally(layer_sizes: Sequence[int], local_gpus: Sequence[GpuDevice], *,
+                 cpu_free: int, reserve: int = 0, gpu_overhead: int = 0) -> bool:
+    """`plan_split`'s own test in auto mode: this host's GPUs, then its RAM for the leading
+    layers they leave, hold the model (so no worker gets a layer; none need be asked)."""
+    sizes = list(layer_sizes)
+    _, cpu = _pack_suffix(sizes, local_targets(local_gpus, reserve, gpu_overhead))
+    return sum(sizes[:cpu]) <= cpu_free
 
 
 def _plan(targets: Sequence[Target], counts: Sequence[int], cpu: int, total: int,

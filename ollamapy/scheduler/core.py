@@ -854,7 +854,7 @@ class Scheduler:
                 log.info("offload decision", extra=kv(**decision_fields(placement, opts)))
                 # auto: make room locally first (as before); workers when nothing is left to
                 # evict. A model pinned to workers evicts only if it does not fit with them.
-                if wants_workers(r.spec, placement, inv) and not (
+                if wants_workers(r.spec, r.facts, inv, self.settings) and not (
                         allow_evict and r.spec.placement == "auto"):
                     try:
                         rpc = await self._plan_rpc(r, r.facts, inv, held or {})

@@ -27,6 +27,7 @@ from ollamapy.placement.rpc import (
     SplitPlan,
     WorkerInfo,
     WorkerSpec,
+    fits_locally,
     layer_sizes,
     placement_request,
     plan_split,
@@ -242,15 +243,21 @@ def estimate_options(spec: RunnerSpec, settings: Settings) -> EstimateOptions:
         num_gpu=spec.num_gpu, gpu_overhead=settings.gpu_overhead)
 
 
-def wants_workers(spec: RunnerSpec, placement: Placement | None, inv: Inventory) -> bool:
+def wants_workers(spec: RunnerSpec, facts: ModelFacts | None, inv: Inventory,
+                  settings: Settings) -> bool:
     """Does this load consult the RPC workers? Never for `placement local` or without workers;
     always when pinned (`placement workers` / `rpc_workers`); in auto only when the model does
-    not fit this host (so a model that fits locally never touches a worker)."""
+    not fit this host's GPUs and RAM, by `plan_split`'s own test (a model that fits locally
+    never touches a worker, and no load waits on worker queries whose answers go unused)."""
     if spec.placement == "local" or not spec.rpc_workers:
         return False
     if spec.placement == "workers":
         return True
-    return placement is not None and not fits(placement, inv)
+    if facts is None:
+        return False
+    sizes, reserve = split_inputs(facts, spec, settings)
+    return not fits_locally(sizes, inv.gpus, cpu_free=inv.system.free, reserve=reserve,
+                            gpu_overhead=settings.gpu_overhead)
 
 
 def split_inputs(facts: ModelFacts, spec: RunnerSpec, settings: Settings) -> tuple[list[int], int]:

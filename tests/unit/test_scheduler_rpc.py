@@ -90,23 +90,35 @@ def test_spec_carries_placement_and_validates_it() -> None:
 def test_a_model_that_fits_locally_stays_local() -> None:
     i = inv(48 * GiB)  # CPU host, RAM holds 3.1 GiB easily
     s, spec = spec_for(TWO, {}, i)
-    p = place(FACTS, i, estimate_options(spec, s))
-    assert not wants_workers(spec, p, i)
+    assert not wants_workers(spec, FACTS, i, s)
     gpu = inv(48 * GiB, 8 * GiB)
     s, spec = spec_for(TWO, {}, gpu)
-    assert not wants_workers(spec, place(FACTS, gpu, estimate_options(spec, s)), gpu)
+    assert not wants_workers(spec, FACTS, gpu, s)
+
+
+def test_a_model_split_over_a_small_gpu_and_ram_asks_no_worker() -> None:
+    """Part on a 1 GiB GPU, the rest in 48 GiB of RAM: plan_split keeps such a model local,
+    so the workers are not asked either (each query can take seconds, answered for nothing)."""
+    i = inv(48 * GiB, 1 * GiB)
+    s, spec = spec_for(TWO, {}, i)
+    assert not place(FACTS, i, estimate_options(spec, s)).estimate.fully_loaded
+    assert not wants_workers(spec, FACTS, i, s)
+    plan, _ = split_plan(FACTS, spec, i, [worker(1, 8 * GiB), worker(2, 8 * GiB)], s)
+    assert not plan.uses_workers  # what the answers would have decided
 
 
 def test_does_not_fit_locally_or_pinned_uses_workers() -> None:
     small = inv(1 * GiB)  # 1 GiB of RAM: the 3.1 GiB model does not fit here
     s, spec = spec_for(TWO, {}, small)
-    assert wants_workers(spec, place(FACTS, small, estimate_options(spec, s)), small)
-    _, pinned = spec_for(TWO, {"placement": "workers"}, inv(48 * GiB))
-    assert wants_workers(pinned, None, inv(48 * GiB))
-    _, local = spec_for(TWO, {"placement": "local"}, small)
-    assert not wants_workers(local, None, small)
-    _, unconfigured = spec_for({}, {"placement": "workers"}, small)
-    assert not wants_workers(unconfigured, None, small)
+    assert wants_workers(spec, FACTS, small, s)
+    plan, _ = split_plan(FACTS, spec, small, [worker(1, 8 * GiB), worker(2, 8 * GiB)], s)
+    assert plan.uses_workers
+    s, pinned = spec_for(TWO, {"placement": "workers"}, inv(48 * GiB))
+    assert wants_workers(pinned, None, inv(48 * GiB), s)
+    s, local = spec_for(TWO, {"placement": "local"}, small)
+    assert not wants_workers(local, FACTS, small, s)
+    s, unconfigured = spec_for({}, {"placement": "workers"}, small)
+    assert not wants_workers(unconfigured, FACTS, small, s)
 
 
 def test_local_gpu_plus_two_workers_argv() -> None:
