@@ -209,13 +209,14 @@ def check_counts(data: JsonObject, lim: Caps) -> None:
         raise LimitExceeded(f"too many messages: {n_msgs} (limit {lim.max_messages}, "
                             "OLLAMAPY_MAX_MESSAGES)")
     images = _count_images(data.get("images"))
-    for m in msgs if isinstance(msgs, list) else ():
+    inputs = data.get("input")  # Responses: input items carry content parts too
+    for m in [*(msgs if isinstance(msgs, list) else ()),
+              *(inputs if isinstance(inputs, list) else ())]:
         if isinstance(m, dict):
             images += _count_images(m.get("images")) + _count_image_parts(m.get("content"))
     if images > lim.max_images:
         raise LimitExceeded(f"too many images: {images} (limit {lim.max_images}, "
                             "OLLAMAPY_MAX_IMAGES)")
-    inputs = data.get("input")
     n_inputs = len(inputs) if isinstance(inputs, list) else 0
     if n_inputs > lim.max_embed_inputs:
         raise LimitExceeded(f"too many inputs: {n_inputs} (limit {lim.max_embed_inputs}, "

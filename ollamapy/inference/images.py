@@ -18,9 +18,11 @@ from collections.abc import Sequence
 
 from ollamapy.errors import BadRequest
 
-MAX_IMAGES = 32  # per request
+# How many images one request may carry is OLLAMAPY_MAX_IMAGES, checked where the body is
+# decoded (api/decode.py); the work of decoding them is bounded here, by pixels.
 MAX_IMAGE_BYTES = 32 << 20  # decoded size of one image
 MAX_PIXELS = 40_000_000  # width x height of one image (about 6300 x 6300)
+MAX_REQUEST_PIXELS = 4 * MAX_PIXELS  # all images of one request together
 PASS_THROUGH = frozenset({"PNG", "JPEG"})
 
 
@@ -31,13 +33,9 @@ def decode_base64(img: str) -> bytes:
         raise BadRequest("illegal base64 data in image") from None
 
 
-def check_count(n: int) -> None:
-    if n > MAX_IMAGES:
-        raise BadRequest(f"too many images: {n} (at most {MAX_IMAGES} per request)")
-
-
-def to_runner_image(data: bytes) -> bytes:
-    """PNG/JPEG bytes unchanged, anything else Pillow reads re-encoded as PNG."""
+def to_runner_image(data: bytes, budget: list[int] | None = None) -> bytes:
+    """PNG/JPEG bytes unchanged, anything else Pillow reads re-encoded as PNG. `budget`: the
+    request's pixels left ([n]), taken from before any pixel is decoded."""
     if len(data) > MAX_IMAGE_BYTES:
         raise BadRequest(f"image is too large: {len(data)} bytes "
                          f"(at most {MAX_IMAGE_BYTES} bytes)")
@@ -51,6 +49,11 @@ def to_runner_image(data: bytes) -> bytes:
                 if w * h > MAX_PIXELS:
                     raise BadRequest(f"image is too large: {w}x{h} pixels "
                                      f"(at most {MAX_PIXELS} pixels)")
+                if budget is not None:
+                    budget[0] -= w * h
+                    if budget[0] < 0:
+                        raise BadRequest("images are too large together: more than "
+                                         f"{MAX_REQUEST_PIXELS} pixels in one request")
                 fmt = img.format or ""
                 img.load()
                 if fmt in PASS_THROUGH:
@@ -73,13 +76,13 @@ def to_runner_image(data: bytes) -> bytes:
 def prepare(images: Sequence[str], convert: bool = True) -> list[str]:
     """Base64 images -> base64 images the runner decodes (`convert` False: only checked to be
     base64, for a model that will refuse images anyway)."""
-    check_count(len(images))
     out: list[str] = []
+    budget = [MAX_REQUEST_PIXELS]
     for img in images:
         data = decode_base64(img)
         if not convert:
             out.append(img)
             continue
-        conv = to_runner_image(data)
+        conv = to_runner_image(data, budget)
         out.append(img if conv is data else base64.b64encode(conv).decode("ascii"))
     return out

@@ -45,6 +45,19 @@ def test_images_are_counted_across_messages_and_content_parts() -> None:
         decode(ChatRequest, body, SMALL)
 
 
+def test_responses_input_images_count_too() -> None:
+    """OLLAMAPY_MAX_IMAGES is the one count of images for every API: the Responses API carries
+    them in `input` items, not messages."""
+    from ollamapy.api.responses import ResponsesRequest
+
+    part = {"type": "input_image", "image_url": "data:image/png;base64,aGk="}
+    body = json.dumps({"model": "m", "input": [
+        {"role": "user", "content": [part, {"type": "input_text", "text": "t"}, part]},
+        {"role": "user", "content": [part]}]}).encode()
+    with pytest.raises(LimitExceeded, match="too many images: 3"):
+        decode(ResponsesRequest, body, SMALL)
+
+
 def test_too_many_embed_inputs() -> None:
     with pytest.raises(LimitExceeded, match="too many inputs: 4"):
         decode(EmbedRequest, json.dumps({"model": "m", "input": ["a"] * 4}).encode(), SMALL)

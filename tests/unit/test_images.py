@@ -15,6 +15,7 @@ import pytest
 from aiohttp import ClientSession
 from PIL import Image
 
+from ollamapy.api.decode import Caps
 from ollamapy.errors import BadRequest
 from ollamapy.inference import images
 from tests.fake_runner import FakeRunner, FakeScheduler, FakeStore, fake_model, inference_app
@@ -58,9 +59,14 @@ def test_undecodable_and_bad_base64_are_400() -> None:
         images.prepare([b64(encoded("PNG", (64, 64))[:60])])
 
 
-def test_limits() -> None:
-    with pytest.raises(BadRequest, match="too many images"):
-        images.prepare([b64(encoded("PNG"))] * (images.MAX_IMAGES + 1))
+def test_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    # all of a request's images share one pixel budget, spent from each header before decoding
+    monkeypatch.setattr(images, "MAX_REQUEST_PIXELS", 2 * 64 * 64)
+    two = images.prepare([b64(encoded("PNG", (64, 64)))] * 2)
+    assert len(two) == 2
+    with pytest.raises(BadRequest, match="too large together"):
+        images.prepare([b64(encoded("PNG", (64, 64)))] * 3)
+    monkeypatch.undo()
     # a few kilobytes that claim 100 megapixels: refused from the header, never decoded
     bomb = encoded("PNG", (10_000, 10_000), "1")
     assert len(bomb) < 100_000
@@ -176,8 +182,8 @@ async def test_image_errors_through_the_routes(rig: tuple[str, FakeRunner]) -> N
             "model": "vision", "messages": [{"role": "user", "content": "x",
                                              "images": [b64(b"GIF89a garbage")]}]})
         assert bad.status_code == 400 and bad.json() == {"error": "image could not be decoded"}
-        many = await h.post(url + "/api/generate", json={
-            "model": "vision", "prompt": "x", "images": [WEBP] * (images.MAX_IMAGES + 1)})
+        many = await h.post(url + "/api/generate", json={  # OLLAMAPY_MAX_IMAGES
+            "model": "vision", "prompt": "x", "images": [WEBP] * (Caps().max_images + 1)})
         assert many.status_code == 400 and "too many images" in many.json()["error"]
         novision = await h.post(url + "/api/chat", json={
             "model": "text", "messages": [{"role": "user", "content": "x", "images": [WEBP]}]})
