@@ -3,8 +3,10 @@
 llama-server writes each log line in up to three pieces (timestamp, level letter, message), and
 ~21 lines per request at the verbosity ollamapy runs it with: read as they came, that was most
 of ~68 event-loop wake-ups per request (strace), many of them between the upstream POST and the
-first token. Here the pipe is read once, then paused for BATCH_S while the kernel's pipe buffer
-collects the next pieces, so a burst of lines costs one wake-up.
+first token. Here, once the runner is ready, the pipe is read once, then paused for BATCH_S
+while the kernel's pipe buffer collects the next pieces, so a burst of lines costs one wake-up.
+While it loads, its lines are read as they come: its "listening" line ends the health poll's
+wait (process.py).
 
 The pause must never fill the pipe: this llama.cpp logs through a bounded queue whose callers
 (its compute and HTTP threads) block when it is full, and its log thread blocks on a full pipe.
