@@ -27,7 +27,7 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 BATCH_S = 0.05
 # A read this large means the log is busy (a burst, a debug log under load): read on at once.
@@ -80,6 +80,11 @@ class _Reader(asyncio.Protocol):
         self._owner.pipe_connection_lost(STDOUT, exc)
 
 
+def _close_made(made: asyncio.Future[tuple[asyncio.ReadTransport, Any]]) -> None:
+    if not made.cancelled() and made.exception() is None:
+        made.result()[0].close()
+
+
 class _Pausable(Protocol):
     """A pipe's read transport (uvloop's are not asyncio.ReadTransport subclasses)."""
 
@@ -116,12 +121,17 @@ class LogPipe(asyncio.SubprocessProtocol):
         self._batch = self._can_batch
 
     async def read_from(self, fd: int) -> None:
-        """Read the log from `fd`, the pipe's read end (owned from here on, closed with it)."""
-        f = os.fdopen(fd, "rb", buffering=0)
+        """Read the log from `fd`, the pipe's read end (owned from here on, closed with it).
+
+        The connect is shielded: cancelled half-way, uvloop closes the fd itself and the file
+        object would close it again (a number that may belong to a new socket by then). So a
+        cancel lets the reader be made, and closes it then."""
+        f = os.fdopen(fd, "rb", buffering=0)  # the reader's, and with it the fd, once made
+        made = asyncio.ensure_future(self._loop.connect_read_pipe(lambda: _Reader(self), f))
         try:
-            transport, _ = await self._loop.connect_read_pipe(lambda: _Reader(self), f)
-        except BaseException:
-            f.close()
+            transport, _ = await asyncio.shield(made)
+        except asyncio.CancelledError:
+            made.add_done_callback(_close_made)
             raise
         self._reader = transport
 

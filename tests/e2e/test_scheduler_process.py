@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -214,6 +215,57 @@ async def test_a_start_cancelled_while_its_log_pipe_connects_reaps_the_child(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not psutil.pid_exists(pid), "the child outlived its cancelled start (or a zombie)"
+
+
+CANCEL_STARTS = """
+import asyncio, os, sys
+from pathlib import Path
+import psutil
+from ollamapy.runner.process import RunnerProcess, child_env, free_port
+
+exe, tmp = Path(sys.argv[1]), Path(sys.argv[2])
+
+async def main():
+    def start():
+        return RunnerProcess.start(exe, [], port=free_port(), env=child_env(os.environ, tmp),
+                                   name="x")
+
+    await (await start()).stop(grace=1)  # the loop's own child watcher is open from here on
+    fds = len(os.listdir("/proc/self/fd"))
+    for i in range(36):  # cancelled at every step of a start, one loop turn later each time
+        t = asyncio.create_task(start())
+        for _ in range(i % 6):
+            await asyncio.sleep(0)
+        t.cancel()
+        try:
+            await (await t).stop(grace=1)
+        except asyncio.CancelledError:
+            pass
+    await asyncio.sleep(0.3)
+    print("fds", len(os.listdir("/proc/self/fd")) - fds,
+          "children", len(psutil.Process().children(recursive=True)))
+
+if sys.argv[3] == "uvloop":
+    import uvloop
+    uvloop.run(main())
+else:
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_starts_cancelled_at_any_step_leave_no_fd_and_no_child(tmp_path: Path, loop: str):
+    """uvloop closes a read pipe's fd itself when its connect is cancelled: closing the file
+    object too was EBADF, or closed whatever had taken that number meanwhile. No fd is left
+    open and no child is left running, on either loop."""
+    if loop == "uvloop":
+        pytest.importorskip("uvloop", reason="uvloop is what `ollamapy serve` runs on")
+    exe = script(tmp_path, "echo 'srv llama_server: listening on x'\nexec sleep 30\n")
+    out = subprocess.run([sys.executable, "-c", CANCEL_STARTS, str(exe), str(tmp_path), loop],
+                         capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["fds", "0", "children", "0"]
 
 
 async def test_a_cancelled_waiter_does_not_stop_stop_from_killing(tmp_path: Path):
