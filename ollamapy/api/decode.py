@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import json
 import os
 import re
@@ -210,8 +211,8 @@ def check_counts(data: JsonObject, lim: Caps) -> None:
                             "OLLAMAPY_MAX_MESSAGES)")
     images = _count_images(data.get("images"))
     inputs = data.get("input")  # Responses: input items carry content parts too
-    for m in [*(msgs if isinstance(msgs, list) else ()),
-              *(inputs if isinstance(inputs, list) else ())]:
+    for m in itertools.chain(msgs if isinstance(msgs, list) else (),
+                             inputs if isinstance(inputs, list) else ()):
         if isinstance(m, dict):
             images += _count_images(m.get("images")) + _count_image_parts(m.get("content"))
     if images > lim.max_images:

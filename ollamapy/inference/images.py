@@ -33,9 +33,24 @@ def decode_base64(img: str) -> bytes:
         raise BadRequest("illegal base64 data in image") from None
 
 
-def to_runner_image(data: bytes, budget: list[int] | None = None) -> bytes:
+class PixelBudget:
+    """What is left of one request's MAX_REQUEST_PIXELS, spent from each image's header."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, pixels: int) -> None:
+        self.left = pixels
+
+    def spend(self, pixels: int) -> None:
+        self.left -= pixels
+        if self.left < 0:
+            raise BadRequest("images are too large together: more than "
+                             f"{MAX_REQUEST_PIXELS} pixels in one request")
+
+
+def to_runner_image(data: bytes, budget: PixelBudget | None = None) -> bytes:
     """PNG/JPEG bytes unchanged, anything else Pillow reads re-encoded as PNG. `budget`: the
-    request's pixels left ([n]), taken from before any pixel is decoded."""
+    request's pixels left, spent before any pixel is decoded."""
     if len(data) > MAX_IMAGE_BYTES:
         raise BadRequest(f"image is too large: {len(data)} bytes "
                          f"(at most {MAX_IMAGE_BYTES} bytes)")
@@ -50,10 +65,7 @@ def to_runner_image(data: bytes, budget: list[int] | None = None) -> bytes:
                     raise BadRequest(f"image is too large: {w}x{h} pixels "
                                      f"(at most {MAX_PIXELS} pixels)")
                 if budget is not None:
-                    budget[0] -= w * h
-                    if budget[0] < 0:
-                        raise BadRequest("images are too large together: more than "
-                                         f"{MAX_REQUEST_PIXELS} pixels in one request")
+                    budget.spend(w * h)
                 fmt = img.format or ""
                 img.load()
                 if fmt in PASS_THROUGH:
@@ -77,7 +89,7 @@ def prepare(images: Sequence[str], convert: bool = True) -> list[str]:
     """Base64 images -> base64 images the runner decodes (`convert` False: only checked to be
     base64, for a model that will refuse images anyway)."""
     out: list[str] = []
-    budget = [MAX_REQUEST_PIXELS]
+    budget = PixelBudget(MAX_REQUEST_PIXELS)
     for img in images:
         data = decode_base64(img)
         if not convert:

@@ -105,7 +105,6 @@ def upstream_error(status: int, text: str) -> OllamaError:
 
 
 NOT_POOLED = "this model does not produce pooled embeddings"
-CONNECT_TIMEOUT_S = sse_stream.CONNECT_TIMEOUT_S
 
 
 def _dumps(body: Mapping[str, Any]) -> str:
@@ -167,7 +166,8 @@ class RunnerClient:
             except sse_stream.StreamError:
                 if proto.received:
                     raise
-        return await sse_stream.open_stream(self._host, self._port, request, CONNECT_TIMEOUT_S)
+        return await sse_stream.open_stream(self._host, self._port, request,
+                                           sse_stream.CONNECT_TIMEOUT_S)
 
     def __repr__(self) -> str:
         return f"RunnerClient({self.base_url!r})"
@@ -186,7 +186,7 @@ class RunnerClient:
         request = self._request(path, _dumps(body).encode())
         try:
             status, raw = await sse_stream.fetch(self._host, self._port, request,
-                                                 CONNECT_TIMEOUT_S)
+                                                 sse_stream.CONNECT_TIMEOUT_S)
         except sse_stream.StreamError as e:
             raise RunnerConnectionError(f"llama runner connection error: {e}") from None
         if status != 200:

@@ -33,7 +33,6 @@ BATCH_S = 0.05
 # A read this large means the log is busy (a burst, a debug log under load): read on at once.
 EAGER_BYTES = 16 * 1024
 MAX_LINE = 64 * 1024
-STDOUT = 1
 # The pipe's buffer: ~10,000 lines, what llama-server logs in seconds of a busy burst.
 PIPE_BYTES = 1 << 20
 MIN_BATCH_PIPE = 256 * 1024  # a smaller pipe is read eagerly (no pause)
@@ -71,13 +70,13 @@ class _Reader(asyncio.Protocol):
         self._owner = owner
 
     def data_received(self, data: bytes) -> None:
-        self._owner.pipe_data_received(STDOUT, data)
+        self._owner.received(data)
 
     def eof_received(self) -> bool:
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._owner.pipe_connection_lost(STDOUT, exc)
+        self._owner.ended()
 
 
 def _close_made(made: asyncio.Future[tuple[asyncio.ReadTransport, Any]]) -> None:
@@ -156,9 +155,8 @@ class LogPipe(asyncio.SubprocessProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.SubprocessTransport, transport)
 
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if fd != STDOUT:
-            return
+    def received(self, data: bytes) -> None:
+        """Bytes from the log pipe (its reader's data_received)."""
         buf = self._partial + data if self._partial else data
         lines = buf.split(b"\n")
         self._partial = lines.pop()
@@ -194,9 +192,8 @@ class LogPipe(asyncio.SubprocessProtocol):
         pipe = self._reader
         return cast(_Pausable, pipe) if hasattr(pipe, "pause_reading") else None
 
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if fd != STDOUT:
-            return
+    def ended(self) -> None:
+        """The log pipe's end: every writer closed it (its reader's connection_lost)."""
         if self._resume is not None:
             self._resume.cancel()
             self._resume = None

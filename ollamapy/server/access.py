@@ -44,6 +44,7 @@ def recorder(settings: Settings) -> Recorder | None:
     level = LEVELS.get(settings.access_log)
     if level is None:
         return None
+
     def record(request: web.Request, status: int, seconds: float) -> None:
         if log.isEnabledFor(level):
             log.log(level, "request", extra=kv(**fields(

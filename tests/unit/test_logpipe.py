@@ -102,12 +102,12 @@ async def test_it_pauses_between_small_reads_only_once_batching_and_when_it_can(
     pipe._reader = reader  # type: ignore[assignment]
     got: list[bytes] = []
     pipe.attach(got.extend)
-    pipe.pipe_data_received(1, b"0.00.000.900 I loading\n")
+    pipe.received(b"0.00.000.900 I loading\n")
     assert reader.paused == 0  # not batching yet: a load
     pipe.batch()
-    pipe.pipe_data_received(1, b"0.00.001.000 I a\n0.00.001.001 I b")
-    pipe.pipe_data_received(1, b"\n")
+    pipe.received(b"0.00.001.000 I a\n0.00.001.001 I b")
+    pipe.received(b"\n")
     assert got == [b"0.00.000.900 I loading", b"0.00.001.000 I a", b"0.00.001.001 I b"]
     assert reader.paused == (1 if can_batch else 0)  # one pause per batch window
-    pipe.pipe_connection_lost(1, None)
+    pipe.ended()
     assert pipe.closed.done()
