@@ -17,10 +17,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 
 from ollamapy.errors import BadRequest, OllamaError, PromptTooLong, RunnerAuthError, RunnerError
 from ollamapy.inference.events import FLUSH, Flush
 from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.jsoncodec import strict_dumps
 from ollamapy.runner import sse_stream
 from ollamapy.runner.spare import SpareConnection
 
@@ -43,15 +45,29 @@ _COMPLETION_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
+_orjson_loads = orjson.loads
 # The C scanner json.loads ends in (typeshed types its argument as the scanner class itself).
 _scan_json: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
     json.JSONDecoder())  # type: ignore[arg-type]
 
 
 def sse_event(line: bytes) -> JsonObject:
-    """`data: {...}` -> the object, as strict as json.loads(line[6:]) but without its per-call
-    detours (bytes encoding detection, slicing, two whitespace regexes): this runs once per
-    generated token. Anything but one JSON object is a ValueError."""
+    """`data: {...}` -> the object; anything but one JSON object is a ValueError. This runs
+    once per generated token: orjson parses it (no copy of the line), and what orjson
+    refuses goes to `_sse_event_stdlib`, so exactly what json.loads(line[6:]) takes is
+    taken (NaN, say) and errors keep its words."""
+    try:
+        obj = _orjson_loads(memoryview(line)[6:])
+    except ValueError:  # orjson.JSONDecodeError is one
+        return _sse_event_stdlib(line)
+    if not isinstance(obj, dict):
+        raise ValueError("event is not a JSON object")
+    return obj
+
+
+def _sse_event_stdlib(line: bytes) -> JsonObject:
+    """`sse_event` by the stdlib's C scanner, without json.loads's per-call detours (bytes
+    encoding detection, slicing, two whitespace regexes)."""
     text = line.decode()  # llama-server sends UTF-8; a bad byte is a ValueError, as in loads
     start = 6
     if text[start:start + 1].isspace():
@@ -111,7 +127,7 @@ def _dumps(body: Mapping[str, Any]) -> str:
     """The JSON we send: strict, so a NaN/Infinity a client slipped in (Python's parser accepts
     them) becomes a 400 here instead of invalid JSON that llama-server answers with a 500."""
     try:
-        return json.dumps(body, allow_nan=False)
+        return strict_dumps(body)
     except ValueError:
         raise BadRequest("invalid JSON: NaN and Infinity are not valid JSON numbers") from None
 

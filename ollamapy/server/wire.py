@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from ollamapy import jsoncodec
 from ollamapy.errors import ClientClosed, OllamaError, RunnerError
 from ollamapy.inference.events import Event, Flush, close_stream
 from ollamapy.server.middleware import STREAM_RESPONSE, openai_error_body
@@ -27,45 +27,18 @@ NDJSON = "application/x-ndjson"
 EVENT_STREAM = "text/event-stream"
 SSE_DONE = b"data: [DONE]\n\n"
 
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-
-
-def _make_encode() -> Callable[[Any], str]:
-    """`_encoder.encode`, minus the C encoder it builds on every call (JSONEncoder.iterencode
-    does): built once here, with the same settings. Runs once per streamed chunk. No
-    circular-reference markers: everything encoded here is built fresh per chunk (a cycle
-    would still end in RecursionError, not a hang)."""
-    if _c_make_encoder is None:  # not CPython's C accelerator
-        return _encoder.encode
-    c_encode = _c_make_encoder(None, _encoder.default, json.encoder.encode_basestring, None,
-                               ":", ",", False, False, True)
-    join = "".join
-    encode_str = _encoder.encode
-
-    def encode(obj: Any) -> str:
-        if isinstance(obj, str):
-            return encode_str(obj)
-        return join(c_encode(obj, 0))
-
-    return encode
-
-
-_encode = _make_encode()
-
-
-def dumps(obj: Any) -> bytes:
-    return _encode(obj).encode()
+dumps = jsoncodec.dumps
 
 
 def ndjson(obj: Any) -> bytes:
-    return _encode(obj).encode() + b"\n"
+    return dumps(obj) + b"\n"
 
 
 def sse(obj: Any) -> bytes:
     """One SSE `data:` event (a str is sent as is, e.g. `[DONE]`)."""
-    data = obj if isinstance(obj, str) else _encode(obj)
-    return b"data: " + data.encode() + b"\n\n"
+    if isinstance(obj, str):
+        return b"data: " + obj.encode() + b"\n\n"
+    return b"data: " + dumps(obj) + b"\n\n"
 
 
 def json_response(obj: Any, status: int = 200) -> web.Response:

@@ -12,6 +12,7 @@ import json
 import secrets
 from typing import Any
 
+from ollamapy import jsoncodec
 from ollamapy.api.anthropic import (
     ContentBlock,
     CountTokensRequest,
@@ -350,7 +351,7 @@ class MessageStream:
 
 def sse_bytes(events: list[SSEEvent]) -> bytes:
     """`event:` and `data:` lines, one blank line after each event."""
-    return b"".join(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+    return b"".join(b"event: " + name.encode() + b"\ndata: " + jsoncodec.dumps(data) + b"\n\n"
                     for name, data in events)
 
 

@@ -12,6 +12,7 @@ import secrets
 import time
 from typing import Any, cast
 
+from ollamapy import jsoncodec
 from ollamapy.api.inference import Message, Think, Tool, ToolCall, ToolCallFunction, ToolFunction
 from ollamapy.api.openai import EFFORT
 from ollamapy.api.responses import FunctionTool, InputContent, InputItem, ResponsesRequest
@@ -447,4 +448,5 @@ class ResponseStream:
 
 
 def sse_bytes(events: list[JsonObject]) -> bytes:
-    return b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
+    return b"".join(b"event: " + str(e["type"]).encode() + b"\ndata: " + jsoncodec.dumps(e)
+                    + b"\n\n" for e in events)

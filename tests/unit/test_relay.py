@@ -318,6 +318,9 @@ def test_sse_reading_pauses_while_lines_wait() -> None:
 
 
 def test_sse_event_is_as_strict_as_json_loads() -> None:
+    """orjson parses the events; what it refuses falls back to the stdlib path, so exactly
+    what json.loads takes is taken (NaN, a lone surrogate escape) and the rest is a
+    ValueError."""
     import pytest
 
     from ollamapy.runner.client import sse_event
@@ -325,22 +328,38 @@ def test_sse_event_is_as_strict_as_json_loads() -> None:
     ev = b'data: {"content":" w\\u00f6rld","tokens":[1917],"stop":false}'
     assert sse_event(ev) == json.loads(ev[6:])
     assert sse_event(b'data:  {"a": 1}  ') == {"a": 1}
-    for bad in (b'data: {"a": 1} x', b"data: ", b"data: [1]", b'data: {"a":', b"data: \xff"):
+    for taken in (b'data: {"p": NaN}', b'data: {"c": "\\ud800"}'):
+        assert repr(sse_event(taken)) == repr(json.loads(taken[6:]))
+    for bad in (b'data: {"a": 1} x', b"data: ", b"data: [1]", b'data: {"a":', b"data: \xff",
+                b'data: "text"'):
         with pytest.raises(ValueError):
             sse_event(bad)
 
 
-def test_wire_encoder_matches_the_stdlib_encoder() -> None:
-    """wire's prebuilt C encoder writes exactly what JSONEncoder(ensure_ascii=False,
-    compact) writes, NaN included, and still refuses what it cannot encode."""
+def test_wire_encoder_writes_strict_compact_json() -> None:
+    """wire.dumps (every response body and streamed chunk) writes compact UTF-8 JSON that
+    parses back to what was given; NaN and infinities become null (valid JSON, where the
+    stdlib wrote NaN); what orjson refuses (an integer past 64 bits, a non-str key) is
+    written by the stdlib encoder; what nothing can encode is a TypeError."""
     import pytest
 
     from ollamapy.server import wire
 
-    ref = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+    def strict(raw: bytes) -> object:
+        def no_constant(name: str) -> object:
+            raise AssertionError(f"invalid JSON constant {name}")
+        return json.loads(raw, parse_constant=no_constant)
+
     for obj in ({"model": "m", "response": ' wörld \u2028 "q"\n', "done": False},
-                {"a": [1, 2.5, None, True, {"b": "x"}], "c": float("nan"), "d": 1e300},
-                "text", 5, [], {}):
-        assert wire.dumps(obj) == ref.encode(obj).encode()
+                {"a": [1, 2.5, None, True, {"b": "x"}], "d": 1e300, "e": -0.0},
+                "text", 5, [], {}, {"big": 2 ** 70, "n": [-(2 ** 64)]}):
+        assert strict(wire.dumps(obj)) == obj
+    assert wire.dumps({"a": [1, "x"], "b": {"c": None}}) == b'{"a":[1,"x"],"b":{"c":null}}'
+    assert "ö".encode() in wire.dumps({"x": "ö"})  # UTF-8, not \\u escapes
+    assert wire.dumps({1: "a"}) == b'{"1":"a"}'  # the stdlib's way with an int key
+    assert strict(wire.dumps({"c": float("nan"), "i": [float("inf")]})) == {"c": None,
+                                                                              "i": [None]}
+    assert wire.ndjson({"a": 1}) == b'{"a":1}\n'
+    assert wire.sse({"a": 1}) == b'data: {"a":1}\n\n' and wire.sse("[DONE]") == wire.SSE_DONE
     with pytest.raises(TypeError):
         wire.dumps({"x": object()})

@@ -184,7 +184,7 @@ def test_text_stream_sequence() -> None:
     # each event is its own `event:`/`data:` pair
     raw = tr.sse_bytes(seq).decode()
     assert raw.startswith("event: message_start\ndata: {")
-    assert raw.count("\n\n") == len(seq) and raw.endswith('data: {"type": "message_stop"}\n\n')
+    assert raw.count("\n\n") == len(seq) and raw.endswith('data: {"type":"message_stop"}\n\n')
 
 
 def test_thinking_then_text_then_tool_stream() -> None:

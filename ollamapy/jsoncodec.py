@@ -1,0 +1,58 @@
+"""The JSON writer of every response body and streamed chunk: orjson, with the stdlib's encoder
+behind it for what orjson refuses.
+
+orjson runs once per streamed chunk at 2-3x the stdlib's speed (bench/RESULTS.md, fifth round:
+relay capacity +40 %). What it refuses, an integer past 64 bits (a model's tool-call
+arguments can hold one) or a key that is not a string, is written by the stdlib encoder with
+the same compact, UTF-8 settings. A NaN or infinity becomes `null`, as JavaScript's
+JSON.stringify writes it: valid JSON for every client, where the stdlib wrote `NaN`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+
+
+def _make_encode(*, allow_nan: bool) -> Callable[[Any], str]:
+    """A compact JSONEncoder's `encode` (UTF-8 when NaN is allowed, ASCII when not), minus the
+    C encoder JSONEncoder.iterencode builds on every call: built once here. No
+    circular-reference markers: what is encoded here is built fresh per response or request
+    from parsed JSON (a cycle still ends in RecursionError, not a hang)."""
+    encoder = json.JSONEncoder(ensure_ascii=not allow_nan, separators=(",", ":"),
+                               allow_nan=allow_nan)
+    if _c_make_encoder is None:  # not CPython's C accelerator
+        return encoder.encode
+    strings = (json.encoder.encode_basestring if allow_nan
+               else json.encoder.encode_basestring_ascii)
+    c_encode = _c_make_encoder(None, encoder.default, strings, None, ":", ",", False, False,
+                               allow_nan)
+    join = "".join
+    encode_str = encoder.encode
+
+    def encode(obj: Any) -> str:
+        if isinstance(obj, str):
+            return encode_str(obj)
+        return join(c_encode(obj, 0))
+
+    return encode
+
+
+_stdlib_encode = _make_encode(allow_nan=True)
+strict_dumps = _make_encode(allow_nan=False)
+"""ASCII JSON that refuses NaN and infinities (ValueError): what ollamapy sends llama-server,
+which answers such a number with a 500."""
+_orjson_dumps = orjson.dumps
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON; TypeError for what nothing can encode."""
+    try:
+        return _orjson_dumps(obj)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return _stdlib_encode(obj).encode()
