@@ -551,6 +551,11 @@ def main() -> None:
 
         joints_main(sys.argv[2:])
         return
+    if sys.argv[1:2] == ["floor"]:
+        from bench.floor import main as floor_main
+
+        floor_main(sys.argv[2:])
+        return
     if sys.argv[1:2] == ["profile"]:
         from bench.profile import main as profile_main
 

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from ollamapy.server import keys, middleware
 from ollamapy.server.routes import inference
+from ollamapy.server.serve import run_on_server_loop
 from tests.fake_runner import FakeRunner, FakeScheduler, FakeStore, fake_model
 
 
@@ -43,7 +44,7 @@ def main(argv: list[str]) -> None:
     if kind == "upstream":
         asyncio.run(run_upstream(port, int(argv[2])))
     else:
-        asyncio.run(run_proxy(port, argv[2]))
+        run_on_server_loop(run_proxy(port, argv[2]))  # the loop `ollamapy serve` runs on
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import asyncio
 import logging
 import signal
 import socket
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -92,13 +94,18 @@ def _sockets(site: web.BaseSite) -> list[socket.socket]:
     return list(getattr(server, "sockets", None) or [])
 
 
-def run(settings: Settings) -> None:
-    """Serve on uvloop where it is installed: measured ~1-4 ms less time-to-first-token per
-    proxied request than the default loop (bench/RESULTS.md); the default loop otherwise."""
+def run_on_server_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` on uvloop where it is installed: measured ~1-4 ms less time-to-first-token
+    per proxied request than the default loop (bench/RESULTS.md); the default loop otherwise.
+    The bench's relay rig runs on it too, so it measures the loop users get."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings))
+        asyncio.run(main)
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(settings))
+        runner.run(main)
+
+
+def run(settings: Settings) -> None:
+    run_on_server_loop(serve(settings))
