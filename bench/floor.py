@@ -2,15 +2,22 @@
 do (bench/floor_proxy.py: read the request, send it on over a connection opened ahead, write
 the upstream's bytes back unparsed) next to ollamapy's and the router's, each against its own
 child, in N paired interleaved rounds. If the floor alone adds more than the router, no
-aiohttp-based supervisor can match the router at 1 stream, whatever it does per request."""
+aiohttp-based supervisor can match the router at 1 stream, whatever it does per request. The
+pipe's own joints (medians) are printed after: compare them with `python -m bench joints`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -70,8 +77,10 @@ def main(argv: list[str]) -> None:
         rt = stack.enter_context(router_server(ol.child_cmd, prompt))
         child = urlsplit(ol.child)
         port = free_port()
+        joints_out = Path(tempfile.mkdtemp(prefix="ollamapy-floor-")) / "joints.json"
         proc = subprocess.Popen([sys.executable, "-m", "bench.floor_proxy", str(port),
-                                 str(child.hostname), str(child.port)], cwd=ROOT)
+                                 str(child.hostname), str(child.port), str(joints_out)],
+                                cwd=ROOT)
         stack.callback(stop, proc)
         floor = f"http://127.0.0.1:{port}"
         wait_http(floor + "/")
@@ -90,6 +99,12 @@ def main(argv: list[str]) -> None:
             "rcompletion": (rt.url + "/completion", {"model": ROUTER_MODEL, **direct}),
         }
         res = asyncio.run(rounds(urls, auth, n))
+        os.kill(proc.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 10
+        while not joints_out.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.2)
+        joints = json.loads(joints_out.read_text()) if joints_out.exists() else {}
     print(f"\n1 stream, {n} paired rounds; TTFT overhead = median over rounds of (proxied - "
           "its own child direct), ms:")
     for k, (label, _kind, paired) in PATHS.items():
@@ -101,4 +116,7 @@ def main(argv: list[str]) -> None:
                   f"  (IQR {q[2] - q[0]:.2f})")
         else:
             print(f"  {label:40s} TTFT {s.ttft_ms():7.2f}")
+    print("\nthe bare pipe's own joints, medians (ms):")
+    for label, ms in joints.items():
+        print(f"  {ms:7.3f}  {label}" if ms is not None else f"     --    {label}")
     print(f"\nbench floor: done (load {load()})")
