@@ -1,5 +1,5 @@
-"""The JSON writer of every response body and streamed chunk: orjson, with the stdlib's encoder
-behind it for what orjson refuses.
+"""The JSON writer of every response body and streamed chunk (`dumps`): orjson, with the
+stdlib's encoder behind it for what orjson refuses; and `strict_dumps` for llama-server.
 
 orjson runs once per streamed chunk at 2-3x the stdlib's speed (bench/RESULTS.md, fifth round:
 relay capacity +40 %). What it refuses, an integer past 64 bits (a model's tool-call
@@ -19,17 +19,17 @@ import orjson
 _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 
 
-def _make_encode(*, allow_nan: bool) -> Callable[[Any], str]:
-    """A compact JSONEncoder's `encode` (UTF-8 when NaN is allowed, ASCII when not), minus the
-    C encoder JSONEncoder.iterencode builds on every call: built once here. No
+def _make_encode(*, ascii_only: bool, allow_nan: bool) -> Callable[[Any], str]:
+    """A compact JSONEncoder's `encode`, minus the C encoder JSONEncoder.iterencode builds on
+    every call: built once here. No
     circular-reference markers: what is encoded here is built fresh per response or request
     from parsed JSON (a cycle still ends in RecursionError, not a hang)."""
-    encoder = json.JSONEncoder(ensure_ascii=not allow_nan, separators=(",", ":"),
+    encoder = json.JSONEncoder(ensure_ascii=ascii_only, separators=(",", ":"),
                                allow_nan=allow_nan)
     if _c_make_encoder is None:  # not CPython's C accelerator
         return encoder.encode
-    strings = (json.encoder.encode_basestring if allow_nan
-               else json.encoder.encode_basestring_ascii)
+    strings = (json.encoder.encode_basestring_ascii if ascii_only
+               else json.encoder.encode_basestring)
     c_encode = _c_make_encoder(None, encoder.default, strings, None, ":", ",", False, False,
                                allow_nan)
     join = "".join
@@ -43,10 +43,11 @@ def _make_encode(*, allow_nan: bool) -> Callable[[Any], str]:
     return encode
 
 
-_stdlib_encode = _make_encode(allow_nan=True)
-strict_dumps = _make_encode(allow_nan=False)
-"""ASCII JSON that refuses NaN and infinities (ValueError): what ollamapy sends llama-server,
-which answers such a number with a 500."""
+_stdlib_encode = _make_encode(ascii_only=False, allow_nan=True)
+strict_dumps = _make_encode(ascii_only=True, allow_nan=False)
+"""What ollamapy sends llama-server: JSON that refuses NaN and infinities (ValueError;
+llama-server answers such a number with a 500), ASCII so that a lone surrogate a client's
+JSON escaped stays escaped."""
 _orjson_dumps = orjson.dumps
 
 

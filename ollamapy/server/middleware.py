@@ -17,6 +17,7 @@ from aiohttp.typedefs import Middleware
 from ollamapy.api.anthropic import anthropic_error_body, anthropic_status
 from ollamapy.errors import OllamaError, PayloadTooLarge
 from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.jsoncodec import dumps
 from ollamapy.logs import kv
 
 log = logging.getLogger("ollamapy.server")
@@ -26,17 +27,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STREAM_RESPONSE = web.RequestKey("stream_response", web.StreamResponse)
 
 
-def _json_body(obj: JsonObject) -> bytes:
-    # wire.py's one JSON encoder; imported here, not at the top: wire imports this module
-    from ollamapy.server.wire import dumps
-
-    return dumps(obj)
-
-
 def error_response(status: int, message: str) -> web.Response:
     return web.Response(
         status=status,
-        body=_json_body({"error": message}),
+        body=dumps({"error": message}),
         content_type="application/json",
         charset="utf-8",
     )
@@ -50,13 +44,13 @@ def openai_error_body(status: int, message: str) -> JsonObject:
 
 def openai_error_response(status: int, message: str) -> web.Response:
     body = openai_error_body(status, message)
-    return web.Response(status=status, body=_json_body(body),
+    return web.Response(status=status, body=dumps(body),
                         content_type="application/json", charset="utf-8")
 
 
 def anthropic_error_response(status: int, message: str) -> web.Response:
     body = anthropic_error_body(status, message)
-    return web.Response(status=anthropic_status(status), body=_json_body(body),
+    return web.Response(status=anthropic_status(status), body=dumps(body),
                         content_type="application/json", charset="utf-8")
 
 

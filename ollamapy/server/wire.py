@@ -15,9 +15,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ollamapy import jsoncodec
 from ollamapy.errors import ClientClosed, OllamaError, RunnerError
 from ollamapy.inference.events import Event, Flush, close_stream
+from ollamapy.jsoncodec import dumps
 from ollamapy.server.middleware import STREAM_RESPONSE, openai_error_body
 
 log = logging.getLogger("ollamapy.server.wire")
@@ -26,9 +26,6 @@ DISCONNECT_POLL_S = 0.05
 NDJSON = "application/x-ndjson"
 EVENT_STREAM = "text/event-stream"
 SSE_DONE = b"data: [DONE]\n\n"
-
-dumps = jsoncodec.dumps
-
 
 def ndjson(obj: Any) -> bytes:
     return dumps(obj) + b"\n"

@@ -337,12 +337,13 @@ def test_sse_event_is_as_strict_as_json_loads() -> None:
 
 
 def test_wire_encoder_writes_strict_compact_json() -> None:
-    """wire.dumps (every response body and streamed chunk) writes compact UTF-8 JSON that
+    """jsoncodec.dumps (every response body and streamed chunk) writes compact UTF-8 JSON that
     parses back to what was given; NaN and infinities become null (valid JSON, where the
     stdlib wrote NaN); what orjson refuses (an integer past 64 bits, a non-str key) is
     written by the stdlib encoder; what nothing can encode is a TypeError."""
     import pytest
 
+    from ollamapy import jsoncodec
     from ollamapy.server import wire
 
     def strict(raw: bytes) -> object:
@@ -353,13 +354,13 @@ def test_wire_encoder_writes_strict_compact_json() -> None:
     for obj in ({"model": "m", "response": ' wörld \u2028 "q"\n', "done": False},
                 {"a": [1, 2.5, None, True, {"b": "x"}], "d": 1e300, "e": -0.0},
                 "text", 5, [], {}, {"big": 2 ** 70, "n": [-(2 ** 64)]}):
-        assert strict(wire.dumps(obj)) == obj
-    assert wire.dumps({"a": [1, "x"], "b": {"c": None}}) == b'{"a":[1,"x"],"b":{"c":null}}'
-    assert "ö".encode() in wire.dumps({"x": "ö"})  # UTF-8, not \\u escapes
-    assert wire.dumps({1: "a"}) == b'{"1":"a"}'  # the stdlib's way with an int key
-    assert strict(wire.dumps({"c": float("nan"), "i": [float("inf")]})) == {"c": None,
+        assert strict(jsoncodec.dumps(obj)) == obj
+    assert jsoncodec.dumps({"a": [1, "x"], "b": {"c": None}}) == b'{"a":[1,"x"],"b":{"c":null}}'
+    assert "ö".encode() in jsoncodec.dumps({"x": "ö"})  # UTF-8, not \\u escapes
+    assert jsoncodec.dumps({1: "a"}) == b'{"1":"a"}'  # the stdlib's way with an int key
+    assert strict(jsoncodec.dumps({"c": float("nan"), "i": [float("inf")]})) == {"c": None,
                                                                               "i": [None]}
     assert wire.ndjson({"a": 1}) == b'{"a":1}\n'
     assert wire.sse({"a": 1}) == b'data: {"a":1}\n\n' and wire.sse("[DONE]") == wire.SSE_DONE
     with pytest.raises(TypeError):
-        wire.dumps({"x": object()})
+        jsoncodec.dumps({"x": object()})

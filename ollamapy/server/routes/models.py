@@ -39,10 +39,11 @@ from ollamapy.errors import BadRequest, InsufficientStorage, InternalError, NotF
 from ollamapy.gguf import GGUFError, model_info
 from ollamapy.gofmt import format_time
 from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.jsoncodec import dumps
 from ollamapy.logs import kv
 from ollamapy.modelfile import parameter_lines, render_model
 from ollamapy.server import keys
-from ollamapy.server.wire import dumps, ndjson
+from ollamapy.server.wire import ndjson
 from ollamapy.store import quantize
 from ollamapy.store import store as st
 from ollamapy.store.create import CreateSpec, create_model, model_blob

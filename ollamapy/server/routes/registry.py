@@ -22,12 +22,13 @@ from ollamapy.api.decode import decode_request
 from ollamapy.api.registry import ProgressResponse, PullRequest, PushRequest
 from ollamapy.errors import BadRequest, InternalError, OllamaError
 from ollamapy.inference.jsontypes import JsonObject
+from ollamapy.jsoncodec import dumps
 from ollamapy.logs import kv
 from ollamapy.registry import auth
 from ollamapy.registry.service import Emit
 from ollamapy.server.middleware import error_response
 from ollamapy.server.services import PullPush
-from ollamapy.server.wire import dumps, ndjson
+from ollamapy.server.wire import ndjson
 from ollamapy.store.names import ModelName
 
 log = logging.getLogger("ollamapy.registry")

@@ -8,10 +8,10 @@ from aiohttp import web
 
 from ollamapy.api.ps import ProcessDevice, ProcessModel, ProcessResponse
 from ollamapy.gofmt import format_time
+from ollamapy.jsoncodec import dumps
 from ollamapy.scheduler import RunnerStatus
 from ollamapy.server.routes.models import details_of
 from ollamapy.server.services import LoadedModels
-from ollamapy.server.wire import dumps
 
 
 def process_model(s: RunnerStatus) -> ProcessModel:
