@@ -11,6 +11,7 @@ JSON.stringify writes it: valid JSON for every client, where the stdlib wrote `N
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -51,9 +52,23 @@ JSON escaped stays escaped."""
 _orjson_dumps = orjson.dumps
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_surrogates(text: str) -> str:
+    """`text` with each surrogate code point (a lone UTF-16 half: valid pairs are already one
+    code point in a str) replaced by U+FFFD, as Go's encoding/json does."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def dumps(obj: Any) -> bytes:
-    """Compact UTF-8 JSON; TypeError for what nothing can encode."""
+    """Compact UTF-8 JSON; TypeError for what nothing can encode. A lone surrogate in a
+    string (which UTF-8 cannot carry) is written as U+FFFD."""
     try:
         return _orjson_dumps(obj)
     except TypeError:  # orjson.JSONEncodeError is one
-        return _stdlib_encode(obj).encode()
+        text = _stdlib_encode(obj)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return replace_surrogates(text).encode()

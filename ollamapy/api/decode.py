@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from ollamapy import jsoncodec
 from ollamapy.errors import BadRequest, LimitExceeded, PayloadTooLarge
 from ollamapy.inference.jsontypes import JsonObject
 
@@ -74,6 +75,8 @@ def _describe(cls: type[BaseModel], e: ValidationError) -> str:
     loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
     if err["type"] == "missing":
         return f"missing required field {loc!r}"
+    if err["type"] == "json_invalid":  # what Python's parser takes and pydantic's does not
+        return f"invalid JSON: {err.get('ctx', {}).get('error', err['msg'])}"
     go_type = next((g for prefix, g in _GO_TYPES if err["type"].startswith(prefix)), "value")
     return (f"json: cannot unmarshal {json_kind(err.get('input'))} into Go struct field "
             f"{cls.__name__}.{loc} of type {go_type}")
@@ -288,4 +291,26 @@ def _decode(cls: type[M], body: bytes, limits: Caps | None) -> M:
     try:
         return cls.model_validate_json(body, strict=True)
     except ValidationError as e:
+        if e.errors()[0]["type"] != "json_invalid":
+            raise BadRequest(_describe(cls, e)) from None
+    # Python's parser took it and pydantic's did not: a lone UTF-16 surrogate escape
+    # ("\ud800"), which Go's decoder (Ollama) reads as U+FFFD. So does this; a string
+    # holding a surrogate could not be written back out as UTF-8 either.
+    body = json.dumps(_without_lone_surrogates(json.loads(body)), ensure_ascii=False).encode()
+    try:
+        return cls.model_validate_json(body, strict=True)
+    except ValidationError as e:
         raise BadRequest(_describe(cls, e)) from None
+
+
+def _without_lone_surrogates(v: Any) -> Any:
+    """`v` (parsed JSON, depth already bounded by the first parse) with every surrogate code
+    point in its strings and keys replaced by U+FFFD."""
+    if isinstance(v, str):
+        return jsoncodec.replace_surrogates(v)
+    if isinstance(v, list):
+        return [_without_lone_surrogates(x) for x in v]
+    if isinstance(v, dict):
+        return {jsoncodec.replace_surrogates(k): _without_lone_surrogates(x)
+                for k, x in v.items()}
+    return v

@@ -37,3 +37,17 @@ def test_bad_bodies_are_400_with_go_wording(body, message):
 def test_null_leaves_zero_value_and_unknown_fields_are_ignored():
     r = decode(Req, b'{"model": "m", "n": null, "extra": 1}')
     assert (r.model, r.n) == ("m", 0)
+
+
+def test_lone_surrogate_escapes_read_as_replacement_characters():
+    """Python's parser takes a lone UTF-16 surrogate escape, pydantic's refuses it, and UTF-8
+    cannot carry it back out: Go's decoder (Ollama's) reads it as U+FFFD, and so does this,
+    in values and keys at any depth. A valid pair stays one character."""
+    r = decode(Req, b'{"model": "a\\ud800b", "opts": {"k\\udc00": ["\\udbff", 1]}}')
+    assert r.model == "a\ufffdb"
+    assert r.opts == {"k\ufffd": ["\ufffd", 1]}
+    assert decode(Req, b'{"model": "\\ud83d\\ude00"}').model == "\U0001f600"
+    # what is wrong besides is still refused in Go's words
+    with pytest.raises(BadRequest) as e:
+        decode(Req, b'{"model": "\\ud800", "n": "5"}')
+    assert e.value.message == "json: cannot unmarshal string into Go struct field Req.n of type int"

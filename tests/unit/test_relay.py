@@ -364,3 +364,8 @@ def test_wire_encoder_writes_strict_compact_json() -> None:
     assert wire.sse({"a": 1}) == b'data: {"a":1}\n\n' and wire.sse("[DONE]") == wire.SSE_DONE
     with pytest.raises(TypeError):
         jsoncodec.dumps({"x": object()})
+    # a lone surrogate (UTF-8 cannot carry one; orjson refuses it) is written as U+FFFD, as
+    # Go writes it, in a value and a key and beside a big int (the stdlib path)
+    assert strict(jsoncodec.dumps({"e": "a\ud800b", "k\udc00": [2 ** 70]})) == {
+        "e": "a\ufffdb", "k\ufffd": [2 ** 70]}
+    assert strict(jsoncodec.dumps({"e": "\U0001f600"})) == {"e": "\U0001f600"}
