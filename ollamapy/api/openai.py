@@ -196,7 +196,8 @@ def _format(rf: JsonObject | None) -> Any:
     if kind == "json_object":
         return "json"
     if kind == "json_schema":
-        schema = (rf.get("json_schema") or {}).get("schema")
+        wrapper = rf.get("json_schema")
+        schema = wrapper.get("schema") if isinstance(wrapper, dict) else None
         if not isinstance(schema, dict):
             raise BadRequest("invalid response_format: json_schema.schema must be an object")
         return schema

@@ -190,6 +190,19 @@ def test_strip_old_thinking_is_linear_on_a_megabyte_of_open_tags() -> None:
     assert out == [content], "strip_old_thinking did not finish within 30 s on 1 MB"
 
 
+@pytest.mark.parametrize("wrapper", [None, "x", 5, True, [5], [{}], {"schema": "x"}, {}])
+def test_openai_json_schema_that_is_not_an_object_is_400(wrapper: Any) -> None:
+    """`response_format.json_schema` of any other JSON kind is a 400 with the same words as a
+    missing one (it was an AttributeError: a 500 and a traceback)."""
+    rf: dict[str, Any] = {"type": "json_schema"}
+    if wrapper is not None:
+        rf["json_schema"] = wrapper
+    req = ChatCompletionRequest.model_validate({
+        "model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": rf})
+    with pytest.raises(BadRequest, match=r"json_schema\.schema must be an object"):
+        to_chat(req)
+
+
 def test_openai_translation() -> None:
     req = ChatCompletionRequest.model_validate({
         "model": "m", "max_tokens": 5, "stop": "x", "reasoning_effort": "minimal",
