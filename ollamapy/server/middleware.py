@@ -110,6 +110,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return render_exception(request, PayloadTooLarge(f"request body too large: {e.text}"))
     except web.HTTPException:
         raise
+    except ConnectionResetError:
+        # aiohttp's "Connection lost" from the body reader: the client closed or reset its
+        # side before its body was whole. Go's decoder (Ollama) answers "unexpected EOF";
+        # the client is often gone, so it is not worth more than a debug line.
+        log.debug("request body cut short", extra=kv(method=request.method, path=request.path))
+        return render_error(request, 400, "unexpected EOF")
     except Exception:
         log.exception("unhandled error", extra=kv(method=request.method, path=request.path))
         return render_error(request, 500, "internal server error")

@@ -139,3 +139,4 @@ async def test_blob_upload_is_not_limited_by_the_json_cap(client: TestClient) ->
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     r = await client.post(f"/api/blobs/{digest}", data=data)
     assert r.status == 201
+
