@@ -6,20 +6,22 @@ status dicts. Used by the HTTP route and by `python -m ollamapy.default_model --
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ollamapy import options as opts
-from ollamapy.errors import BadRequest, NotFound, OllamaError, StoreError
+from ollamapy.errors import BadRequest, LimitExceeded, NotFound, OllamaError, StoreError
 from ollamapy.gguf import GGUFError, human_number, read_gguf
 from ollamapy.gofmt import parse_param
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.store import store as st
 from ollamapy.store.digest import validate_digest
 from ollamapy.store.names import ModelName
+from ollamapy.template import gotemplate
 
 Progress = Callable[[JsonObject], None]
 
@@ -115,17 +117,45 @@ def _gguf_layer(store: st.ModelStore, digest: str,
     return {"mediaType": mt, "digest": d, "size": path.stat().st_size}, g
 
 
-def _text_layer(store: st.ModelStore, media: str, text: str, new: set[str]) -> JsonObject:
+def _text_layer(media: str, text: str, pending: dict[str, bytes]) -> JsonObject:
+    """A text layer, its bytes kept in `pending` until every check has passed (a refused
+    create writes nothing)."""
     data = text.encode()
-    d, created = store.write_blob(data)
-    if created:
-        new.add(d)
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    pending[d] = data
     return {"mediaType": media, "digest": d, "size": len(data)}
 
 
-def _json_layer(store: st.ModelStore, media: str, obj: Any, new: set[str]) -> JsonObject:
-    data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-    return _text_layer(store, media, data.decode(), new)
+def _json_layer(media: str, obj: Any, pending: dict[str, bytes]) -> JsonObject:
+    data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return _text_layer(media, data, pending)
+
+
+def check_template(source: str) -> None:
+    """A TEMPLATE that does not parse is refused at create, as Ollama does (400 `template
+    error: ...`): stored, it would fail every request to the model."""
+    try:
+        gotemplate.parse(source)
+    except gotemplate.TemplateError as e:
+        raise BadRequest(f"template error: {e}") from None
+
+
+def check_text_layers(layers: Sequence[Mapping[str, Any]], budget: int) -> None:
+    """Text layers the store would refuse to read back (ModelStore reads them all within one
+    `budget`, each within MAX_TEXT_LAYER_BYTES) are refused here: such a model could never
+    be shown or run."""
+    left = budget
+    for layer in layers:
+        if layer.get("mediaType") not in st.TEXT_MEDIA:
+            continue
+        size = int(layer.get("size") or 0)
+        if left <= 0 or size > min(left, st.MAX_TEXT_LAYER_BYTES):
+            kind = str(layer["mediaType"]).removeprefix(st.MEDIA_PREFIX)
+            raise LimitExceeded(
+                f"{kind} too large: a model's text layers (template, system, license, "
+                f"parameters, messages) may hold {budget} bytes in all and "
+                f"{st.MAX_TEXT_LAYER_BYTES} each (OLLAMAPY_MAX_TEXT_LAYER_BYTES)")
+        left -= size
 
 
 def create_model(store: st.ModelStore, name: ModelName, spec: CreateSpec, progress: Progress,
@@ -138,8 +168,12 @@ def create_model(store: st.ModelStore, name: ModelName, spec: CreateSpec, progre
         raise BadRequest("only one adapter is currently supported")
     params_req = check_params(spec.parameters or {})
 
+    if spec.template:
+        check_template(spec.template)
+
     layers: list[JsonObject] = []
     new: set[str] = set()
+    pending: dict[str, bytes] = {}
     config: JsonObject = {}
     base_params: JsonObject = {}
     with store.lock:
@@ -194,22 +228,26 @@ def create_model(store: st.ModelStore, name: ModelName, spec: CreateSpec, progre
 
         if spec.template is not None:
             replace((st.MEDIA_TEMPLATE, st.MEDIA_PROMPT),
-                    [_text_layer(store, st.MEDIA_TEMPLATE, spec.template, new)] if spec.template
+                    [_text_layer(st.MEDIA_TEMPLATE, spec.template, pending)] if spec.template
                     else [])
         if spec.system is not None:
             replace((st.MEDIA_SYSTEM,),
-                    [_text_layer(store, st.MEDIA_SYSTEM, spec.system, new)] if spec.system else [])
+                    [_text_layer(st.MEDIA_SYSTEM, spec.system, pending)] if spec.system else [])
         if spec.license is not None:
             replace((st.MEDIA_LICENSE,),
-                    [_text_layer(store, st.MEDIA_LICENSE, t, new) for t in spec.license if t])
+                    [_text_layer(st.MEDIA_LICENSE, t, pending) for t in spec.license if t])
         if spec.parameters is not None or base_params:
             merged = {**base_params, **params_req}
             replace((st.MEDIA_PARAMS,),
-                    [_json_layer(store, st.MEDIA_PARAMS, merged, new)] if merged else [])
+                    [_json_layer(st.MEDIA_PARAMS, merged, pending)] if merged else [])
         if spec.messages:
             msgs = [{"role": m.get("role", ""), "content": m.get("content", "")}
                     for m in spec.messages]
-            replace((st.MEDIA_MESSAGES,), [_json_layer(store, st.MEDIA_MESSAGES, msgs, new)])
+            replace((st.MEDIA_MESSAGES,), [_json_layer(st.MEDIA_MESSAGES, msgs, pending)])
+        check_text_layers(layers, st.text_budget())
+        for digest, data in pending.items():
+            if store.write_blob(data)[1]:
+                new.add(digest)
 
         for layer in layers:
             if not store.has_blob(layer["digest"]):

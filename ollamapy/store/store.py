@@ -56,6 +56,9 @@ MEDIA_SYSTEM = MEDIA_PREFIX + "system"
 MEDIA_PARAMS = MEDIA_PREFIX + "params"
 MEDIA_MESSAGES = MEDIA_PREFIX + "messages"
 MEDIA_LICENSE = MEDIA_PREFIX + "license"
+# the layers read as text (one budget for all: `text_budget`, each at most MAX_TEXT_LAYER_BYTES)
+TEXT_MEDIA = (MEDIA_TEMPLATE, MEDIA_PROMPT, MEDIA_SYSTEM, MEDIA_PARAMS, MEDIA_MESSAGES,
+              MEDIA_LICENSE)
 MEDIA_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MEDIA_CONFIG = "application/vnd.docker.container.image.v1+json"
 
@@ -376,13 +379,13 @@ class ModelStore:
         messages: list[JsonObject] = []
         # one budget for all text layers: thousands of license layers naming one big blob
         # must not make every /api/tags read it thousands of times (issue 11)
-        left = _text_budget()
+        left = text_budget()
 
         def read_text(digest: str) -> str:
             nonlocal left
             if left <= 0:
                 raise OllamaError(f"text layers of {e.name.display_shortest()} exceed "
-                                  f"{_text_budget()} bytes")
+                                  f"{text_budget()} bytes")
             text = self.read_blob_text(digest, min(left, MAX_TEXT_LAYER_BYTES))
             left -= len(text)
             return text
@@ -588,7 +591,7 @@ def _json_or(text: str, default: Any) -> Any:
         return default
 
 
-def _text_budget() -> int:
+def text_budget() -> int:
     from ollamapy.config import read_setting
 
     return int(read_setting("OLLAMAPY_MAX_TEXT_LAYER_BYTES"))

@@ -184,6 +184,52 @@ def test_create_errors(store: st.ModelStore, spec: CreateSpec, err: type, msg: s
     assert not (store.root / "manifests").exists()
 
 
+@pytest.mark.parametrize(("template", "msg"), [
+    ("{{ .Prompt ", "template error: unclosed action"),
+    ("{{ if }}", "template error: missing value for command"),
+    ("{{ if .System }}x", "template error: unexpected EOF in if"),
+])
+def test_create_refuses_a_template_that_does_not_parse(store: st.ModelStore, gguf_file: Path,
+                                                       template: str, msg: str) -> None:
+    """Ollama parses TEMPLATE at create (400 `template error: ...`); stored unparsed, it failed
+    every later request to the model, after loading it. Nothing is written."""
+    make(store, gguf_file, "base")
+    blobs = set(store.blobs_dir.iterdir())
+    with pytest.raises(BadRequest, match=msg):
+        create_model(store, ModelName.parse("child"), CreateSpec(from_="base",
+                                                                 template=template),
+                     lambda p: None)
+    assert set(store.blobs_dir.iterdir()) == blobs
+    assert store.find_manifest(ModelName.parse("child")) is None
+
+
+def test_create_refuses_text_layers_the_store_could_not_read_back(
+        store: st.ModelStore, gguf_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store reads a model's text layers within one budget (OLLAMAPY_MAX_TEXT_LAYER_BYTES)
+    and each within MAX_TEXT_LAYER_BYTES: create refuses what it could never read (a 400,
+    before any blob is written), so show/generate cannot be 500s on the model later. The
+    budget counts the base model's kept layers too."""
+    from ollamapy.errors import LimitExceeded
+
+    monkeypatch.setenv("OLLAMAPY_MAX_TEXT_LAYER_BYTES", "1000")
+    make(store, gguf_file, "base")
+    ok = CreateSpec(from_="base", system="s" * 400, license=["l" * 400])
+    create_model(store, ModelName.parse("fits"), ok, lambda p: None)
+    assert store.resolve("fits").system == "s" * 400
+    blobs = set(store.blobs_dir.iterdir())
+    for spec in (CreateSpec(from_="base", system="s" * 1001),
+                 CreateSpec(from_="base", license=["l" * 600, "m" * 600]),
+                 CreateSpec(from_="fits", template="t" * 300)):  # 400 + 400 kept + 300
+        with pytest.raises(LimitExceeded, match="too large: a model's text layers"):
+            create_model(store, ModelName.parse("big"), spec, lambda p: None)
+    assert set(store.blobs_dir.iterdir()) == blobs
+    assert store.find_manifest(ModelName.parse("big")) is None
+    monkeypatch.setattr(st, "MAX_TEXT_LAYER_BYTES", 500)  # each layer's own cap
+    with pytest.raises(LimitExceeded):
+        create_model(store, ModelName.parse("big"), CreateSpec(from_="base", system="s" * 600),
+                     lambda p: None)
+
+
 def test_create_rejects_non_gguf(store: st.ModelStore, tmp_path: Path) -> None:
     p = tmp_path / "x.bin"
     p.write_bytes(b"not a gguf at all")
