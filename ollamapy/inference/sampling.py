@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ollamapy.errors import BadRequest
+from ollamapy.inference import pattern_guard
 from ollamapy.inference.jsontypes import JsonObject
 
 INT32_MAX = 2**31 - 1
@@ -111,6 +112,7 @@ def format_fields(fmt: Any) -> JsonObject:
             json.dumps(fmt)
         except (TypeError, ValueError):
             raise BadRequest("invalid format") from None
+        pattern_guard.check_schema(fmt)
         return {"json_schema": fmt}
     shown = fmt if isinstance(fmt, str) else json.dumps(fmt)
     raise BadRequest(f'invalid format: "{shown}"; expected "json" or a valid JSON Schema object')
