@@ -94,6 +94,42 @@ async def test_truncation_keeps_system_and_last() -> None:
     assert "m0 " in full.text
 
 
+@pytest.mark.parametrize("template", [CHATML, None])
+async def test_truncation_bisects_to_ollamas_cut(template: Any) -> None:
+    """The kept suffix is the one Ollama's walk (newest to oldest, stop at the first that
+    does not fit) keeps, for every context size; found in log2(n) renders and tokenizes
+    instead of one per kept message (a GGUF-template model with 1,000 short messages took
+    55 s: each step is an /apply-template and a /tokenize round trip). Systems are kept."""
+    import asyncio
+    import math
+
+    n = 200
+    msgs = [msg("system", "rules")] + [
+        msg("user" if i % 2 == 0 else "assistant", f"m{i} " + "w " * (i % 7)) for i in range(n)]
+    msgs.append(msg("user", "final question"))
+    r0, _ = renderer(template)
+    sizes = {}  # start -> words of the rendered suffix (what the fake tokenizer counts)
+    for i in range(1, len(msgs)):
+        sub = [m for m in msgs[:i] if m.role == "system"] + msgs[i:]
+        text = (render_go(r0.template, sub, None, None) if r0.template is not None
+                else await r0.apply_template([m.model_dump() for m in sub], None, None))
+        sizes[i] = len(text.split())
+        await asyncio.sleep(0)  # a long synchronous stretch trips the loop watchdog
+    for num_ctx in (10, 50, 333, 700, 1000):
+        walk = len(msgs) - 1  # Ollama's walk, spelled out
+        for i in range(len(msgs) - 2, 0, -1):
+            if sizes[i] > num_ctx:
+                break
+            walk = i
+        r, calls = renderer(template)
+        p = await fit_messages(r, msgs, None, None, num_ctx, True)
+        assert p.text.startswith(("<|im_start|>system\nrules", "[system]rules"))
+        kept = [int(w[1:]) for w in p.text.replace("\n", " ").replace("]", " ").split()
+                if w[:1] == "m" and w[1:].isdigit()]
+        assert kept == list(range(walk - 1, n)), (num_ctx, walk, kept[:3])
+        assert len(calls) <= 1 + math.ceil(math.log2(len(msgs))), (num_ctx, len(calls))
+
+
 async def test_jinja_path_uses_apply_template() -> None:
     r, _ = renderer(None)
     p = await fit_messages(r, [msg("system", "s"), msg("user", "u")], None, None, 2048, True)
