@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ollamapy import OLLAMA_API_VERSION, __version__
+from ollamapy.server import wire
 
 VERSION_HEADER = "X-Ollamapy-Version"
 
@@ -18,13 +19,13 @@ async def root(request: web.Request) -> web.Response:
 
 
 async def version(request: web.Request) -> web.Response:
-    return web.json_response({"version": OLLAMA_API_VERSION})
+    return wire.json_response({"version": OLLAMA_API_VERSION})
 
 
 async def status(request: web.Request) -> web.Response:
     """Ollama's StatusHandler as a local server with cloud disabled answers it: ollamapy has no
     cloud models or web search, by its own configuration."""
-    return web.json_response({"cloud": {"disabled": True, "source": "config"}})
+    return wire.json_response({"cloud": {"disabled": True, "source": "config"}})
 
 
 async def _version_header(_request: web.Request, response: web.StreamResponse) -> None:
