@@ -296,7 +296,10 @@ def _decode(cls: type[M], body: bytes, limits: Caps | None) -> M:
     # Python's parser took it and pydantic's did not: a lone UTF-16 surrogate escape
     # ("\ud800"), which Go's decoder (Ollama) reads as U+FFFD. So does this; a string
     # holding a surrogate could not be written back out as UTF-8 either.
-    body = json.dumps(_without_lone_surrogates(json.loads(body)), ensure_ascii=False).encode()
+    try:
+        body = json.dumps(_without_lone_surrogates(json.loads(body)), ensure_ascii=False).encode()
+    except RecursionError:  # two frames a level here, where the parse took one
+        raise BadRequest("exceeded max depth") from None
     try:
         return cls.model_validate_json(body, strict=True)
     except ValidationError as e:

@@ -5,7 +5,7 @@ nested optional items. Bounded repetitions nested inside each other make that gr
 ambiguous, and its matcher tracks every way of splitting the text so far: one such pattern
 (`^((a{0,20}){0,20}){0,20}$`, ~30 bytes) kept llama-server's sampling loop busy for minutes
 on one token, ignoring the cancel, and so every other request to that model waited behind it.
-Measured per generated token here (bench-free probe, SmolLM2, 1 thread): two levels with a
+Measured per generated token here (llama-server alone, SmolLM2, 1 thread): two levels with a
 product of 2,500 took 0.9 s and 10,000 took 13 s; three levels with 125 took 0.4 s and 1,000
 took 13 s; four levels of 4 took 2.6 s. Unbounded loops (`(a*)*`) and a single level
 (`a{0,1000}`) stay fast: their rules are recursive, not expanded.
@@ -27,6 +27,9 @@ from ollamapy.errors import BadRequest
 # nesting depth of bounded repetitions -> the largest product of their maxima allowed
 MAX_PRODUCT = {1: 1 << 62, 2: 1024, 3: 64}
 MAX_DEPTH = max(MAX_PRODUCT)
+# The scan runs on the event loop (planning): its work is bounded by the patterns' length.
+# Real patterns are tens of bytes; llama-server's converter would choke on huge ones anyway.
+MAX_PATTERNS_CHARS = 32 * 1024
 
 Profile = dict[int, int]  # depth of nested bounded repetitions -> largest product at it
 
@@ -40,8 +43,8 @@ def _merge(into: Profile, other: Profile) -> None:
 def _repeat(inner: Profile, most: int) -> Profile:
     """The profile of `inner{.., most}` (most > 1, bounded)."""
     out: Profile = {1: most}
-    for d, p in inner.items():
-        _merge(out, {d + 1: min(p * most, 1 << 62)})
+    for d, p in inner.items():  # depths past MAX_DEPTH share one entry: the dict stays small
+        _merge(out, {min(d + 1, MAX_DEPTH + 1): min(p * most, 1 << 62)})
     return out
 
 
@@ -73,7 +76,7 @@ def _quantifier(pattern: str, i: int) -> tuple[int, int, bool]:
     elif c == "?":
         most, least, i = 1, 0, i + 1
     elif c == "{":
-        j = pattern.find("}", i)
+        j = pattern.find("}", i, i + 24)  # `{123,456}`: a short window, so the scan stays linear
         body = pattern[i + 1:j] if j > 0 else ""
         lo, comma, hi = body.partition(",")
         if j < 0 or not lo.strip().isdigit() or (hi.strip() and not hi.strip().isdigit()):
@@ -179,6 +182,12 @@ def _patterns(schema: Any) -> Iterator[str]:
 
 
 def check_schema(schema: Any) -> None:
-    """BadRequest for a schema with a pattern llama-server could not match in bounded time."""
+    """BadRequest for a schema with a pattern llama-server could not match in bounded time,
+    or with more pattern text than MAX_PATTERNS_CHARS."""
+    left = MAX_PATTERNS_CHARS
     for p in _patterns(schema):
+        left -= len(p)
+        if left < 0:
+            raise BadRequest(f"invalid format: the schema's patterns exceed {MAX_PATTERNS_CHARS} "
+                             "characters")
         check_pattern(p)

@@ -51,3 +51,7 @@ def test_lone_surrogate_escapes_read_as_replacement_characters():
     with pytest.raises(BadRequest) as e:
         decode(Req, b'{"model": "\\ud800", "n": "5"}')
     assert e.value.message == "json: cannot unmarshal string into Go struct field Req.n of type int"
+    # deep nesting on that path is a 400 too, never a RecursionError
+    deep = b'{"model": "\\ud800", "opts": ' + b'{"a": ' * 900 + b"1" + b"}" * 900 + b"}"
+    with pytest.raises(BadRequest):
+        decode(Req, deep)

@@ -69,3 +69,19 @@ def test_every_schema_pattern_is_checked_at_any_depth() -> None:
     fine = {"type": "object", "properties": {"pattern": {"type": "string",
                                                          "pattern": FAST[0]}}}
     assert format_fields(fine) == {"json_schema": fine}
+
+
+def test_hostile_patterns_cost_bounded_work() -> None:
+    """The scan runs while planning, on the event loop: nesting past the limit shares one
+    profile entry (not one per level), an unclosed `{` looks a short window ahead (not to the
+    end), and a schema carries at most MAX_PATTERNS_CHARS of pattern text."""
+    from ollamapy.inference.pattern_guard import MAX_DEPTH, MAX_PATTERNS_CHARS, check_schema
+
+    deep = "(" * 5000 + "a{2}" + "){2}" * 5000
+    assert len(repetition_profile(deep)) <= MAX_DEPTH + 1
+    with pytest.raises(BadRequest):
+        check_pattern(deep)
+    check_pattern("{" * 20_000 + "a")  # braces, no quantifier: passes
+    check_schema({"anyOf": [{"pattern": "a" * 1000}] * (MAX_PATTERNS_CHARS // 1000)})
+    with pytest.raises(BadRequest, match="patterns exceed"):
+        check_schema({"anyOf": [{"pattern": "a" * 1000}] * (MAX_PATTERNS_CHARS // 1000 + 1)})
