@@ -295,25 +295,13 @@ def _decode(cls: type[M], body: bytes, limits: Caps | None) -> M:
             raise BadRequest(_describe(cls, e)) from None
     # Python's parser took it and pydantic's did not: a lone UTF-16 surrogate escape
     # ("\ud800"), which Go's decoder (Ollama) reads as U+FFFD. So does this; a string
-    # holding a surrogate could not be written back out as UTF-8 either.
+    # holding a surrogate could not be written back out as UTF-8 either. Unescaped, JSON
+    # outside its strings is ASCII, so the whole text can be mended at once.
     try:
-        body = json.dumps(_without_lone_surrogates(json.loads(body)), ensure_ascii=False).encode()
-    except RecursionError:  # two frames a level here, where the parse took one
+        text = json.dumps(json.loads(body), ensure_ascii=False)
+    except RecursionError:
         raise BadRequest("exceeded max depth") from None
     try:
-        return cls.model_validate_json(body, strict=True)
+        return cls.model_validate_json(jsoncodec.replace_surrogates(text).encode(), strict=True)
     except ValidationError as e:
         raise BadRequest(_describe(cls, e)) from None
-
-
-def _without_lone_surrogates(v: Any) -> Any:
-    """`v` (parsed JSON, depth already bounded by the first parse) with every surrogate code
-    point in its strings and keys replaced by U+FFFD."""
-    if isinstance(v, str):
-        return jsoncodec.replace_surrogates(v)
-    if isinstance(v, list):
-        return [_without_lone_surrogates(x) for x in v]
-    if isinstance(v, dict):
-        return {jsoncodec.replace_surrogates(k): _without_lone_surrogates(x)
-                for k, x in v.items()}
-    return v

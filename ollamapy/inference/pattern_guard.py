@@ -100,7 +100,7 @@ def repetition_profile(pattern: str) -> Profile:
     i, n = 0, len(pattern)
     while i < n:
         c = pattern[i]
-        atom: Profile | None = None
+        atom: Profile
         if c == "\\":
             i += 2
             atom = {}
@@ -130,7 +130,6 @@ def repetition_profile(pattern: str) -> Profile:
             _merge(group, last)
             inner = group
             group, last = stack.pop() if stack else ({}, {})
-            _merge(group, last)
             i += 1
             atom = inner
         elif c == "|":

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from ollamapy.api.inference import Message, Think, Tool
-from ollamapy.errors import BadRequest, LimitExceeded
+from ollamapy.errors import BadRequest
 from ollamapy.inference.family import Renderer as FamilyRenderer
 from ollamapy.inference.jsontypes import JsonObject
 from ollamapy.runner.client import CONTEXT_ERROR
@@ -27,10 +27,9 @@ from ollamapy.template.gotemplate import (
     JsonList,
     Template,
     TemplateError,
-    TemplateLimitError,
+    parse_or_reject,
     wrap_json,
 )
-from ollamapy.template.gotemplate import parse as parse_template
 
 IMAGE_TOKENS = 768  # what Ollama budgets per image when the model has a projector
 _THINK_STRIP_FAMILIES = ("qwen3", "deepseek-r1")
@@ -94,11 +93,11 @@ def compile_template(source: str) -> Template:
     """Parsed once per distinct source (a model's template is the same on every request; a
     parsed Template is never changed by rendering, see gotemplate.Template.render)."""
     if len(source) > MAX_CACHED_TEMPLATE:
-        return _compile(source)
+        return parse_or_reject(source)
     hit = cached_template(source)
     if hit is not None:
         return hit
-    tmpl = _compile(source)
+    tmpl = parse_or_reject(source)
     with _cache_lock:
         _cache[source] = tmpl
         while len(_cache) > MAX_CACHED_TEMPLATES:
@@ -126,15 +125,6 @@ MAX_CACHED_TEMPLATE = 64 * 1024  # 64 entries: at most 4 MiB held
 MAX_CACHED_TEMPLATES = 64
 _cache: OrderedDict[str, Template] = OrderedDict()
 _cache_lock = threading.Lock()
-
-
-def _compile(source: str) -> Template:
-    try:
-        return parse_template(source)
-    except TemplateLimitError as e:  # a 400 even where a bad request template is a 500
-        raise LimitExceeded(f"template error: {e}") from None
-    except TemplateError as e:
-        raise BadRequest(f"template error: {e}") from None
 
 
 # ------------------------------------------------------------------ Go-template data

@@ -131,15 +131,6 @@ def _json_layer(media: str, obj: Any, pending: dict[str, bytes]) -> JsonObject:
     return _text_layer(media, data, pending)
 
 
-def check_template(source: str) -> None:
-    """A TEMPLATE that does not parse is refused at create, as Ollama does (400 `template
-    error: ...`): stored, it would fail every request to the model."""
-    try:
-        gotemplate.parse(source)
-    except gotemplate.TemplateError as e:
-        raise BadRequest(f"template error: {e}") from None
-
-
 def check_text_layers(layers: Sequence[Mapping[str, Any]], budget: int) -> None:
     """Text layers the store would refuse to read back (ModelStore reads them all within one
     `budget`, each within MAX_TEXT_LAYER_BYTES) are refused here: such a model could never
@@ -168,8 +159,8 @@ def create_model(store: st.ModelStore, name: ModelName, spec: CreateSpec, progre
         raise BadRequest("only one adapter is currently supported")
     params_req = check_params(spec.parameters or {})
 
-    if spec.template:
-        check_template(spec.template)
+    if spec.template:  # refused here as Ollama does: stored, it would fail every request
+        gotemplate.parse_or_reject(spec.template)
 
     layers: list[JsonObject] = []
     new: set[str] = set()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from ollamapy.errors import BadRequest, LimitExceeded
 from ollamapy.gofmt import format_float
 
 
@@ -990,3 +991,15 @@ def parse(source: str, lim: Limits | None = None) -> Template:
         raise
     except (ValueError, IndexError) as e:
         raise TemplateError(str(e)) from None
+
+
+def parse_or_reject(source: str) -> Template:
+    """`parse` with the API's answer to a template that does not parse, for requests and for
+    /api/create alike: 400 `template error: ...` (LimitExceeded for a bound: a 400 even where a
+    request template's other errors are 500s)."""
+    try:
+        return parse(source)
+    except TemplateLimitError as e:
+        raise LimitExceeded(f"template error: {e}") from None
+    except TemplateError as e:
+        raise BadRequest(f"template error: {e}") from None
